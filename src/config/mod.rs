@@ -1,0 +1,702 @@
+//! Configuration: the YAML file (`file`), checked and compiled into the plain runtime
+//! settings below. Every problem found is reported with the path of the offending key, e.g.
+//! `routes[2].upstream: unknown upstream "userz"`, and all of them are reported at once.
+
+pub mod file;
+
+use file::{BackendEntry, ConfigFile, HashKeySection};
+pub use file::{HealthCheckKind, Selection};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One thing wrong with a configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem of a configuration that was rejected.
+#[derive(Debug)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// A validated configuration, ready to build a server from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub listeners: Vec<Listener>,
+    pub admin_address: SocketAddr,
+    /// `None` when access logging is off; `Some("-")` for standard output.
+    pub access_log: Option<String>,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub error_log: Option<String>,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub backends: Vec<(SocketAddr, usize)>,
+    pub selection: Selection,
+    pub hash_key: HashKey,
+    pub health_check: Option<HealthCheckSpec>,
+    pub timeouts: Timeouts,
+    pub retries: usize,
+    pub tls: Option<TlsSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// Not a hashing pool.
+    None,
+    /// Lower-case header name.
+    Header(http::HeaderName),
+    ClientAddress,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckSpec {
+    pub kind: HealthCheckKind,
+    pub path: String,
+    pub host: Option<String>,
+    pub expected_status: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: usize,
+    pub unhealthy_threshold: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSpec {
+    pub sni: String,
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    /// Lower case, without a port.
+    pub host: Option<String>,
+    pub path: PathMatch,
+    /// Upper case; empty means every method.
+    pub methods: Vec<http::Method>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    read: Duration::from_secs(30),
+    write: Duration::from_secs(30),
+    idle: Duration::from_secs(60),
+};
+pub const DEFAULT_RETRIES: usize = 1;
+pub const MAX_RETRIES: usize = 10;
+
+/// Read, parse and validate a configuration file.
+pub fn load(path: &Path) -> Result<Config, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })?;
+    parse(&text)
+}
+
+/// Parse and validate configuration text.
+pub fn parse(text: &str) -> Result<Config, Problems> {
+    let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
+        // serde_yaml prefixes the key path ("routes[0]: unknown field `x`, ...") itself.
+        Problems(vec![Problem {
+            path: String::new(),
+            message: e.to_string(),
+        }])
+    })?;
+    compile(file)
+}
+
+fn compile(file: ConfigFile) -> Result<Config, Problems> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+
+    let server = compile_server(&file.server, &mut problem);
+
+    if file.listeners.is_empty() {
+        problem("listeners".into(), "at least one listener is required".into());
+    }
+    let mut listeners = Vec::new();
+    let mut seen_addrs = HashSet::new();
+    for (i, l) in file.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        let Some(address) = parse_socket_addr(&l.address, &format!("{at}.address"), &mut problem)
+        else {
+            continue;
+        };
+        if !seen_addrs.insert(address) {
+            problem(
+                format!("{at}.address"),
+                format!("{address} is used by another listener"),
+            );
+        }
+        let tls = l.tls.as_ref().map(|t| {
+            check_readable(&t.certificate, &format!("{at}.tls.certificate"), &mut problem);
+            check_readable(&t.key, &format!("{at}.tls.key"), &mut problem);
+            (t.certificate.clone(), t.key.clone())
+        });
+        listeners.push(Listener { address, tls });
+    }
+
+    let admin_address = parse_socket_addr(&file.admin.address, "admin.address", &mut problem);
+    if let Some(a) = admin_address {
+        if seen_addrs.contains(&a) {
+            problem(
+                "admin.address".into(),
+                format!("{a} is also a public listener; the admin listener must be separate"),
+            );
+        }
+    }
+
+    let access_log = if file.access_log.enabled {
+        if file.access_log.path.trim().is_empty() {
+            problem(
+                "access_log.path".into(),
+                "must be `-` (standard output) or a file path".into(),
+            );
+        }
+        Some(file.access_log.path.clone())
+    } else {
+        None
+    };
+
+    if file.upstreams.is_empty() {
+        problem("upstreams".into(), "at least one upstream is required".into());
+    }
+    let mut upstreams = Vec::new();
+    let mut upstream_index = BTreeMap::new();
+    for (name, u) in &file.upstreams {
+        let at = format!("upstreams.{name}");
+        if !valid_name(name) {
+            problem(
+                at.clone(),
+                "names use only letters, digits, `-` and `_`".into(),
+            );
+        }
+        if let Some(spec) = compile_upstream(name, u, &at, &mut problem) {
+            upstream_index.insert(name.clone(), upstreams.len());
+            upstreams.push(spec);
+        }
+    }
+
+    if file.routes.is_empty() {
+        problem("routes".into(), "at least one route is required".into());
+    }
+    let mut routes: Vec<RouteSpec> = Vec::new();
+    let mut route_names = HashSet::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if !valid_name(&r.name) {
+            problem(
+                format!("{at}.name"),
+                "names use only letters, digits, `-` and `_`, and are not empty".into(),
+            );
+        } else if !route_names.insert(r.name.clone()) {
+            problem(
+                format!("{at}.name"),
+                format!("route name \"{}\" is used twice", r.name),
+            );
+        }
+        let upstream = match upstream_index.get(&r.upstream) {
+            Some(idx) => Some(*idx),
+            None => {
+                if !file.upstreams.contains_key(&r.upstream) {
+                    problem(
+                        format!("{at}.upstream"),
+                        format!("unknown upstream \"{}\"", r.upstream),
+                    );
+                }
+                None
+            }
+        };
+        let m = &r.matcher;
+        let path = match (&m.path, &m.path_prefix) {
+            (Some(p), None) => check_route_path(p, &format!("{at}.match.path"), &mut problem)
+                .then(|| PathMatch::Exact(p.clone())),
+            (None, Some(p)) => {
+                check_route_path(p, &format!("{at}.match.path_prefix"), &mut problem)
+                    .then(|| PathMatch::Prefix(p.clone()))
+            }
+            (Some(_), Some(_)) => {
+                problem(
+                    format!("{at}.match"),
+                    "give either `path` or `path_prefix`, not both".into(),
+                );
+                None
+            }
+            (None, None) => {
+                problem(
+                    format!("{at}.match"),
+                    "one of `path` (exact) or `path_prefix` is required".into(),
+                );
+                None
+            }
+        };
+        let host = m.host.as_ref().and_then(|h| {
+            let h = h.to_ascii_lowercase();
+            if h.is_empty()
+                || h.contains(':')
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                problem(
+                    format!("{at}.match.host"),
+                    format!("\"{h}\" is not a host name (no port, no wildcard)"),
+                );
+                None
+            } else {
+                Some(h)
+            }
+        });
+        let mut methods = Vec::new();
+        if let Some(ms) = &m.methods {
+            if ms.is_empty() {
+                problem(
+                    format!("{at}.match.methods"),
+                    "leave `methods` out to match every method; an empty list matches nothing"
+                        .into(),
+                );
+            }
+            for (j, name) in ms.iter().enumerate() {
+                let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase());
+                match http::Method::from_bytes(name.as_bytes()) {
+                    Ok(method) if valid => {
+                        if methods.contains(&method) {
+                            problem(
+                                format!("{at}.match.methods[{j}]"),
+                                format!("{name} is listed twice"),
+                            );
+                        }
+                        methods.push(method);
+                    }
+                    _ => problem(
+                        format!("{at}.match.methods[{j}]"),
+                        format!("\"{name}\" is not an HTTP method (use upper case, e.g. GET)"),
+                    ),
+                }
+            }
+        }
+        let (connect_timeout, read_timeout, write_timeout) = match &r.timeouts {
+            Some(t) => {
+                for (key, v) in [("connect", t.connect), ("read", t.read), ("write", t.write)] {
+                    if v == Some(Duration::ZERO) {
+                        problem(format!("{at}.timeouts.{key}"), "must be above zero".into());
+                    }
+                }
+                (t.connect, t.read, t.write)
+            }
+            None => (None, None, None),
+        };
+        if let (Some(path), Some(upstream)) = (path, upstream) {
+            let spec = RouteSpec {
+                name: r.name.clone(),
+                host,
+                path,
+                methods,
+                upstream,
+                connect_timeout,
+                read_timeout,
+                write_timeout,
+            };
+            if let Some(j) = routes.iter().position(|o| same_match(o, &spec)) {
+                problem(
+                    format!("{at}.match"),
+                    format!(
+                        "matches exactly what route \"{}\" matches, so it could never be used",
+                        routes[j].name
+                    ),
+                );
+            }
+            routes.push(spec);
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    match admin_address {
+        Some(admin_address) => Ok(Config {
+            server,
+            listeners,
+            admin_address,
+            access_log,
+            upstreams,
+            routes,
+        }),
+        None => Err(Problems(vec![Problem {
+            path: "admin.address".into(),
+            message: "missing".into(),
+        }])),
+    }
+}
+
+fn same_match(a: &RouteSpec, b: &RouteSpec) -> bool {
+    let mut am: Vec<_> = a.methods.iter().map(|m| m.as_str()).collect();
+    let mut bm: Vec<_> = b.methods.iter().map(|m| m.as_str()).collect();
+    am.sort_unstable();
+    bm.sort_unstable();
+    a.host == b.host && a.path == b.path && am == bm
+}
+
+fn compile_server(
+    s: &file::ServerSection,
+    problem: &mut impl FnMut(String, String),
+) -> ServerSettings {
+    let threads = s.threads.unwrap_or(2);
+    if threads == 0 || threads > 1024 {
+        problem("server.threads".into(), "must be between 1 and 1024".into());
+    }
+    let dir = default_runtime_dir();
+    let pid_file = s
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| dir.join("portcullis.pid").display().to_string());
+    let upgrade_sock = s
+        .upgrade_sock
+        .clone()
+        .unwrap_or_else(|| dir.join("upgrade.sock").display().to_string());
+    for (key, v) in [("pid_file", &pid_file), ("upgrade_sock", &upgrade_sock)] {
+        if !Path::new(v).is_absolute() {
+            problem(format!("server.{key}"), "must be an absolute path".into());
+        }
+    }
+    ServerSettings {
+        threads,
+        pid_file,
+        upgrade_sock,
+        error_log: s.error_log.clone(),
+        grace_period: s.grace_period.unwrap_or(Duration::from_secs(5)),
+        graceful_shutdown_timeout: s.graceful_shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+    }
+}
+
+/// Where the pid file and upgrade socket go when the file does not say: systemd's
+/// `RuntimeDirectory` when run as a service, else the user's own runtime directory, else a
+/// per-user directory under the home directory. Never a shared `/tmp` path.
+pub fn default_runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd may list several directories separated by ':'; the first is ours.
+        let first = d.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        if !first.is_empty() {
+            return PathBuf::from(first);
+        }
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        if !d.is_empty() {
+            return PathBuf::from(d).join("portcullis");
+        }
+    }
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h).join(".local/state/portcullis"),
+        _ => std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join("run"),
+    }
+}
+
+fn compile_upstream(
+    name: &str,
+    u: &file::UpstreamSection,
+    at: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Option<UpstreamSpec> {
+    let mut ok = true;
+    if u.backends.is_empty() {
+        problem(
+            format!("{at}.backends"),
+            "at least one backend is required".into(),
+        );
+        ok = false;
+    }
+    let mut backends = Vec::new();
+    for (i, b) in u.backends.iter().enumerate() {
+        let (addr, weight) = match b {
+            BackendEntry::Address(a) => (a, 1),
+            BackendEntry::Weighted(w) => (&w.address, w.weight),
+        };
+        let key = format!("{at}.backends[{i}]");
+        if weight == 0 || weight > 1000 {
+            problem(
+                format!("{key}.weight"),
+                "must be between 1 and 1000".into(),
+            );
+            ok = false;
+        }
+        match resolve(addr) {
+            Ok(sa) => {
+                if backends.iter().any(|(o, _)| *o == sa) {
+                    problem(key, format!("{sa} is listed twice"));
+                    ok = false;
+                } else {
+                    backends.push((sa, weight));
+                }
+            }
+            Err(msg) => {
+                problem(key, msg);
+                ok = false;
+            }
+        }
+    }
+    let hash_key = match (&u.selection, &u.hash_key) {
+        (Selection::ConsistentHash, None) => {
+            problem(
+                format!("{at}.hash_key"),
+                "consistent_hash needs a hash_key (`header: NAME` or `client_address`)".into(),
+            );
+            ok = false;
+            HashKey::None
+        }
+        (Selection::ConsistentHash, Some(HashKeySection::ClientAddress)) => HashKey::ClientAddress,
+        (Selection::ConsistentHash, Some(HashKeySection::Header(h))) => {
+            match http::HeaderName::from_bytes(h.as_bytes()) {
+                Ok(name) => HashKey::Header(name),
+                Err(_) => {
+                    problem(
+                        format!("{at}.hash_key.header"),
+                        format!("\"{h}\" is not a header name"),
+                    );
+                    ok = false;
+                    HashKey::None
+                }
+            }
+        }
+        (_, Some(_)) => {
+            problem(
+                format!("{at}.hash_key"),
+                "only used with `selection: consistent_hash`".into(),
+            );
+            ok = false;
+            HashKey::None
+        }
+        (_, None) => HashKey::None,
+    };
+    let health_check = u.health_check.as_ref().map(|h| {
+        let hat = format!("{at}.health_check");
+        if h.kind == HealthCheckKind::Tcp
+            && (h.path.is_some() || h.host.is_some() || h.expected_status.is_some())
+        {
+            problem(
+                hat.clone(),
+                "`path`, `host` and `expected_status` need `type: http`".into(),
+            );
+            ok = false;
+        }
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            problem(
+                format!("{hat}.path"),
+                "must start with `/` and hold no spaces or control characters".into(),
+            );
+            ok = false;
+        }
+        let expected_status = h.expected_status.unwrap_or(200);
+        if !(100..=599).contains(&expected_status) {
+            problem(
+                format!("{hat}.expected_status"),
+                "must be an HTTP status (100-599)".into(),
+            );
+            ok = false;
+        }
+        let interval = h.interval.unwrap_or(Duration::from_secs(5));
+        let timeout = h.timeout.unwrap_or(Duration::from_secs(1));
+        for (key, v) in [("interval", interval), ("timeout", timeout)] {
+            if v < Duration::from_millis(10) {
+                problem(format!("{hat}.{key}"), "must be at least 10ms".into());
+                ok = false;
+            }
+        }
+        let healthy_threshold = h.healthy_threshold.unwrap_or(1);
+        let unhealthy_threshold = h.unhealthy_threshold.unwrap_or(1);
+        for (key, v) in [
+            ("healthy_threshold", healthy_threshold),
+            ("unhealthy_threshold", unhealthy_threshold),
+        ] {
+            if v == 0 || v > 100 {
+                problem(format!("{hat}.{key}"), "must be between 1 and 100".into());
+                ok = false;
+            }
+        }
+        HealthCheckSpec {
+            kind: h.kind,
+            path,
+            host: h.host.clone(),
+            expected_status,
+            interval,
+            timeout,
+            healthy_threshold,
+            unhealthy_threshold,
+        }
+    });
+    let mut timeouts = DEFAULT_TIMEOUTS;
+    for (key, v, slot) in [
+        ("connect_timeout", u.connect_timeout, &mut timeouts.connect),
+        ("read_timeout", u.read_timeout, &mut timeouts.read),
+        ("write_timeout", u.write_timeout, &mut timeouts.write),
+        ("idle_timeout", u.idle_timeout, &mut timeouts.idle),
+    ] {
+        if let Some(v) = v {
+            if v.is_zero() {
+                problem(format!("{at}.{key}"), "must be above zero".into());
+                ok = false;
+            }
+            *slot = v;
+        }
+    }
+    let retries = u.retries.unwrap_or(DEFAULT_RETRIES);
+    if retries > MAX_RETRIES {
+        problem(
+            format!("{at}.retries"),
+            format!("at most {MAX_RETRIES}"),
+        );
+        ok = false;
+    }
+    let tls = u.tls.as_ref().map(|t| {
+        if t.sni.is_empty() {
+            problem(format!("{at}.tls.sni"), "must not be empty".into());
+            ok = false;
+        }
+        TlsSpec {
+            sni: t.sni.clone(),
+            verify: t.verify,
+        }
+    });
+    ok.then(|| UpstreamSpec {
+        name: name.to_string(),
+        backends,
+        selection: u.selection,
+        hash_key,
+        health_check,
+        timeouts,
+        retries,
+        tls,
+    })
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if !addr.contains(':') {
+        return Err(format!("\"{addr}\" needs a port (host:port)"));
+    }
+    match addr.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("\"{addr}\" resolves to no address")),
+        Err(e) => Err(format!("\"{addr}\" cannot be resolved: {e}")),
+    }
+}
+
+fn parse_socket_addr(
+    s: &str,
+    at: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problem(
+                at.to_string(),
+                format!("\"{s}\" is not an IP:port address (e.g. 127.0.0.1:8080 or [::1]:8080)"),
+            );
+            None
+        }
+    }
+}
+
+fn check_readable(path: &str, at: &str, problem: &mut impl FnMut(String, String)) {
+    if let Err(e) = std::fs::File::open(path) {
+        problem(at.to_string(), format!("cannot read \"{path}\": {e}"));
+    }
+}
+
+fn check_route_path(p: &str, at: &str, problem: &mut impl FnMut(String, String)) -> bool {
+    let ok = p.starts_with('/')
+        && !p.contains('?')
+        && !p.contains('#')
+        && p.bytes().all(|b| b > b' ' && b != 0x7f);
+    if !ok {
+        problem(
+            at.to_string(),
+            format!("\"{p}\" must start with `/` and hold no query, fragment, spaces or control characters"),
+        );
+    }
+    ok
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

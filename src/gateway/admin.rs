@@ -1,0 +1,99 @@
+//! The admin listener: `/metrics`, `/health/live`, `/health/ready`. It is a separate service
+//! on its own address (default `127.0.0.1:9901`) and is never reachable through the public
+//! listeners.
+//!
+//! Readiness means this instance can take traffic: every upstream pool with a health check has
+//! finished its first round (until then Pingora treats every backend as healthy). A pool with
+//! no healthy backend does not make the gateway unready; that would take down every other
+//! route too. The body shows each pool's healthy count.
+
+use crate::upstream::Pool;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+
+pub struct AdminApp {
+    pub pools: Vec<Arc<Pool>>,
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = resp.body().len().to_string().parse() {
+        resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+    }
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_vec(&value).unwrap_or_default(),
+    )
+}
+
+impl AdminApp {
+    fn ready(&self) -> Response<Vec<u8>> {
+        let mut upstreams = serde_json::Map::new();
+        let mut ready = true;
+        for pool in &self.pools {
+            let health = pool.health();
+            let checked = pool.first_check_done();
+            ready &= checked;
+            upstreams.insert(
+                pool.name.clone(),
+                json!({
+                    "backends": health.len(),
+                    "healthy": health.iter().filter(|(_, h)| *h).count(),
+                    "first_check_done": checked,
+                }),
+            );
+        }
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(
+            status,
+            json!({ "status": if ready { "ready" } else { "starting" }, "upstreams": upstreams }),
+        )
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method_not_allowed", "message": "The admin listener answers GET only."}),
+            );
+        }
+        match req.uri.path() {
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics::render(),
+            ),
+            "/health/live" => json_response(StatusCode::OK, json!({"status": "live"})),
+            "/health/ready" => self.ready(),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": "Try /metrics, /health/live or /health/ready."}),
+            ),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The only place that touches Pingora: the proxy, the admin listener and how they are put
+//! together into one server.
+
+pub mod admin;
+pub mod proxy;
+pub mod response;
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::metrics::metrics;
+use crate::routing::RouteTable;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use std::time::Duration;
+
+/// Pingora's own command-line switches, kept as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Build the server for a configuration; `run_forever` it to serve.
+pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> {
+    let s = &config.server;
+    for path in [&s.pid_file, &s.upgrade_sock] {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            create_private_dir(dir)
+                .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+        }
+    }
+    let conf = ServerConf {
+        threads: s.threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        error_log: s.error_log.clone(),
+        grace_period_seconds: Some(whole_seconds(s.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(whole_seconds(s.graceful_shutdown_timeout)),
+        daemon: flags.daemon,
+        max_retries: crate::config::MAX_RETRIES + 1,
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let (pools, health_services) =
+        crate::upstream::build_pools(&config.upstreams).map_err(|e| e.to_string())?;
+    for svc in health_services {
+        server.add_boxed_service(svc);
+    }
+
+    let access_log = match &config.access_log {
+        Some(path) => Some(
+            AccessLog::start(path).map_err(|e| format!("cannot open access log {path}: {e}"))?,
+        ),
+        None => None,
+    };
+    let gateway = proxy::Gateway {
+        routes: RouteTable::new(&config.routes),
+        pools: pools.clone(),
+        access_log,
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    for l in &config.listeners {
+        let addr = l.address.to_string();
+        match &l.tls {
+            None => proxy.add_tcp(&addr),
+            Some((cert, key)) => {
+                let mut tls = TlsSettings::intermediate(cert, key)
+                    .map_err(|e| format!("listener {addr}: {e}"))?;
+                tls.enable_h2();
+                proxy.add_tls_with_settings(&addr, None, tls);
+            }
+        }
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new(
+        "portcullis admin".to_string(),
+        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp { pools }),
+    );
+    admin.add_tcp(&config.admin_address.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    let m = metrics();
+    m.config_reloads.with_label_values(&["success"]).inc();
+    m.config_last_reload.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    );
+    Ok(server)
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}

@@ -1,0 +1,316 @@
+//! The `ProxyHttp` implementation, in Pingora's hook order. It stays thin: routing,
+//! selection and header hygiene live in their own modules.
+
+use super::response::{self, write_error, ErrorKind};
+use crate::access_log::{self, AccessLog};
+use crate::config::{HashKey, Timeouts};
+use crate::identity;
+use crate::metrics::{method_label, metrics, status_class};
+use crate::request_id;
+use crate::routing::{Route, RouteMatch, RouteTable};
+use crate::upstream::Pool;
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    pub routes: RouteTable,
+    pub pools: Vec<Arc<Pool>>,
+    pub access_log: Option<AccessLog>,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    request_id: String,
+    route: Option<Arc<Route>>,
+    pool: Option<Arc<Pool>>,
+    /// Backends tried so far, in order; the last one is the current one.
+    tried: Vec<SocketAddr>,
+    /// Set when the gateway itself decides the answer.
+    error: Option<ErrorKind>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            pool: None,
+            tried: Vec::new(),
+            error: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = request_id::from_headers(&req.headers);
+
+        let mut hosts = req.headers.get_all(http::header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (_, Some(_)) => return self.answer(session, ctx, response::AMBIGUOUS_HOST, &[]).await,
+            (Some(h), None) => match h.to_str() {
+                Ok(h) => Some(h),
+                Err(_) => return self.answer(session, ctx, response::BAD_REQUEST, &[]).await,
+            },
+            (None, None) => req.uri.authority().map(|a| a.as_str()),
+        };
+
+        let (kind, allow) = match self.routes.find(host, req.uri.path(), &req.method) {
+            RouteMatch::Found(route) => {
+                ctx.pool = self.pools.get(route.upstream).cloned();
+                ctx.route = Some(route.clone());
+                return Ok(false);
+            }
+            RouteMatch::MethodNotAllowed(methods) => {
+                let allow = methods
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (response::METHOD_NOT_ALLOWED, vec![("allow", allow)])
+            }
+            RouteMatch::NotFound => (response::ROUTE_NOT_FOUND, vec![]),
+        };
+        self.answer(session, ctx, kind, &allow).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(pool) = ctx.pool.clone() else {
+            ctx.error = Some(response::INTERNAL_ERROR);
+            return Error::e_explain(HTTPStatus(500), "no pool for the route");
+        };
+        let client_ip;
+        let key: &[u8] = match &pool.hash_key {
+            HashKey::None => b"",
+            HashKey::Header(name) => session
+                .req_header()
+                .headers
+                .get(name)
+                .map_or(b"".as_slice(), |v| v.as_bytes()),
+            HashKey::ClientAddress => {
+                client_ip = client_ip_of(session).map(ip_bytes).unwrap_or_default();
+                &client_ip
+            }
+        };
+        let Some(addr) = pool.select(key, &ctx.tried) else {
+            let kind = if ctx.tried.is_empty() {
+                response::NO_HEALTHY_UPSTREAM
+            } else {
+                // Every healthy backend was tried and refused the connection.
+                response::UPSTREAM_UNREACHABLE
+            };
+            ctx.error = Some(kind);
+            return Error::e_explain(HTTPStatus(kind.status), kind.code);
+        };
+        ctx.tried.push(addr);
+        let route = ctx.route.as_deref();
+        let t = Timeouts {
+            connect: route
+                .and_then(|r| r.connect_timeout)
+                .unwrap_or(pool.timeouts.connect),
+            read: route
+                .and_then(|r| r.read_timeout)
+                .unwrap_or(pool.timeouts.read),
+            write: route
+                .and_then(|r| r.write_timeout)
+                .unwrap_or(pool.timeouts.write),
+            idle: pool.timeouts.idle,
+        };
+        Ok(Box::new(pool.peer(addr, t)))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(addr)) = (&ctx.pool, ctx.tried.last()) {
+            metrics()
+                .upstream_connect_errors
+                .with_label_values(&[pool.name.as_str(), &addr.to_string()])
+                .inc();
+            // Nothing was sent yet, so any method may go to another backend.
+            e.set_retry(ctx.tried.len() <= pool.retries);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        identity::strip_hop_by_hop(upstream_request);
+        let client_ip = client_ip_of(session).map(|ip| ip.to_string());
+        let https = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        let host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        identity::set_forwarded(upstream_request, client_ip.as_deref(), https, host.as_deref())?;
+        upstream_request.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let kind = ctx.error.or_else(|| classify(e));
+        let Some(kind) = kind else {
+            // The client went away; there is nobody to answer.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.error = Some(kind);
+        if ctx.request_id.is_empty() {
+            ctx.request_id = request_id::generate();
+        }
+        if session.response_written().is_none() {
+            if let Err(err) = write_error(session, &kind, &ctx.request_id, &[]).await {
+                tracing::debug!(error = %err, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: kind.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let route = ctx.route.as_deref().map_or("none", |r| r.name.as_str());
+        let req = session.req_header();
+        let elapsed = ctx.start.elapsed();
+        let m = metrics();
+        m.requests
+            .with_label_values(&[route, method_label(&req.method), status_class(status)])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let client = client_ip_of(session).map(|ip| ip.to_string()).unwrap_or_default();
+        let backend = ctx.tried.last().map(|a| a.to_string()).unwrap_or_default();
+        let error = ctx
+            .error
+            .map(|k| k.code)
+            .or_else(|| e.map(|e| e.etype().as_str()));
+        let req = session.req_header();
+        let time = access_log::now_rfc3339();
+        log.log(&access_log::Entry {
+            time: &time,
+            request_id: &ctx.request_id,
+            client: &client,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            host: req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+            route,
+            status,
+            upstream: ctx.pool.as_deref().map_or("", |p| p.name.as_str()),
+            backend: &backend,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            bytes_sent: session.body_bytes_sent(),
+            bytes_received: session.body_bytes_read(),
+            error,
+        });
+    }
+}
+
+impl Gateway {
+    /// Answer with an error of the gateway's own, ending the request.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        kind: ErrorKind,
+        extra: &[(&'static str, String)],
+    ) -> Result<bool> {
+        ctx.error = Some(kind);
+        write_error(session, &kind, &ctx.request_id, extra).await?;
+        Ok(true)
+    }
+}
+
+/// The error answer for a Pingora error, or `None` when the client is gone.
+fn classify(e: &Error) -> Option<ErrorKind> {
+    use pingora::ErrorSource;
+    let kind = match e.etype() {
+        HTTPStatus(400) => response::BAD_REQUEST,
+        HTTPStatus(s) if *s >= 500 => response::INTERNAL_ERROR,
+        HTTPStatus(_) => response::BAD_REQUEST,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+        | TLSHandshakeTimedout | InvalidCert | HandshakeError | TLSWantX509Lookup | BindError
+        | SocketError | ConnectProxyFailure => response::UPSTREAM_UNREACHABLE,
+        ReadTimedout | WriteTimedout if *e.esource() == ErrorSource::Upstream => {
+            response::UPSTREAM_TIMEOUT
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => response::BAD_GATEWAY,
+            ErrorSource::Downstream => match e.etype() {
+                ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => {
+                    return None
+                }
+                _ => response::BAD_REQUEST,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => response::INTERNAL_ERROR,
+        },
+    };
+    Some(kind)
+}
+
+fn client_ip_of(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}

@@ -1,0 +1,118 @@
+//! Responses the gateway writes itself. Every one has a JSON body
+//! `{"error": "<stable_code>", "message": "<human text>", "request_id": "<id>"}`,
+//! `Content-Type: application/json`, `Cache-Control: no-store` and the request id header.
+//! Messages never echo what the client sent.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde::Serialize;
+
+/// A stable error code with its status and default message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKind {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+pub const BAD_REQUEST: ErrorKind = ErrorKind {
+    status: 400,
+    code: "bad_request",
+    message: "The request is malformed.",
+};
+pub const AMBIGUOUS_HOST: ErrorKind = ErrorKind {
+    status: 400,
+    code: "ambiguous_host",
+    message: "The request carries more than one Host header.",
+};
+pub const ROUTE_NOT_FOUND: ErrorKind = ErrorKind {
+    status: 404,
+    code: "route_not_found",
+    message: "No route matches this request.",
+};
+pub const METHOD_NOT_ALLOWED: ErrorKind = ErrorKind {
+    status: 405,
+    code: "method_not_allowed",
+    message: "This route does not accept this method; see the Allow header.",
+};
+pub const INTERNAL_ERROR: ErrorKind = ErrorKind {
+    status: 500,
+    code: "internal_error",
+    message: "The gateway failed to handle the request.",
+};
+pub const UPSTREAM_UNREACHABLE: ErrorKind = ErrorKind {
+    status: 502,
+    code: "upstream_unreachable",
+    message: "The upstream service could not be reached.",
+};
+pub const BAD_GATEWAY: ErrorKind = ErrorKind {
+    status: 502,
+    code: "bad_gateway",
+    message: "The upstream service sent an invalid response or closed the connection.",
+};
+pub const NO_HEALTHY_UPSTREAM: ErrorKind = ErrorKind {
+    status: 503,
+    code: "no_healthy_upstream",
+    message: "No healthy backend is available for this route.",
+};
+pub const UPSTREAM_TIMEOUT: ErrorKind = ErrorKind {
+    status: 504,
+    code: "upstream_timeout",
+    message: "The upstream service did not answer in time.",
+};
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+pub fn json_body(kind: &ErrorKind, request_id: &str) -> Bytes {
+    let body = Body {
+        error: kind.code,
+        message: kind.message,
+        request_id,
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Write `kind` as the complete response. `extra` headers are added as given.
+pub async fn write_error(
+    session: &mut Session,
+    kind: &ErrorKind,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let body = json_body(kind, request_id);
+    let mut resp = ResponseHeader::build(kind.status, Some(5 + extra.len()))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header(crate::request_id::HEADER, request_id)?;
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    // A request body we did not read would be taken for the next request.
+    if !session.is_body_empty() && !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_the_documented_json() {
+        let b = json_body(&ROUTE_NOT_FOUND, "abc");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"], "route_not_found");
+        assert_eq!(v["request_id"], "abc");
+        assert!(v["message"].as_str().unwrap().len() > 5);
+    }
+}

@@ -1,0 +1,142 @@
+//! Header hygiene between the client and the backend: what the gateway removes from a
+//! request before it is forwarded, and the proxy headers it sets.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and are never forwarded:
+//! `Connection`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE`, `Trailer`,
+//! `Upgrade`, and every header the client's `Connection` header names. A client cannot use
+//! `Connection` to remove the headers that frame or route the request (`Host`,
+//! `Content-Length`, `Transfer-Encoding`) nor the ones the gateway itself sets; those
+//! nominations are ignored. (WebSocket upgrades are therefore not proxied yet.)
+
+use http::header::{HeaderName, CONNECTION};
+use pingora::http::RequestHeader;
+
+/// Always removed before forwarding.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Never removable through a `Connection` nomination.
+const PROTECTED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+/// Remove hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(req: &mut RequestHeader) {
+    // Collect nominations first: the Connection header itself is about to go.
+    let mut nominated: Vec<HeaderName> = Vec::new();
+    for value in req.headers.get_all(CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                if !PROTECTED.contains(&name.as_str()) && !nominated.contains(&name) {
+                    nominated.push(name);
+                }
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
+        // remove_header removes every instance of the header
+        req.remove_header(*name);
+    }
+    for name in &nominated {
+        req.remove_header(name);
+    }
+}
+
+/// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (replacing whatever the client sent for those two).
+pub fn set_forwarded(
+    req: &mut RequestHeader,
+    client_ip: Option<&str>,
+    https: bool,
+    host: Option<&str>,
+) -> pingora::Result<()> {
+    if let Some(ip) = client_ip {
+        // Several X-Forwarded-For headers are one comma-separated list (RFC 9110 §5.3).
+        let mut chain = String::new();
+        for v in req.headers.get_all("x-forwarded-for") {
+            if let Ok(s) = v.to_str() {
+                let s = s.trim();
+                if !s.is_empty() {
+                    chain.push_str(s);
+                    chain.push_str(", ");
+                }
+            }
+        }
+        chain.push_str(ip);
+        req.insert_header("x-forwarded-for", chain)?;
+    }
+    req.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
+    match host {
+        Some(h) => req.insert_header("x-forwarded-host", h.to_string())?,
+        None => {
+            req.remove_header("x-forwarded-host");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn connection_nominated_headers_are_removed_but_framing_is_protected() {
+        let mut r = req(&[
+            ("Connection", "close, X-Secret, Content-Length"),
+            ("Connection", "Host, x-other"),
+            ("X-Secret", "1"),
+            ("X-Other", "1"),
+            ("Content-Length", "0"),
+            ("Host", "a"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("X-Kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut r);
+        for gone in ["connection", "x-secret", "x-other", "keep-alive", "te"] {
+            assert!(r.headers.get(gone).is_none(), "{gone} was forwarded");
+        }
+        for kept in ["content-length", "host", "x-kept"] {
+            assert!(r.headers.get(kept).is_some(), "{kept} was removed");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_proto_host_replaced() {
+        let mut r = req(&[
+            ("X-Forwarded-For", "1.1.1.1"),
+            ("X-Forwarded-For", "2.2.2.2"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        set_forwarded(&mut r, Some("127.0.0.1"), false, Some("api.example.com")).unwrap();
+        let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 127.0.0.1"]);
+        assert_eq!(r.headers["x-forwarded-proto"], "http");
+        assert_eq!(r.headers["x-forwarded-host"], "api.example.com");
+    }
+}

@@ -1,0 +1,16 @@
+//! Portcullis: an edge API gateway on Cloudflare's Pingora.
+//!
+//! Layout (see ARCHITECTURE.md): `config` parses and validates the YAML file, `routing` and
+//! `upstream` are the runtime structures compiled from it, `identity` is header hygiene, and
+//! `gateway` is the only module that touches Pingora's proxy hooks.
+
+pub mod access_log;
+pub mod cli;
+pub mod config;
+pub mod echo;
+pub mod gateway;
+pub mod identity;
+pub mod metrics;
+pub mod request_id;
+pub mod routing;
+pub mod upstream;
