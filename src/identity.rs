@@ -5,8 +5,9 @@
 //! `Connection`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE`, `Trailer`,
 //! `Upgrade`, and every header the client's `Connection` header names. A client cannot use
 //! `Connection` to remove the headers that frame or route the request (`Host`,
-//! `Content-Length`, `Transfer-Encoding`) nor the ones the gateway itself sets; those
-//! nominations are ignored. (WebSocket upgrades are therefore not proxied yet.)
+//! `Content-Length`, `Transfer-Encoding`) nor the ones the gateway itself sets: such a request
+//! is ambiguous and is rejected with 400 `invalid_connection_header` before routing.
+//! (WebSocket upgrades are therefore not proxied yet.)
 
 use http::header::{HeaderName, CONNECTION};
 use pingora::http::RequestHeader;
@@ -32,6 +33,18 @@ const PROTECTED: &[&str] = &[
     "x-forwarded-host",
     "x-request-id",
 ];
+
+/// True when `Connection` names a header that must not be removable (see the module docs).
+pub fn connection_nominates_protected(headers: &http::HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|value| {
+        value.as_bytes().split(|b| *b == b',').any(|token| {
+            let token = token.trim_ascii();
+            PROTECTED
+                .iter()
+                .any(|p| p.as_bytes().eq_ignore_ascii_case(token))
+        })
+    })
+}
 
 /// Remove hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(req: &mut RequestHeader) {
@@ -124,6 +137,21 @@ mod tests {
         for kept in ["content-length", "host", "x-kept"] {
             assert!(r.headers.get(kept).is_some(), "{kept} was removed");
         }
+    }
+
+    #[test]
+    fn nominating_a_protected_header_is_detected_in_any_case() {
+        for v in [
+            "close, Content-Length",
+            "HOST",
+            "keep-alive,x-forwarded-for",
+            "X-Request-ID",
+        ] {
+            let r = req(&[("Connection", v)]);
+            assert!(connection_nominates_protected(&r.headers), "{v}");
+        }
+        let r = req(&[("Connection", "close, x-user-id")]);
+        assert!(!connection_nominates_protected(&r.headers));
     }
 
     #[test]

@@ -159,7 +159,10 @@ mod tests {
 
     #[test]
     fn all_metrics_register_and_render_with_prefix() {
-        metrics().requests.with_label_values(&["r", "GET", "2xx"]).inc();
+        metrics()
+            .requests
+            .with_label_values(&["r", "GET", "2xx"])
+            .inc();
         let text = String::from_utf8(render()).unwrap();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("portcullis_"), "unprefixed series: {line}");

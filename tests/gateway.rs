@@ -1,1 +1,13 @@
+//! Black-box tests: the real `portcullis` binary against real origins. One test binary; the
+//! shared harness is `support`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod admin;
+mod config_check;
+mod errors;
+mod health;
+mod proxying;
+mod upgrade;

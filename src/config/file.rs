@@ -147,11 +147,24 @@ pub enum Selection {
     ConsistentHash,
 }
 
+/// `hash_key: { header: X-Session-ID }` or `hash_key: client_address`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum HashKeySection {
     /// Hash the value of this request header (requests without it hash the empty string).
-    Header(String),
+    Header(HeaderHashKey),
+    Named(NamedHashKey),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderHashKey {
+    pub header: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedHashKey {
     /// Hash the client's IP address.
     ClientAddress,
 }

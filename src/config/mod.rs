@@ -182,7 +182,10 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
     let server = compile_server(&file.server, &mut problem);
 
     if file.listeners.is_empty() {
-        problem("listeners".into(), "at least one listener is required".into());
+        problem(
+            "listeners".into(),
+            "at least one listener is required".into(),
+        );
     }
     let mut listeners = Vec::new();
     let mut seen_addrs = HashSet::new();
@@ -199,7 +202,11 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
             );
         }
         let tls = l.tls.as_ref().map(|t| {
-            check_readable(&t.certificate, &format!("{at}.tls.certificate"), &mut problem);
+            check_readable(
+                &t.certificate,
+                &format!("{at}.tls.certificate"),
+                &mut problem,
+            );
             check_readable(&t.key, &format!("{at}.tls.key"), &mut problem);
             (t.certificate.clone(), t.key.clone())
         });
@@ -229,7 +236,10 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
     };
 
     if file.upstreams.is_empty() {
-        problem("upstreams".into(), "at least one upstream is required".into());
+        problem(
+            "upstreams".into(),
+            "at least one upstream is required".into(),
+        );
     }
     let mut upstreams = Vec::new();
     let mut upstream_index = BTreeMap::new();
@@ -435,7 +445,9 @@ fn compile_server(
         upgrade_sock,
         error_log: s.error_log.clone(),
         grace_period: s.grace_period.unwrap_or(Duration::from_secs(5)),
-        graceful_shutdown_timeout: s.graceful_shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+        graceful_shutdown_timeout: s
+            .graceful_shutdown_timeout
+            .unwrap_or(Duration::from_secs(10)),
     }
 }
 
@@ -445,7 +457,12 @@ fn compile_server(
 pub fn default_runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
         // systemd may list several directories separated by ':'; the first is ours.
-        let first = d.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if !first.is_empty() {
             return PathBuf::from(first);
         }
@@ -485,10 +502,7 @@ fn compile_upstream(
         };
         let key = format!("{at}.backends[{i}]");
         if weight == 0 || weight > 1000 {
-            problem(
-                format!("{key}.weight"),
-                "must be between 1 and 1000".into(),
-            );
+            problem(format!("{key}.weight"), "must be between 1 and 1000".into());
             ok = false;
         }
         match resolve(addr) {
@@ -515,8 +529,12 @@ fn compile_upstream(
             ok = false;
             HashKey::None
         }
-        (Selection::ConsistentHash, Some(HashKeySection::ClientAddress)) => HashKey::ClientAddress,
+        (
+            Selection::ConsistentHash,
+            Some(HashKeySection::Named(file::NamedHashKey::ClientAddress)),
+        ) => HashKey::ClientAddress,
         (Selection::ConsistentHash, Some(HashKeySection::Header(h))) => {
+            let h = &h.header;
             match http::HeaderName::from_bytes(h.as_bytes()) {
                 Ok(name) => HashKey::Header(name),
                 Err(_) => {
@@ -613,10 +631,7 @@ fn compile_upstream(
     }
     let retries = u.retries.unwrap_or(DEFAULT_RETRIES);
     if retries > MAX_RETRIES {
-        problem(
-            format!("{at}.retries"),
-            format!("at most {MAX_RETRIES}"),
-        );
+        problem(format!("{at}.retries"), format!("at most {MAX_RETRIES}"));
         ok = false;
     }
     let tls = u.tls.as_ref().map(|t| {
@@ -696,7 +711,6 @@ fn check_route_path(p: &str, at: &str, problem: &mut impl FnMut(String, String))
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

@@ -55,13 +55,23 @@ impl ProxyHttp for Gateway {
 
         let mut hosts = req.headers.get_all(http::header::HOST).iter();
         let host = match (hosts.next(), hosts.next()) {
-            (_, Some(_)) => return self.answer(session, ctx, response::AMBIGUOUS_HOST, &[]).await,
+            (_, Some(_)) => {
+                return self
+                    .answer(session, ctx, response::AMBIGUOUS_HOST, &[])
+                    .await
+            }
             (Some(h), None) => match h.to_str() {
                 Ok(h) => Some(h),
                 Err(_) => return self.answer(session, ctx, response::BAD_REQUEST, &[]).await,
             },
             (None, None) => req.uri.authority().map(|a| a.as_str()),
         };
+
+        if identity::connection_nominates_protected(&req.headers) {
+            return self
+                .answer(session, ctx, response::INVALID_CONNECTION_HEADER, &[])
+                .await;
+        }
 
         let (kind, allow) = match self.routes.find(host, req.uri.path(), &req.method) {
             RouteMatch::Found(route) => {
@@ -157,16 +167,19 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         identity::strip_hop_by_hop(upstream_request);
         let client_ip = client_ip_of(session).map(|ip| ip.to_string());
-        let https = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let host = session
             .req_header()
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_string);
-        identity::set_forwarded(upstream_request, client_ip.as_deref(), https, host.as_deref())?;
+        identity::set_forwarded(
+            upstream_request,
+            client_ip.as_deref(),
+            https,
+            host.as_deref(),
+        )?;
         upstream_request.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         Ok(())
     }
@@ -200,6 +213,9 @@ impl ProxyHttp for Gateway {
             ctx.request_id = request_id::generate();
         }
         if session.response_written().is_none() {
+            // The connection is not reused after a failed proxy attempt (part of the request
+            // body may be consumed); say so, so clients do not send on it again.
+            session.set_keepalive(None);
             if let Err(err) = write_error(session, &kind, &ctx.request_id, &[]).await {
                 tracing::debug!(error = %err, "could not write the error response");
             }
@@ -211,9 +227,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.as_deref().map_or("none", |r| r.name.as_str());
         let req = session.req_header();
         let elapsed = ctx.start.elapsed();
@@ -228,7 +242,9 @@ impl ProxyHttp for Gateway {
         let Some(log) = &self.access_log else {
             return;
         };
-        let client = client_ip_of(session).map(|ip| ip.to_string()).unwrap_or_default();
+        let client = client_ip_of(session)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         let backend = ctx.tried.last().map(|a| a.to_string()).unwrap_or_default();
         let error = ctx
             .error

@@ -26,6 +26,11 @@ pub const AMBIGUOUS_HOST: ErrorKind = ErrorKind {
     code: "ambiguous_host",
     message: "The request carries more than one Host header.",
 };
+pub const INVALID_CONNECTION_HEADER: ErrorKind = ErrorKind {
+    status: 400,
+    code: "invalid_connection_header",
+    message: "The Connection header names a header that frames or identifies the request.",
+};
 pub const ROUTE_NOT_FOUND: ErrorKind = ErrorKind {
     status: 404,
     code: "route_not_found",

@@ -96,7 +96,7 @@ impl RouteTable {
             })
             .collect();
         // Stable sort: equal specificity keeps the file's order.
-        routes.sort_by(|a, b| b.specificity().cmp(&a.specificity()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
         Self { routes }
     }
 
@@ -182,8 +182,18 @@ mod tests {
         RouteTable::new(&[
             spec("catch_all", None, PathMatch::Prefix("/".into()), &[]),
             spec("api", None, PathMatch::Prefix("/api".into()), &[]),
-            spec("api_users", None, PathMatch::Prefix("/api/users".into()), &[]),
-            spec("login", None, PathMatch::Exact("/api/login".into()), &["POST"]),
+            spec(
+                "api_users",
+                None,
+                PathMatch::Prefix("/api/users".into()),
+                &[],
+            ),
+            spec(
+                "login",
+                None,
+                PathMatch::Exact("/api/login".into()),
+                &["POST"],
+            ),
             spec(
                 "admin_host",
                 Some("admin.example.com"),
@@ -200,7 +210,10 @@ mod tests {
         assert_eq!(name(t.find(None, "/api/users/7", &get)), "api_users");
         assert_eq!(name(t.find(None, "/api/orders", &get)), "api");
         assert_eq!(name(t.find(None, "/other", &get)), "catch_all");
-        assert_eq!(name(t.find(Some("ADMIN.example.com:443"), "/api", &get)), "admin_host");
+        assert_eq!(
+            name(t.find(Some("ADMIN.example.com:443"), "/api", &get)),
+            "admin_host"
+        );
         assert_eq!(name(t.find(Some("www.example.com"), "/api", &get)), "api");
     }
 

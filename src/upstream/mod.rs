@@ -117,9 +117,9 @@ impl Pool {
 /// Build every pool, and the background services that keep their health current.
 pub fn build_pools(
     specs: &[UpstreamSpec],
-) -> pingora::Result<(Vec<Arc<Pool>>, Vec<Box<dyn ServiceWithDependents>>)> {
+) -> pingora::Result<(Vec<Arc<Pool>>, Vec<BackgroundService>)> {
     let mut pools = Vec::with_capacity(specs.len());
-    let mut services: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
+    let mut services: Vec<BackgroundService> = Vec::new();
     for spec in specs {
         let progress = Arc::new(CheckProgress {
             total: spec.backends.len(),
@@ -163,9 +163,14 @@ pub fn build_pools(
     Ok((pools, services))
 }
 
-type LbAndService<S> = (Arc<LoadBalancer<S>>, Option<Box<dyn ServiceWithDependents>>);
+/// A health-check loop to add to the server.
+pub type BackgroundService = Box<dyn ServiceWithDependents>;
+type LbAndService<S> = (Arc<LoadBalancer<S>>, Option<BackgroundService>);
 
-fn load_balancer<S>(spec: &UpstreamSpec, progress: &Arc<CheckProgress>) -> pingora::Result<LbAndService<S>>
+fn load_balancer<S>(
+    spec: &UpstreamSpec,
+    progress: &Arc<CheckProgress>,
+) -> pingora::Result<LbAndService<S>>
 where
     S: BackendSelection + Send + Sync + 'static,
     S::Iter: BackendIter,

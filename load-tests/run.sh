@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Side-by-side load test on this machine, in one run: the origin directly, nginx, HAProxy and
+# Portcullis as plain reverse proxies in front of the same origin, one worker each, measured
+# with wrk. Prints a markdown table with every target's throughput as a ratio to nginx's.
+#
+#   load-tests/run.sh                      # ROUNDS=3 DURATION=5
+#   ROUNDS=5 DURATION=10 load-tests/run.sh
+#
+# Environment:
+#   ROUNDS          rounds; every round measures every target once, order rotated (default 3)
+#   DURATION        seconds of each measured wrk run (default 5)
+#   WARMUP          seconds of the unmeasured wrk run per target before round 1 (default 2)
+#   WRK_THREADS     wrk -t (default 2)
+#   WRK_CONNECTIONS wrk -c (default 64)
+#   PORTCULLIS_BIN  use this binary instead of building target/release/portcullis
+#   NO_INSTALL=1    never apt-get install; fail if wrk, nginx or haproxy is missing
+#
+# Everything runs on 127.0.0.1. Every process started here is stopped on exit. Raw wrk outputs,
+# logs and the table are kept in load-tests/out/<timestamp>/ (gitignored).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-2}
+WRK_THREADS=${WRK_THREADS:-2}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PEERS=$HERE/peers
+RUN_DIR=$HERE/out/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$RUN_DIR"
+
+# name | port | process started for it (empty: the origin itself)
+TARGETS=(origin nginx haproxy portcullis)
+declare -A PORT=([origin]=18080 [nginx]=18081 [haproxy]=18082 [portcullis]=18089)
+ADMIN_PORT=19901
+declare -A PID=()
+
+log() { printf '[run.sh] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- stopping what we started
+stop_all() {
+    local name pid deadline
+    for name in "${!PID[@]}"; do
+        pid=${PID[$name]}
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    deadline=$((SECONDS + 5))
+    for name in "${!PID[@]}"; do
+        pid=${PID[$name]}
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name (pid $pid) still running after 5s: SIGKILL"
+            # nginx's worker is the master's child: take it down with the master.
+            pkill -KILL -P "$pid" 2>/dev/null || true
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    PID=()
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+find_tool() { # command [extra dirs...]: prints its path or nothing
+    local cmd=$1 d
+    shift
+    if command -v "$cmd" >/dev/null 2>&1; then command -v "$cmd"; return; fi
+    for d in "$@" /usr/sbin /sbin; do
+        if [ -x "$d/$cmd" ]; then echo "$d/$cmd"; return; fi
+    done
+}
+
+install_missing() {
+    local missing=()
+    [ -n "$(find_tool wrk)" ] || missing+=(wrk)
+    [ -n "$(find_tool nginx)" ] || missing+=(nginx-light)
+    [ -n "$(find_tool haproxy)" ] || missing+=(haproxy)
+    [ ${#missing[@]} -eq 0 ] && return
+    [ "${NO_INSTALL:-0}" = 1 ] && die "missing: ${missing[*]} (NO_INSTALL=1)"
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+install_missing
+WRK=$(find_tool wrk)
+NGINX=$(find_tool nginx)
+HAPROXY=$(find_tool haproxy)
+[ -n "$WRK" ] && [ -n "$NGINX" ] && [ -n "$HAPROXY" ] || die "wrk, nginx or haproxy not found"
+
+if [ -n "${PORTCULLIS_BIN:-}" ]; then
+    PORTCULLIS=$PORTCULLIS_BIN
+else
+    log "cargo build --release (a no-op when up to date)"
+    (cd "$ROOT" && cargo build --release --quiet --bin portcullis) >&2
+    PORTCULLIS=$ROOT/target/release/portcullis
+fi
+[ -x "$PORTCULLIS" ] || die "no portcullis binary at $PORTCULLIS"
+
+# ---------------------------------------------------------------- configs
+for f in origin.conf nginx-proxy.conf haproxy.cfg portcullis.yaml; do
+    sed "s|@RUN_DIR@|$RUN_DIR|g" "$PEERS/$f" >"$RUN_DIR/$f"
+done
+# nginx's workers run as an unprivileged user when started as root: let them into the run dir.
+chmod 755 "$RUN_DIR"
+
+"$NGINX" -t -q -c "$RUN_DIR/origin.conf" -p "$RUN_DIR" >&2 || die "origin.conf is invalid"
+"$NGINX" -t -q -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR" >&2 || die "nginx-proxy.conf is invalid"
+"$HAPROXY" -c -q -f "$RUN_DIR/haproxy.cfg" >&2 || die "haproxy.cfg is invalid"
+"$PORTCULLIS" check -c "$RUN_DIR/portcullis.yaml" >&2 || die "portcullis.yaml is invalid"
+
+# ---------------------------------------------------------------- starting
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+for port in "${PORT[@]}" "$ADMIN_PORT"; do
+    if port_open "$port"; then die "127.0.0.1:$port is already in use"; fi
+done
+
+start() { # name command...: runs it in the background, its output to the run dir
+    local name=$1
+    shift
+    "$@" >"$RUN_DIR/$name.out" 2>&1 &
+    PID[$name]=$!
+}
+
+wait_port() { # name port
+    local deadline=$((SECONDS + 15))
+    until port_open "$2"; do
+        kill -0 "${PID[$1]}" 2>/dev/null || { cat "$RUN_DIR/$1.out" >&2; die "$1 exited"; }
+        ((SECONDS < deadline)) || die "$1 not listening on 127.0.0.1:$2 after 15s"
+        sleep 0.1
+    done
+}
+
+start origin "$NGINX" -c "$RUN_DIR/origin.conf" -p "$RUN_DIR"
+wait_port origin "${PORT[origin]}"
+start nginx "$NGINX" -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR"
+start haproxy "$HAPROXY" -db -f "$RUN_DIR/haproxy.cfg"
+start portcullis "$PORTCULLIS" run -c "$RUN_DIR/portcullis.yaml"
+for name in nginx haproxy portcullis; do wait_port "$name" "${PORT[$name]}"; done
+
+for name in "${TARGETS[@]}"; do
+    body=$(curl -sS --max-time 5 -o - -w ' %{http_code}' "http://127.0.0.1:${PORT[$name]}/") \
+        || die "$name: request failed"
+    [ "$body" = $'ok\n 200' ] || die "$name answered '$body', expected 'ok' and 200"
+done
+log "all four answer 200 ok; run dir $RUN_DIR"
+
+# ---------------------------------------------------------------- measuring
+# wrk's latency units to milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+    printf "%.3f", n }'; }
+
+declare -A RPS=() AVG=() P99=() REQS=() NON2XX=() SOCKERR=()
+
+measure() { # name round
+    local name=$1 round=$2 out
+    out=$RUN_DIR/wrk-$name-$round.txt
+    "$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
+        "http://127.0.0.1:${PORT[$name]}/" >"$out"
+    local rps avg p99 reqs non2xx sockerr
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    avg=$(to_ms "$(awk '$1 == "Latency" && NF > 3 {print $2; exit}' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$out")")
+    reqs=$(awk '/requests in/ {print $1}' "$out")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")
+    [ -n "$rps" ] && [ -n "$reqs" ] || die "could not parse $out"
+    RPS[$name]+="$rps "
+    AVG[$name]+="$avg "
+    P99[$name]+="$p99 "
+    REQS[$name]=$((${REQS[$name]:-0} + reqs))
+    NON2XX[$name]=$((${NON2XX[$name]:-0} + ${non2xx:-0}))
+    SOCKERR[$name]=$((${SOCKERR[$name]:-0} + ${sockerr:-0}))
+    log "round $round $name: $rps req/s, avg ${avg} ms, p99 ${p99} ms, non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}"
+}
+
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) exit 1
+    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Resident memory of a process and its children (nginx: master + worker), in KiB.
+rss_kib() {
+    local pid=$1 total=0 p kb
+    for p in "$pid" $(pgrep -P "$pid" || true); do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+pss_kib() {
+    local pid=$1 total=0 p kb
+    for p in "$pid" $(pgrep -P "$pid" || true); do
+        kb=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+log "warm-up: ${WARMUP}s per target"
+for name in "${TARGETS[@]}"; do
+    "$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$name]}/" >/dev/null
+done
+
+n=${#TARGETS[@]}
+for ((round = 1; round <= ROUNDS; round++)); do
+    for ((i = 0; i < n; i++)); do
+        # Rotate the order every round so that drift and position effects hit every target.
+        measure "${TARGETS[$(((i + round - 1) % n))]}" "$round"
+    done
+done
+
+declare -A RSS=() PSS=()
+for name in "${TARGETS[@]}"; do
+    kill -0 "${PID[$name]}" 2>/dev/null || die "$name (pid ${PID[$name]}) died during the test"
+    RSS[$name]=$(rss_kib "${PID[$name]}")
+    PSS[$name]=$(pss_kib "${PID[$name]}")
+done
+
+# ---------------------------------------------------------------- the table
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+NGINX_RPS=$(median "${RPS[nginx]}")
+{
+    echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${DURATION}s --latency, $ROUNDS round(s), median per target;" \
+        "one worker per proxy; origin: nginx returning \"ok\" on 127.0.0.1:${PORT[origin]}."
+    echo
+    echo "| target | req/s | ratio to nginx | avg latency | p99 latency | RSS MiB | RSS ratio to nginx | PSS MiB | non-2xx / socket errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for name in "${TARGETS[@]}"; do
+        rps=$(median "${RPS[$name]}")
+        label=$name
+        rss_ratio=$(ratio "${RSS[$name]}" "${RSS[nginx]}")
+        if [ "$name" = origin ]; then label="origin (direct, no proxy)"; rss_ratio="-"; fi
+        printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %d / %d |\n' \
+            "$label" "$rps" "$(ratio "$rps" "$NGINX_RPS")" \
+            "$(median "${AVG[$name]}")" "$(median "${P99[$name]}")" \
+            "$(mib "${RSS[$name]}")" "$rss_ratio" "$(mib "${PSS[$name]}")" \
+            "${NON2XX[$name]}" "${SOCKERR[$name]}"
+    done
+    echo
+    echo "Per-round req/s:"
+    for name in "${TARGETS[@]}"; do echo "- $name: ${RPS[$name]% }"; done
+    echo
+    echo "RSS/PSS: VmRSS / Pss of the process and its children (nginx: master + worker), read after the last round."
+} | tee "$RUN_DIR/results.md"
+
+log "raw outputs in $RUN_DIR"

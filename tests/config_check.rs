@@ -1,0 +1,224 @@
+//! `portcullis check` (and `run -t`) on the bundled examples and on broken configurations.
+
+use crate::support::*;
+use std::path::Path;
+use std::process::Command;
+
+fn check(path: &Path) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn conf_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conf")
+}
+
+#[test]
+fn every_example_in_conf_is_valid() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(conf_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (ok, stdout, stderr) = check(&path);
+            assert!(ok, "{} is invalid:\n{stderr}", path.display());
+            assert!(stdout.contains("configuration OK"), "{stdout}");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "expected the default and at least one more example"
+    );
+}
+
+/// Broken configurations and the message each must produce (the key path leads).
+const BROKEN: &[(&str, &str, &str)] = &[
+    (
+        "unknown top-level key",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\nlistner: []\n",
+        "unknown field `listner`",
+    ),
+    (
+        "unknown nested key",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], helth_check: {}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "unknown field `helth_check`",
+    ),
+    (
+        "unknown upstream",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {users: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: a, match: {path_prefix: /a}, upstream: users}\n  - {name: b, match: {path_prefix: /b}, upstream: users}\n  - {name: c, match: {path_prefix: /c}, upstream: userz}\n",
+        "routes[2].upstream: unknown upstream \"userz\"",
+    ),
+    (
+        "bad listener address",
+        "listeners: [{address: localhost}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners[0].address: \"localhost\" is not an IP:port address",
+    ),
+    (
+        "admin on a public listener",
+        "listeners: [{address: 127.0.0.1:8080}]\nadmin: {address: 127.0.0.1:8080}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "admin.address: 127.0.0.1:8080 is also a public listener",
+    ),
+    (
+        "backend without port",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [10.0.0.1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "upstreams.a.backends[0]: \"10.0.0.1\" needs a port",
+    ),
+    (
+        "no backends",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: []}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "upstreams.a.backends: at least one backend is required",
+    ),
+    (
+        "consistent hash without key",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], selection: consistent_hash}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "upstreams.a.hash_key: consistent_hash needs a hash_key",
+    ),
+    (
+        "unknown selection",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], selection: least_conn}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "unknown variant `least_conn`",
+    ),
+    (
+        "tcp check with a path",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], health_check: {type: tcp, path: /h}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "upstreams.a.health_check: `path`, `host` and `expected_status` need `type: http`",
+    ),
+    (
+        "bad expected status",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], health_check: {type: http, expected_status: 42}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "upstreams.a.health_check.expected_status: must be an HTTP status",
+    ),
+    (
+        "too many retries",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], retries: 50}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "upstreams.a.retries: at most 10",
+    ),
+    (
+        "bad duration",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], connect_timeout: soon}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "upstreams.a.connect_timeout",
+    ),
+    (
+        "path and prefix together",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path: /x, path_prefix: /}, upstream: a}]\n",
+        "routes[0].match: give either `path` or `path_prefix`, not both",
+    ),
+    (
+        "relative route path",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: api}, upstream: a}]\n",
+        "routes[0].match.path_prefix: \"api\" must start with `/`",
+    ),
+    (
+        "lower-case method",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /, methods: [get]}, upstream: a}]\n",
+        "routes[0].match.methods[0]: \"get\" is not an HTTP method",
+    ),
+    (
+        "duplicate route",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: one, match: {path_prefix: /x}, upstream: a}\n  - {name: two, match: {path_prefix: /x}, upstream: a}\n",
+        "routes[1].match: matches exactly what route \"one\" matches",
+    ),
+    (
+        "duplicate route name",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: one, match: {path_prefix: /x}, upstream: a}\n  - {name: one, match: {path_prefix: /y}, upstream: a}\n",
+        "routes[1].name: route name \"one\" is used twice",
+    ),
+    (
+        "host with port",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {host: \"a.example:80\", path_prefix: /}, upstream: a}]\n",
+        "routes[0].match.host: \"a.example:80\" is not a host name",
+    ),
+    (
+        "missing tls files",
+        "listeners: [{address: 127.0.0.1:8443, tls: {certificate: /nonexistent/cert.pem, key: /nonexistent/key.pem}}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners[0].tls.certificate: cannot read \"/nonexistent/cert.pem\"",
+    ),
+    (
+        "route without routes",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: []\n",
+        "routes: at least one route is required",
+    ),
+    (
+        "not yaml",
+        "listeners: [{address: 127.0.0.1:8080\n",
+        "did not find expected",
+    ),
+];
+
+#[test]
+fn broken_configs_are_rejected_with_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (what, text, expected)) in BROKEN.iter().enumerate() {
+        let path = dir.path().join(format!("broken-{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "{what}: accepted");
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{address: nowhere}]\nupstreams: {a: {backends: [127.0.0.1:1], retries: 99}}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: b}\n  - {name: s, match: {path: x}, upstream: a}\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = check(&path);
+    assert!(!ok);
+    for expected in [
+        "listeners[0].address",
+        "upstreams.a.retries",
+        "routes[0].upstream: unknown upstream \"b\"",
+        "routes[1].match.path",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_dash_t_tests_the_configuration_and_exits() {
+    let good = conf_dir().join("portcullis.yaml");
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "listeners: []\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-t", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let missing = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/portcullis.yaml"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}

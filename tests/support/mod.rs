@@ -1,0 +1,354 @@
+//! The black-box harness every integration test uses: the real `portcullis` binary on
+//! ephemeral loopback ports with a generated configuration, real origins (`portcullis echo`
+//! processes), and origins that misbehave on purpose (a closed port, one that never answers).
+//! Everything started here is stopped when its handle is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A `portcullis echo` origin.
+pub struct Echo {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl Echo {
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            if let Some(e) = Self::try_start_on(addr) {
+                return e;
+            }
+        }
+        panic!("could not start an echo origin");
+    }
+
+    fn try_start_on(addr: SocketAddr) -> Option<Self> {
+        let mut child = Command::new(BIN)
+            .args(["echo", "--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn portcullis echo");
+        if wait_for_port(addr, Duration::from_secs(10)) {
+            Some(Self {
+                child: Some(child),
+                addr,
+            })
+        } else {
+            kill(&mut child);
+            None
+        }
+    }
+
+    /// Stop the origin (its port then refuses connections).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+
+    /// Start it again on the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(mut e) = Self::try_start_on(self.addr) {
+                self.child = e.child.take();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("could not restart the echo origin on {}", self.addr);
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An origin that accepts connections and reads requests but never answers.
+pub struct StalledOrigin {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl StalledOrigin {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for StalledOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The gateway under test.
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// The parts of a configuration every test shares, around a test's `upstreams:` and
+/// `routes:` sections.
+pub fn config_text(dir: &Path, listen: SocketAddr, admin: SocketAddr, body: &str) -> String {
+    format!(
+        "server:\n  threads: 2\n  pid_file: {dir}/portcullis.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  graceful_shutdown_timeout: 2s\nlisteners:\n  - address: {listen}\nadmin:\n  address: {admin}\naccess_log:\n  enabled: true\n  path: {dir}/access.log\n{body}",
+        dir = dir.display()
+    )
+}
+
+impl Gateway {
+    /// Start the gateway with `body` (YAML holding `upstreams:` and `routes:`), and wait
+    /// until it is ready.
+    pub fn start(body: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let config_path = dir.path().join("portcullis.yaml");
+            std::fs::write(&config_path, config_text(dir.path(), listen, admin, body)).unwrap();
+            let mut child = spawn_gateway(&config_path, &[], dir.path());
+            if wait_for_port(listen, Duration::from_secs(20))
+                && wait_for_port(admin, Duration::from_secs(5))
+            {
+                let gw = Self {
+                    child: Some(child),
+                    addr: listen,
+                    admin,
+                    dir,
+                    config_path,
+                };
+                gw.wait_ready();
+                return gw;
+            }
+            kill(&mut child);
+        }
+        panic!("the gateway did not start; config:\n{body}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn wait_ready(&self) {
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(r) = c.get(self.admin_url("/health/ready")).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the gateway never became ready");
+    }
+
+    pub fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// The value of one series, e.g. `portcullis_backend_healthy{backend="..",upstream="echo"}`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+
+    /// Wait for `cond` to hold, polling; false on timeout.
+    pub fn eventually(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        eventually(timeout, &mut cond)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+}
+
+pub fn eventually(timeout: Duration, cond: &mut dyn FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn spawn_gateway(config: &Path, extra: &[&str], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.stderr"))
+        .unwrap();
+    Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn portcullis")
+}
+
+/// An HTTP client that never uses a proxy from the environment and does not retry.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// A client that opens a new connection for every request.
+pub fn fresh_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// What `portcullis echo` reports, parsed.
+#[derive(serde::Deserialize, Debug)]
+pub struct Echoed {
+    pub server: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body_length: usize,
+    pub body_sha256: String,
+}
+
+impl Echoed {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Send raw bytes on a new connection and read the whole answer (the request should say
+/// `Connection: close`).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body of a raw HTTP/1.1 response with Content-Length.
+pub fn raw_body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// The JSON error body the gateway writes, checked for shape.
+pub fn error_body(text: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    for key in ["error", "message", "request_id"] {
+        assert!(
+            v[key].as_str().is_some_and(|s| !s.is_empty()),
+            "error body lacks `{key}`: {text}"
+        );
+    }
+    v
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -1,0 +1,86 @@
+//! Graceful upgrade: a new instance takes over the listening sockets while requests keep
+//! flowing, and none fails.
+
+use crate::support::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[test]
+fn graceful_upgrade_drops_no_request() {
+    let echo = Echo::start();
+    let mut old = Gateway::start(&format!(
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
+        echo.addr
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let url = old.url("/steady");
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failures, url) =
+                (stop.clone(), ok.clone(), failures.clone(), url.clone());
+            std::thread::spawn(move || {
+                // A new connection per request, so every request goes through accept().
+                let c = fresh_client();
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) && sent < 5000 {
+                    sent += 1;
+                    match c.get(&url).send() {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status())),
+                        Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ok.load(Ordering::Relaxed);
+
+    // The new instance waits for the old one's sockets on the upgrade socket; the old one
+    // hands them over on SIGQUIT and then drains.
+    let mut new = spawn_gateway(&old.config_path, &["-u"], old.dir.path());
+    std::thread::sleep(Duration::from_millis(300));
+    let old_pid = old.pid();
+    let status = std::process::Command::new("kill")
+        .args(["-QUIT", &old_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut old_child = old.take_child().unwrap();
+    let exited = eventually(Duration::from_secs(20), &mut || {
+        matches!(old_child.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "the old instance did not exit after handing over");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let after = ok.load(Ordering::Relaxed);
+    let _ = new.kill();
+    let _ = new.wait();
+
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        before > 10,
+        "too little traffic before the upgrade ({before})"
+    );
+    assert!(
+        after > before + 10,
+        "too little traffic during and after the upgrade"
+    );
+}
