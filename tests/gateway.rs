@@ -10,4 +10,5 @@ mod config_check;
 mod errors;
 mod health;
 mod proxying;
+mod tls;
 mod upgrade;

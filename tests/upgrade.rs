@@ -84,3 +84,52 @@ fn graceful_upgrade_drops_no_request() {
         "too little traffic during and after the upgrade"
     );
 }
+
+#[test]
+fn daemon_mode_writes_the_pid_file_and_serves() {
+    let echo = Echo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("daemon.yaml");
+    std::fs::write(
+        &config,
+        config_text(
+            dir.path(),
+            &format!("  - address: {listen}\n"),
+            admin,
+            &format!(
+                "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
+                echo.addr
+            ),
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new(BIN)
+        .args(["run", "-d", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the foreground part of -d exits 0");
+    let pid_file = dir.path().join("portcullis.pid");
+    assert!(eventually(Duration::from_secs(10), &mut || pid_file.exists()));
+    assert!(wait_for_port(listen, Duration::from_secs(10)));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let resp = client().get(format!("http://{listen}/d")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    // SIGTERM is a graceful stop: the daemon exits within grace period + shutdown timeout.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let gone = eventually(Duration::from_secs(15), &mut || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(gone, "the daemon did not stop on SIGTERM");
+}

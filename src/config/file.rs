@@ -206,6 +206,8 @@ pub struct UpstreamTls {
     /// Verify the backend's certificate chain and name (default true).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// PEM file of the CA certificates to trust for this pool (default: the system roots).
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,6 +120,8 @@ pub struct Timeouts {
 pub struct TlsSpec {
     pub sni: String,
     pub verify: bool,
+    /// CA certificates to trust instead of the system roots.
+    pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
 }
 
 #[derive(Debug, Clone)]
@@ -639,9 +641,36 @@ fn compile_upstream(
             problem(format!("{at}.tls.sni"), "must not be empty".into());
             ok = false;
         }
+        let ca = t.ca_file.as_ref().and_then(|path| {
+            let loaded = std::fs::read(path)
+                .map_err(|e| format!("cannot read \"{path}\": {e}"))
+                .and_then(|pem| {
+                    pingora::tls::x509::X509::stack_from_pem(&pem)
+                        .map_err(|e| format!("\"{path}\" holds no PEM certificates: {e}"))
+                });
+            match loaded {
+                Ok(certs) if !certs.is_empty() => {
+                    Some(std::sync::Arc::new(certs.into_boxed_slice()))
+                }
+                Ok(_) => {
+                    problem(
+                        format!("{at}.tls.ca_file"),
+                        format!("\"{path}\" holds no certificates"),
+                    );
+                    ok = false;
+                    None
+                }
+                Err(msg) => {
+                    problem(format!("{at}.tls.ca_file"), msg);
+                    ok = false;
+                    None
+                }
+            }
+        });
         TlsSpec {
             sni: t.sni.clone(),
             verify: t.verify,
+            ca,
         }
     });
     ok.then(|| UpstreamSpec {

@@ -168,11 +168,13 @@ impl ProxyHttp for Gateway {
         identity::strip_hop_by_hop(upstream_request);
         let client_ip = client_ip_of(session).map(|ip| ip.to_string());
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let host = session
-            .req_header()
+        let req = session.req_header();
+        // HTTP/2 carries the host in :authority rather than a Host header.
+        let host = req
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
         identity::set_forwarded(
             upstream_request,

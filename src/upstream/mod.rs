@@ -109,6 +109,7 @@ impl Pool {
         if let Some(tls) = &self.tls {
             peer.options.verify_cert = tls.verify;
             peer.options.verify_hostname = tls.verify;
+            peer.options.ca = tls.ca.clone();
         }
         peer
     }
@@ -224,6 +225,11 @@ fn health_check(
             };
             check.peer_template.options.connection_timeout = Some(hc.timeout);
             check.peer_template.options.total_connection_timeout = Some(hc.timeout);
+            if let Some(t) = tls {
+                check.peer_template.options.verify_cert = t.verify;
+                check.peer_template.options.verify_hostname = t.verify;
+                check.peer_template.options.ca = t.ca.clone();
+            }
             check.consecutive_success = hc.healthy_threshold;
             check.consecutive_failure = hc.unhealthy_threshold;
             Ok(check)
@@ -245,6 +251,7 @@ fn health_check(
             if let Some(t) = tls {
                 check.peer_template.options.verify_cert = t.verify;
                 check.peer_template.options.verify_hostname = t.verify;
+                check.peer_template.options.ca = t.ca.clone();
             }
             check.consecutive_success = hc.healthy_threshold;
             check.consecutive_failure = hc.unhealthy_threshold;

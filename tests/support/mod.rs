@@ -143,9 +143,9 @@ pub struct Gateway {
 
 /// The parts of a configuration every test shares, around a test's `upstreams:` and
 /// `routes:` sections.
-pub fn config_text(dir: &Path, listen: SocketAddr, admin: SocketAddr, body: &str) -> String {
+pub fn config_text(dir: &Path, listeners: &str, admin: SocketAddr, body: &str) -> String {
     format!(
-        "server:\n  threads: 2\n  pid_file: {dir}/portcullis.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  graceful_shutdown_timeout: 2s\nlisteners:\n  - address: {listen}\nadmin:\n  address: {admin}\naccess_log:\n  enabled: true\n  path: {dir}/access.log\n{body}",
+        "server:\n  threads: 2\n  pid_file: {dir}/portcullis.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  graceful_shutdown_timeout: 2s\nlisteners:\n{listeners}admin:\n  address: {admin}\naccess_log:\n  enabled: true\n  path: {dir}/access.log\n{body}",
         dir = dir.display()
     )
 }
@@ -154,12 +154,31 @@ impl Gateway {
     /// Start the gateway with `body` (YAML holding `upstreams:` and `routes:`), and wait
     /// until it is ready.
     pub fn start(body: &str) -> Self {
+        Self::start_with_listeners("", body)
+    }
+
+    /// Like `start`, with the given YAML list items as listeners (the first is `addr`);
+    /// empty for one plain listener on a fresh port.
+    pub fn start_with_listeners(listeners: &str, body: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..5 {
-            let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let listeners = if listeners.is_empty() {
+                format!("  - address: 127.0.0.1:{}\n", free_port())
+            } else {
+                listeners.to_string()
+            };
+            let listen: SocketAddr = listeners
+                .split_once("address: ")
+                .and_then(|(_, rest)| rest.lines().next())
+                .and_then(|a| a.trim().parse().ok())
+                .expect("a listener address");
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let config_path = dir.path().join("portcullis.yaml");
-            std::fs::write(&config_path, config_text(dir.path(), listen, admin, body)).unwrap();
+            std::fs::write(
+                &config_path,
+                config_text(dir.path(), &listeners, admin, body),
+            )
+            .unwrap();
             let mut child = spawn_gateway(&config_path, &[], dir.path());
             if wait_for_port(listen, Duration::from_secs(20))
                 && wait_for_port(admin, Duration::from_secs(5))
@@ -351,4 +370,53 @@ pub fn error_body(text: &str) -> serde_json::Value {
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` (its own CA), written as PEM
+/// files into `dir`: returns (certificate path, key path).
+pub fn self_signed_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+    use openssl::x509::{X509NameBuilder, X509};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject
+        .append_entry_by_nid(Nid::COMMONNAME, "localhost")
+        .unwrap();
+    let subject = subject.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(&subject).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert_path, key_path)
 }

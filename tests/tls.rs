@@ -1,0 +1,127 @@
+//! TLS on the public listener, and TLS with SNI and verification to upstreams.
+
+use crate::support::*;
+use std::process::Command;
+
+/// `curl` over HTTPS trusting `ca`; returns (status, body), the status prefixed by the HTTP
+/// version when `with_version`.
+fn curl_https(url: &str, ca: &std::path::Path, extra: &[&str]) -> (u16, String) {
+    let (code, body) = curl_https_raw(url, ca, extra, "%{http_code}");
+    (code.parse().unwrap_or(0), body)
+}
+
+fn curl_https_raw(url: &str, ca: &std::path::Path, extra: &[&str], w: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "10",
+            "-w",
+            &format!("\n{w}"),
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl is installed by `make test`");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.trim().to_string(), body.to_string())
+}
+
+fn tls_gateway(upstream: &str) -> (Gateway, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(dir.path(), "edge");
+    let port = free_port();
+    let gw = Gateway::start_with_listeners(
+        &format!(
+            "  - address: 127.0.0.1:{port}\n    tls:\n      certificate: {}\n      key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        upstream,
+    );
+    let kept = gw.dir.path().join("edge.crt");
+    std::fs::copy(&cert, &kept).unwrap();
+    (gw, kept)
+}
+
+#[test]
+fn tls_listener_serves_https_and_sets_forwarded_proto() {
+    let echo = Echo::start();
+    let (gw, ca) = tls_gateway(&format!(
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
+        echo.addr
+    ));
+    let url = format!("https://localhost:{}/secure", gw.addr.port());
+    let (status, body) = curl_https(
+        &url,
+        &ca,
+        &[
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", gw.addr.port()),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let r: Echoed = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.path, "/secure");
+    assert_eq!(r.header("x-forwarded-proto"), Some("https"));
+    // HTTP/2 is offered on TLS listeners.
+    let (version_status, body) = curl_https_raw(
+        &url,
+        &ca,
+        &[
+            "--http2",
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", gw.addr.port()),
+        ],
+        "%{http_version} %{http_code}",
+    );
+    assert_eq!(version_status, "2 200", "{body}");
+    let r: Echoed = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.path, "/secure");
+    let authority = format!("localhost:{}", gw.addr.port());
+    assert_eq!(r.header("x-forwarded-host"), Some(authority.as_str()));
+    // Plain HTTP on the TLS port does not get through.
+    let plain = fresh_client()
+        .get(format!("http://{}/secure", gw.addr))
+        .send();
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}
+
+#[test]
+fn upstream_tls_verifies_the_certificate_for_the_configured_sni() {
+    let echo = Echo::start();
+    // The TLS origin is itself a Portcullis with a TLS listener in front of an echo origin.
+    let (origin, ca) = tls_gateway(&format!(
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
+        echo.addr
+    ));
+    let pool = |sni: &str| {
+        format!(
+            "upstreams:\n  secure:\n    backends: [\"{}\"]\n    retries: 0\n    tls:\n      sni: {sni}\n      ca_file: {}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: secure\n",
+            origin.addr,
+            ca.display()
+        )
+    };
+    let good = Gateway::start(&pool("localhost"));
+    let resp = client().get(good.url("/through-tls")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(r.path, "/through-tls");
+    assert_eq!(
+        r.header("x-forwarded-proto"),
+        Some("https"),
+        "the origin gateway saw TLS"
+    );
+
+    // The certificate is not valid for another name: verification refuses the connection.
+    let wrong = Gateway::start(&pool("wrong.example"));
+    let resp = client().get(wrong.url("/through-tls")).send().unwrap();
+    assert_eq!(resp.status(), 502);
+    let v = error_body(&resp.text().unwrap());
+    assert_eq!(v["error"], "upstream_unreachable");
+}
