@@ -38,6 +38,9 @@ pub enum Command {
         listen: String,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Also append one JSON line per request received to this file.
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
 }
 
@@ -61,9 +64,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { conf }) => check(&conf),
-        Some(Command::Echo { listen, threads }) => {
+        Some(Command::Echo {
+            listen,
+            threads,
+            log,
+        }) => {
             init_tracing("warn");
-            match crate::echo::run(&listen, threads.max(1)) {
+            match crate::echo::run(&listen, threads.max(1), log.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -28,6 +28,8 @@ pub struct Echo {
 
 struct EchoApp {
     listen: String,
+    /// `--log FILE`: one JSON line per request received, as the backend saw it.
+    log: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 #[async_trait]
@@ -68,6 +70,18 @@ impl ServeHttp for EchoApp {
             body_length,
             body_sha256: hex::encode(hasher.finalize()),
         };
+        if let Some(log) = &self.log {
+            let line = serde_json::json!({
+                "method": echo.method,
+                "path": echo.path,
+                "query": echo.query,
+                "body_length": echo.body_length,
+            });
+            if let Ok(mut f) = log.lock() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+        }
         let body = serde_json::to_vec_pretty(&echo).unwrap_or_default();
         let mut resp = Response::new(body);
         let headers = resp.headers_mut();
@@ -82,8 +96,18 @@ impl ServeHttp for EchoApp {
     }
 }
 
-/// Serve the echo origin on `listen` until interrupted.
-pub fn run(listen: &str, threads: usize) -> Result<(), String> {
+/// Serve the echo origin on `listen` until interrupted, logging each request to `log` if given.
+pub fn run(listen: &str, threads: usize, log: Option<&std::path::Path>) -> Result<(), String> {
+    let log = match log {
+        Some(path) => Some(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
     let addr: std::net::SocketAddr = listen
         .parse()
         .map_err(|_| format!("\"{listen}\" is not an IP:port address"))?;
@@ -99,6 +123,7 @@ pub fn run(listen: &str, threads: usize) -> Result<(), String> {
         "portcullis echo".to_string(),
         pingora::apps::http_app::HttpServer::new_app(EchoApp {
             listen: addr.to_string(),
+            log,
         }),
     );
     svc.add_tcp(&addr.to_string());

@@ -10,5 +10,6 @@ mod config_check;
 mod errors;
 mod health;
 mod proxying;
+mod smuggling;
 mod tls;
 mod upgrade;

@@ -37,10 +37,12 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A `portcullis echo` origin.
+/// A `portcullis echo` origin, logging every request it receives.
 pub struct Echo {
     child: Option<Child>,
     pub addr: SocketAddr,
+    log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Echo {
@@ -55,8 +57,17 @@ impl Echo {
     }
 
     fn try_start_on(addr: SocketAddr) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("echo.log");
+        let mut e = Self::spawn(addr, &log)?;
+        e._dir = Some(dir);
+        Some(e)
+    }
+
+    fn spawn(addr: SocketAddr, log: &Path) -> Option<Self> {
         let mut child = Command::new(BIN)
-            .args(["echo", "--listen", &addr.to_string()])
+            .args(["echo", "--listen", &addr.to_string(), "--log"])
+            .arg(log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,6 +76,8 @@ impl Echo {
             Some(Self {
                 child: Some(child),
                 addr,
+                log: log.to_path_buf(),
+                _dir: None,
             })
         } else {
             kill(&mut child);
@@ -84,13 +97,30 @@ impl Echo {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(mut e) = Self::try_start_on(self.addr) {
+            if let Some(mut e) = Self::spawn(self.addr, &self.log) {
                 self.child = e.child.take();
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("could not restart the echo origin on {}", self.addr);
+    }
+}
+
+impl Echo {
+    /// `(method, path)` of every request this origin received, in order.
+    pub fn received(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["method"].as_str().unwrap_or("").to_string(),
+                    v["path"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -419,4 +449,28 @@ pub fn self_signed_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
     std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     (cert_path, key_path)
+}
+
+/// Send raw bytes on one connection and read until the server closes it or stays quiet for
+/// `idle`; returns everything received.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8], idle: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(idle)).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status codes of every response in a raw HTTP/1.1 exchange.
+pub fn statuses(raw: &str) -> Vec<u16> {
+    raw.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
+        .collect()
 }

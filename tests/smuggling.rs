@@ -1,0 +1,212 @@
+//! Request smuggling and header-syntax cases of the security catalogue (§2.3, §2.4). Each
+//! sends hostile framing on one client connection (then a normal request), and asserts on
+//! what the origin actually received, not only on what the client saw.
+
+use crate::support::*;
+use std::time::Duration;
+
+fn setup() -> (Echo, Gateway) {
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
+        echo.addr
+    ));
+    (echo, gw)
+}
+
+/// Positive control: a normal request afterwards is received and logged by the origin, so
+/// an empty origin log above really means nothing was forwarded.
+fn control(echo: &Echo, gw: &Gateway) {
+    assert_eq!(
+        client().get(gw.url("/control")).send().unwrap().status(),
+        200
+    );
+    assert!(
+        echo.received()
+            .iter()
+            .any(|(m, p)| m == "GET" && p == "/control"),
+        "the origin log does not record requests"
+    );
+}
+
+const IDLE: Duration = Duration::from_millis(1500);
+
+/// Every request the origin received is one the gateway meant to send: only these methods
+/// and paths, nothing smuggled in between.
+fn assert_origin_saw_only(echo: &Echo, allowed: &[(&str, &str)]) {
+    for (method, path) in echo.received() {
+        assert!(
+            allowed.iter().any(|(m, p)| *m == method && *p == path),
+            "the origin received a request the gateway did not mean to send: {method} {path}"
+        );
+    }
+}
+
+#[test]
+fn s1_cl_te_conflict_never_reaches_the_origin_as_two_requests() {
+    let (echo, gw) = setup();
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGPOST /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        IDLE,
+    );
+    let codes = statuses(&raw);
+    assert!(!codes.is_empty(), "no answer: {raw}");
+    assert!(codes[0] == 400 || codes[0] == 200, "{raw}");
+    assert_origin_saw_only(&echo, &[("POST", "/first")]);
+    assert!(!raw.contains("/smuggled"), "{raw}");
+    control(&echo, &gw);
+}
+
+#[test]
+fn s2_te_cl_chunk_hiding_a_request_is_not_split() {
+    let (echo, gw) = setup();
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n2c\r\nGET /admin HTTP/1.1\r\nHost: a\r\nX: yyyyyyyyyy\r\n\r\n0\r\n\r\n",
+        IDLE,
+    );
+    assert!(!statuses(&raw).is_empty(), "no answer: {raw}");
+    assert_origin_saw_only(&echo, &[("POST", "/first")]);
+    control(&echo, &gw);
+}
+
+#[test]
+fn s3_invalid_content_length_is_rejected() {
+    let (echo, gw) = setup();
+    for cl in [
+        "Content-Length: 5\r\nContent-Length: 7",
+        "Content-Length: 5, 7",
+        "Content-Length: +5",
+        "Content-Length: 0x5",
+        "Content-Length: -1",
+        "Content-Length: ",
+        "Content-Length: 5a",
+    ] {
+        let raw = raw_exchange(
+            gw.addr,
+            format!("POST /cl HTTP/1.1\r\nHost: a\r\n{cl}\r\n\r\nhelloxx").as_bytes(),
+            IDLE,
+        );
+        assert_eq!(statuses(&raw).first(), Some(&400), "{cl:?}: {raw}");
+    }
+    assert_eq!(
+        echo.received(),
+        vec![],
+        "an invalid Content-Length was forwarded"
+    );
+    control(&echo, &gw);
+}
+
+#[test]
+fn s4_obfuscated_transfer_encoding_is_rejected() {
+    let (echo, gw) = setup();
+    for te in [
+        "Transfer-Encoding: xchunked",
+        "Transfer-Encoding: chunked, identity",
+        "Transfer-Encoding: chunkedx",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+    ] {
+        let raw = raw_exchange(
+            gw.addr,
+            format!("POST /te HTTP/1.1\r\nHost: a\r\n{te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                .as_bytes(),
+            IDLE,
+        );
+        assert_eq!(statuses(&raw).first(), Some(&400), "{te:?}: {raw}");
+    }
+    assert_eq!(
+        echo.received(),
+        vec![],
+        "an obfuscated Transfer-Encoding was forwarded"
+    );
+    control(&echo, &gw);
+}
+
+#[test]
+fn s5_http10_request_with_transfer_encoding_is_rejected() {
+    let (echo, gw) = setup();
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /old HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        IDLE,
+    );
+    assert!(
+        raw.starts_with("HTTP/1.1 400") || raw.starts_with("HTTP/1.0 400"),
+        "{raw}"
+    );
+    assert_eq!(echo.received(), vec![]);
+    control(&echo, &gw);
+}
+
+#[test]
+fn s9_connect_is_refused() {
+    let (echo, gw) = setup();
+    let raw = raw_exchange(
+        gw.addr,
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+        IDLE,
+    );
+    let code = statuses(&raw).first().copied();
+    assert!(matches!(code, Some(400) | Some(405)), "{raw}");
+    assert_eq!(echo.received(), vec![]);
+    control(&echo, &gw);
+}
+
+#[test]
+fn h16_control_bytes_in_headers_are_rejected() {
+    let (echo, gw) = setup();
+    for header in [
+        &b"X-Bad: a\x00b"[..],
+        b"X-Bad: a\rb",
+        b"X-Bad: a\x7fb",
+        b"X-B\x01ad: value",
+    ] {
+        let mut req = b"GET /ctl HTTP/1.1\r\nHost: a\r\n".to_vec();
+        req.extend_from_slice(header);
+        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        let raw = raw_exchange(gw.addr, &req, IDLE);
+        assert_eq!(
+            statuses(&raw).first(),
+            Some(&400),
+            "{:?}: {raw}",
+            String::from_utf8_lossy(header)
+        );
+    }
+    assert_eq!(echo.received(), vec![]);
+    control(&echo, &gw);
+}
+
+#[test]
+fn h17_malformed_header_names_are_rejected() {
+    let (echo, gw) = setup();
+    for header in [": empty-name", "Bad Name: v", "Bad\tName: v"] {
+        let raw = raw_exchange(
+            gw.addr,
+            format!("GET /names HTTP/1.1\r\nHost: a\r\n{header}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+            IDLE,
+        );
+        assert_eq!(statuses(&raw).first(), Some(&400), "{header:?}: {raw}");
+    }
+    assert_eq!(echo.received(), vec![]);
+    control(&echo, &gw);
+}
+
+#[test]
+fn h18_oversized_headers_are_refused_before_proxying() {
+    let (echo, gw) = setup();
+    let big = "x".repeat(1024 * 1024);
+    let raw = raw_exchange(
+        gw.addr,
+        format!("GET /big HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+        IDLE,
+    );
+    let code = statuses(&raw).first().copied();
+    // Either an explicit 4xx or the connection closed without forwarding.
+    assert!(code.is_none_or(|c| (400..500).contains(&c)), "{code:?}");
+    assert_eq!(echo.received(), vec![]);
+    // The gateway is still fine for the next client.
+    control(&echo, &gw);
+}
