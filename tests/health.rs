@@ -108,3 +108,33 @@ fn pool_with_no_healthy_backend_gives_503() {
     let body: serde_json::Value = ready.json().unwrap();
     assert_eq!(body["upstreams"]["pool"]["healthy"], 0);
 }
+
+#[test]
+fn thresholds_need_consecutive_results_to_flip() {
+    let a = Echo::start();
+    let mut b = Echo::start();
+    // Out after 3 failures, back after 3 successes, checked every 300ms.
+    let gw = Gateway::start(&pool_config(
+        &[&a, &b],
+        "      type: tcp\n      interval: 300ms\n      timeout: 200ms\n      unhealthy_threshold: 3\n      healthy_threshold: 3",
+    ));
+    let series = healthy_series(&b.addr);
+    b.stop();
+    let stopped = std::time::Instant::now();
+    assert!(gw.eventually(Duration::from_secs(10), || gw.metric(&series) == Some(0.0)));
+    let to_out = stopped.elapsed();
+    // Three failing checks take at least two intervals after the first one.
+    assert!(
+        to_out >= Duration::from_millis(550),
+        "flipped after {to_out:?}"
+    );
+
+    b.restart();
+    let restarted = std::time::Instant::now();
+    assert!(gw.eventually(Duration::from_secs(10), || gw.metric(&series) == Some(1.0)));
+    let to_in = restarted.elapsed();
+    assert!(
+        to_in >= Duration::from_millis(550),
+        "came back after {to_in:?}"
+    );
+}

@@ -389,3 +389,44 @@ fn h13_connection_cannot_nominate_framing_or_gateway_headers() {
         assert_eq!(v["backend"], "");
     }
 }
+
+#[test]
+fn random_selection_uses_every_backend() {
+    let echoes: Vec<Echo> = (0..2).map(|_| Echo::start()).collect();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  pool:\n    backends: [\"{}\", \"{}\"]\n    selection: random\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n",
+        echoes[0].addr, echoes[1].addr
+    ));
+    let c = client();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let r: Echoed = c.get(gw.url("/rand")).send().unwrap().json().unwrap();
+        seen.insert(r.server);
+    }
+    // The chance that 40 random picks miss one of two backends is 2^-39.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn consistent_hash_on_client_address_pins_a_client() {
+    let echoes: Vec<Echo> = (0..3).map(|_| Echo::start()).collect();
+    let list = echoes
+        .iter()
+        .map(|e| format!("\"{}\"", e.addr))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  pool:\n    backends: [{list}]\n    selection: consistent_hash\n    hash_key: client_address\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
+    ));
+    let c = fresh_client();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..12 {
+        let r: Echoed = c.get(gw.url("/pin")).send().unwrap().json().unwrap();
+        seen.insert(r.server);
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "one client address moved between backends: {seen:?}"
+    );
+}
