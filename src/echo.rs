@@ -26,6 +26,25 @@ pub struct Echo {
     pub body_sha256: String,
 }
 
+impl Echo {
+    /// The first value of a header (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header (any case), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
 struct EchoApp {
     listen: String,
     /// `--log FILE`: one JSON line per request received, as the backend saw it.

@@ -132,10 +132,7 @@ fn slow_upstream_gives_504() {
 #[test]
 fn ambiguous_host_is_rejected() {
     let echo = Echo::start();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
-        echo.addr
-    ));
+    let gw = Gateway::start(&pass_through(echo.addr));
     // No `Connection: close`: the gateway must close the connection by itself.
     let resp = raw_request(
         gw.addr,

@@ -4,13 +4,10 @@ use crate::support::*;
 use std::time::Duration;
 
 fn pool_config(echoes: &[&Echo], check: &str) -> String {
-    let list = echoes
-        .iter()
-        .map(|e| format!("\"{}\"", e.addr))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "upstreams:\n  pool:\n    backends: [{list}]\n    retries: 0\n    health_check:\n{check}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
+    let backends: Vec<_> = echoes.iter().map(|e| e.addr).collect();
+    pool_of(
+        &backends,
+        &format!("    retries: 0\n    health_check:\n{check}\n"),
     )
 }
 

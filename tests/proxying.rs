@@ -2,18 +2,15 @@
 
 use crate::support::*;
 
-fn one_echo(extra_route: &str) -> (Echo, Gateway) {
+fn one_echo() -> (Echo, Gateway) {
     let echo = Echo::start();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n{extra_route}",
-        echo.addr
-    ));
+    let gw = Gateway::start(&pass_through(echo.addr));
     (echo, gw)
 }
 
 #[test]
 fn get_and_post_bodies_of_0_1k_and_1m_arrive_intact() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     let c = client();
     let r: Echoed = c
         .get(gw.url("/items?x=1&y=two"))
@@ -46,7 +43,7 @@ fn get_and_post_bodies_of_0_1k_and_1m_arrive_intact() {
 
 #[test]
 fn chunked_request_body_arrives_intact() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     let resp = raw_request(
         gw.addr,
         b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -59,7 +56,7 @@ fn chunked_request_body_arrives_intact() {
 
 #[test]
 fn end_to_end_headers_are_preserved_in_order() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     let r: Echoed = client()
         .get(gw.url("/h"))
         .header("X-Custom", "one")
@@ -83,7 +80,7 @@ fn end_to_end_headers_are_preserved_in_order() {
 
 #[test]
 fn forwarded_headers_are_set_and_appended() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     let r: Echoed = client()
         .get(gw.url("/f"))
         .header("Host", "api.example.com")
@@ -104,7 +101,7 @@ fn forwarded_headers_are_set_and_appended() {
 /// never reach the backend.
 #[test]
 fn h11_connection_nominated_and_hop_by_hop_headers_are_not_forwarded() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     let resp = raw_request(
         gw.addr,
         b"POST /hop HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nConnection: keep-alive\r\nX-Secret: s3cr3t\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nX-Forwarded-For: 198.51.100.1\r\nX-Kept: yes\r\nContent-Length: 5\r\n\r\nhello",
@@ -131,7 +128,7 @@ fn h11_connection_nominated_and_hop_by_hop_headers_are_not_forwarded() {
 
 #[test]
 fn request_id_is_kept_generated_or_replaced_and_returned() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     let c = client();
 
     // Kept when well-formed: the backend and the client both see it.
@@ -263,14 +260,7 @@ fn method_not_on_the_route_gets_405_with_allow() {
 #[test]
 fn round_robin_spreads_requests_evenly_across_the_pool() {
     let echoes: Vec<Echo> = (0..3).map(|_| Echo::start()).collect();
-    let list = echoes
-        .iter()
-        .map(|e| format!("\"{}\"", e.addr))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  pool:\n    backends: [{list}]\n    selection: round_robin\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
-    ));
+    let gw = Gateway::start(&pool_of(&addrs(&echoes), "    selection: round_robin\n"));
     let c = client();
     let mut counts = std::collections::HashMap::new();
     for _ in 0..30 {
@@ -285,13 +275,9 @@ fn round_robin_spreads_requests_evenly_across_the_pool() {
 #[test]
 fn consistent_hash_keeps_a_key_on_one_backend() {
     let echoes: Vec<Echo> = (0..3).map(|_| Echo::start()).collect();
-    let list = echoes
-        .iter()
-        .map(|e| format!("\"{}\"", e.addr))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  pool:\n    backends: [{list}]\n    selection: consistent_hash\n    hash_key: {{ header: X-User }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
+    let gw = Gateway::start(&pool_of(
+        &addrs(&echoes),
+        "    selection: consistent_hash\n    hash_key: { header: X-User }\n",
     ));
     let c = client();
     let mut seen = std::collections::HashSet::new();
@@ -323,7 +309,7 @@ fn consistent_hash_keeps_a_key_on_one_backend() {
 
 #[test]
 fn access_log_has_one_json_line_per_request_without_secrets() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     let c = client();
     c.get(gw.url("/logged?token=abc"))
         .header("Authorization", "Bearer sup3r-s3cret-t0ken")
@@ -358,7 +344,7 @@ fn access_log_has_one_json_line_per_request_without_secrets() {
 /// headers; such a request is ambiguous and refused before it is routed.
 #[test]
 fn h13_connection_cannot_nominate_framing_or_gateway_headers() {
-    let (_echo, gw) = one_echo("");
+    let (_echo, gw) = one_echo();
     for nominated in [
         "Content-Length",
         "transfer-encoding",
@@ -410,13 +396,9 @@ fn random_selection_uses_every_backend() {
 #[test]
 fn consistent_hash_on_client_address_pins_a_client() {
     let echoes: Vec<Echo> = (0..3).map(|_| Echo::start()).collect();
-    let list = echoes
-        .iter()
-        .map(|e| format!("\"{}\"", e.addr))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  pool:\n    backends: [{list}]\n    selection: consistent_hash\n    hash_key: client_address\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
+    let gw = Gateway::start(&pool_of(
+        &addrs(&echoes),
+        "    selection: consistent_hash\n    hash_key: client_address\n",
     ));
     let c = fresh_client();
     let mut seen = std::collections::HashSet::new();

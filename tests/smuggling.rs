@@ -7,10 +7,7 @@ use std::time::Duration;
 
 fn setup() -> (Echo, Gateway) {
     let echo = Echo::start();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
-        echo.addr
-    ));
+    let gw = Gateway::start(&pass_through(echo.addr));
     (echo, gw)
 }
 

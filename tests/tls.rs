@@ -52,10 +52,7 @@ fn tls_gateway(upstream: &str) -> (Gateway, std::path::PathBuf) {
 #[test]
 fn tls_listener_serves_https_and_sets_forwarded_proto() {
     let echo = Echo::start();
-    let (gw, ca) = tls_gateway(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
-        echo.addr
-    ));
+    let (gw, ca) = tls_gateway(&pass_through(echo.addr));
     let url = format!("https://localhost:{}/secure", gw.addr.port());
     let (status, body) = curl_https(
         &url,
@@ -96,10 +93,7 @@ fn tls_listener_serves_https_and_sets_forwarded_proto() {
 fn upstream_tls_verifies_the_certificate_for_the_configured_sni() {
     let echo = Echo::start();
     // The TLS origin is itself a Portcullis with a TLS listener in front of an echo origin.
-    let (origin, ca) = tls_gateway(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
-        echo.addr
-    ));
+    let (origin, ca) = tls_gateway(&pass_through(echo.addr));
     let pool = |sni: &str| {
         format!(
             "upstreams:\n  secure:\n    backends: [\"{}\"]\n    retries: 0\n    tls:\n      sni: {sni}\n      ca_file: {}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: secure\n",

@@ -9,10 +9,7 @@ use std::time::Duration;
 #[test]
 fn graceful_upgrade_drops_no_request() {
     let echo = Echo::start();
-    let mut old = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
-        echo.addr
-    ));
+    let mut old = Gateway::start(&pass_through(echo.addr));
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -98,10 +95,7 @@ fn daemon_mode_writes_the_pid_file_and_serves() {
             dir.path(),
             &format!("  - address: {listen}\n"),
             admin,
-            &format!(
-                "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
-                echo.addr
-            ),
+            &pass_through(echo.addr),
         ),
     )
     .unwrap();

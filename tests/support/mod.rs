@@ -339,33 +339,31 @@ pub fn fresh_client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// What `portcullis echo` reports, parsed.
-#[derive(serde::Deserialize, Debug)]
-pub struct Echoed {
-    pub server: String,
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub body_length: usize,
-    pub body_sha256: String,
+/// What `portcullis echo` reports.
+pub use portcullis::echo::Echo as Echoed;
+
+/// Upstreams and routes for one echo origin behind a catch-all route.
+pub fn pass_through(origin: SocketAddr) -> String {
+    format!(
+        "upstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n"
+    )
 }
 
-impl Echoed {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
+pub fn addrs(origins: &[Echo]) -> Vec<SocketAddr> {
+    origins.iter().map(|e| e.addr).collect()
+}
 
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
+/// Upstreams and routes for a pool named `pool` of these origins behind a catch-all route;
+/// `pool_extra` adds keys to the pool (indented four spaces).
+pub fn pool_of(origins: &[SocketAddr], pool_extra: &str) -> String {
+    let list = origins
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "upstreams:\n  pool:\n    backends: [{list}]\n{pool_extra}routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
+    )
 }
 
 /// Send raw bytes on a new connection and read the whole answer (the request should say
