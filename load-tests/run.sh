@@ -13,7 +13,7 @@
 #   WRK_THREADS     wrk -t (default 2)
 #   WRK_CONNECTIONS wrk -c (default 64)
 #   PORTCULLIS_BIN  use this binary instead of building target/release/portcullis
-#   NO_INSTALL=1    never apt-get install; fail if wrk, nginx or haproxy is missing
+#   NO_INSTALL=1    never apt-get install; fail if wrk, nginx, haproxy or curl is missing
 #
 # Everything runs on 127.0.0.1. Every process started here is stopped on exit. Raw wrk outputs,
 # logs and the table are kept in load-tests/out/<timestamp>/ (gitignored).
@@ -31,7 +31,7 @@ PEERS=$HERE/peers
 RUN_DIR=$HERE/out/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN_DIR"
 
-# name | port | process started for it (empty: the origin itself)
+# The targets, in the order of the table, and the port each listens on.
 TARGETS=(origin nginx haproxy portcullis)
 declare -A PORT=([origin]=18080 [nginx]=18081 [haproxy]=18082 [portcullis]=18089)
 ADMIN_PORT=19901
@@ -43,6 +43,7 @@ die() { log "error: $*"; exit 1; }
 # ---------------------------------------------------------------- stopping what we started
 stop_all() {
     local name pid deadline
+    if [ -n "${WRK_PID:-}" ]; then kill -TERM "$WRK_PID" 2>/dev/null || true; fi
     for name in "${!PID[@]}"; do
         pid=${PID[$name]}
         kill -TERM "$pid" 2>/dev/null || true
@@ -82,6 +83,7 @@ install_missing() {
     [ -n "$(find_tool wrk)" ] || missing+=(wrk)
     [ -n "$(find_tool nginx)" ] || missing+=(nginx-light)
     [ -n "$(find_tool haproxy)" ] || missing+=(haproxy)
+    [ -n "$(find_tool curl)" ] || missing+=(curl)
     [ ${#missing[@]} -eq 0 ] && return
     [ "${NO_INSTALL:-0}" = 1 ] && die "missing: ${missing[*]} (NO_INSTALL=1)"
     log "installing ${missing[*]}"
@@ -93,7 +95,7 @@ install_missing
 WRK=$(find_tool wrk)
 NGINX=$(find_tool nginx)
 HAPROXY=$(find_tool haproxy)
-[ -n "$WRK" ] && [ -n "$NGINX" ] && [ -n "$HAPROXY" ] || die "wrk, nginx or haproxy not found"
+if [ -z "$WRK" ] || [ -z "$NGINX" ] || [ -z "$HAPROXY" ]; then die "wrk, nginx or haproxy not found"; fi
 
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
     PORTCULLIS=$PORTCULLIS_BIN
@@ -160,28 +162,57 @@ to_ms() { awk -v v="$1" 'BEGIN {
     if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
     printf "%.3f", n }'; }
 
-declare -A RPS=() AVG=() P99=() REQS=() NON2XX=() SOCKERR=()
+declare -A RPS=() AVG=() P99=() CPU=() NON2XX=() SOCKERR=()
+CLK_TCK=$(getconf CLK_TCK)
+
+# The process and its children (nginx: master + worker); utime + stime in clock ticks.
+tree_pids() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ticks() {
+    local total=0 p t
+    for p in $(tree_pids "$1"); do
+        # Fields after "(comm) ": state is 1st, utime 12th, stime 13th.
+        t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# wrk runs in the background and is waited for, so that a signal stops the test at once
+# (bash runs a trap only once its foreground command has finished).
+WRK_PID=
+run_wrk() { # output-file wrk-arguments...
+    local out=$1
+    shift
+    "$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" "$@" >"$out" &
+    WRK_PID=$!
+    wait "$WRK_PID" || die "wrk failed: $*"
+    WRK_PID=
+}
 
 measure() { # name round
-    local name=$1 round=$2 out
+    local name=$1 round=$2 out cpu0 cpu1 rps avg p99 reqs non2xx sockerr cpu_us
     out=$RUN_DIR/wrk-$name-$round.txt
-    "$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
-        "http://127.0.0.1:${PORT[$name]}/" >"$out"
-    local rps avg p99 reqs non2xx sockerr
+    cpu0=$(cpu_ticks "${PID[$name]}")
+    run_wrk "$out" -d"${DURATION}s" --timeout 5s --latency "http://127.0.0.1:${PORT[$name]}/"
+    cpu1=$(cpu_ticks "${PID[$name]}")
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     avg=$(to_ms "$(awk '$1 == "Latency" && NF > 3 {print $2; exit}' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$out")")
     reqs=$(awk '/requests in/ {print $1}' "$out")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
     sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")
-    [ -n "$rps" ] && [ -n "$reqs" ] || die "could not parse $out"
+    if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then die "could not parse $out"; fi
+    # CPU time (user + system) the target's own processes spent per request, in µs.
+    cpu_us=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$reqs" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
     RPS[$name]+="$rps "
     AVG[$name]+="$avg "
     P99[$name]+="$p99 "
-    REQS[$name]=$((${REQS[$name]:-0} + reqs))
+    CPU[$name]+="$cpu_us "
     NON2XX[$name]=$((${NON2XX[$name]:-0} + ${non2xx:-0}))
     SOCKERR[$name]=$((${SOCKERR[$name]:-0} + ${sockerr:-0}))
-    log "round $round $name: $rps req/s, avg ${avg} ms, p99 ${p99} ms, non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}"
+    log "round $round $name: $rps req/s, avg $avg ms, p99 $p99 ms, $cpu_us CPU µs/req," \
+        "non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}"
 }
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END {
@@ -191,7 +222,7 @@ median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END {
 # Resident memory of a process and its children (nginx: master + worker), in KiB.
 rss_kib() {
     local pid=$1 total=0 p kb
-    for p in "$pid" $(pgrep -P "$pid" || true); do
+    for p in $(tree_pids "$pid"); do
         kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
         total=$((total + ${kb:-0}))
     done
@@ -199,16 +230,32 @@ rss_kib() {
 }
 pss_kib() {
     local pid=$1 total=0 p kb
-    for p in "$pid" $(pgrep -P "$pid" || true); do
+    for p in $(tree_pids "$pid"); do
         kb=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
         total=$((total + ${kb:-0}))
     done
     echo "$total"
 }
 
+# How busy the machine is with other work, over one second, before the test starts.
+cpu_busy_pct() {
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        busy = y[1] - x[1]; idle = y[2] - x[2]
+        printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+BUSY_BEFORE=$(cpu_busy_pct)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ "$BUSY_BEFORE" -gt 20 ]; then
+    log "warning: the CPUs were ${BUSY_BEFORE}% busy with other work just before the test: numbers will be noisy"
+fi
+
 log "warm-up: ${WARMUP}s per target"
 for name in "${TARGETS[@]}"; do
-    "$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$name]}/" >/dev/null
+    run_wrk /dev/null -d"${WARMUP}s" "http://127.0.0.1:${PORT[$name]}/"
 done
 
 n=${#TARGETS[@]}
@@ -235,24 +282,35 @@ NGINX_RPS=$(median "${RPS[nginx]}")
     echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${DURATION}s --latency, $ROUNDS round(s), median per target;" \
         "one worker per proxy; origin: nginx returning \"ok\" on 127.0.0.1:${PORT[origin]}."
     echo
-    echo "| target | req/s | ratio to nginx | avg latency | p99 latency | RSS MiB | RSS ratio to nginx | PSS MiB | non-2xx / socket errors |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | ratio to nginx | avg latency | p99 latency | RSS MiB | RSS ratio to nginx | PSS MiB | CPU µs/req | non-2xx / socket errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${TARGETS[@]}"; do
         rps=$(median "${RPS[$name]}")
         label=$name
         rss_ratio=$(ratio "${RSS[$name]}" "${RSS[nginx]}")
         if [ "$name" = origin ]; then label="origin (direct, no proxy)"; rss_ratio="-"; fi
-        printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %d / %d |\n' \
+        printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %s | %d / %d |\n' \
             "$label" "$rps" "$(ratio "$rps" "$NGINX_RPS")" \
             "$(median "${AVG[$name]}")" "$(median "${P99[$name]}")" \
             "$(mib "${RSS[$name]}")" "$rss_ratio" "$(mib "${PSS[$name]}")" \
-            "${NON2XX[$name]}" "${SOCKERR[$name]}"
+            "$(median "${CPU[$name]}")" "${NON2XX[$name]}" "${SOCKERR[$name]}"
     done
     echo
-    echo "Per-round req/s:"
+    echo "Per-round req/s (rounds in order; the target order rotates every round):"
     for name in "${TARGETS[@]}"; do echo "- $name: ${RPS[$name]% }"; done
     echo
-    echo "RSS/PSS: VmRSS / Pss of the process and its children (nginx: master + worker), read after the last round."
+    echo "- RSS / PSS: VmRSS / Pss of the process and its children (nginx: master + worker), read after the last round."
+    echo "- CPU µs/req: user + system CPU time of the target's own processes during a measured run, divided by"
+    echo "  the requests wrk completed (origin row: the origin alone; proxy rows: the proxy alone)."
+    echo "- non-2xx / socket errors: summed over all rounds, from wrk's \"Non-2xx or 3xx responses\" and"
+    echo "  \"Socket errors\" lines."
+    echo "- Error-log lines during the test: origin $(grep -c . "$RUN_DIR/origin.error.log" || true)," \
+        "nginx $(grep -c . "$RUN_DIR/nginx-proxy.error.log" || true), haproxy $(grep -c . "$RUN_DIR/haproxy.out" || true)," \
+        "portcullis $(grep -c ERROR "$RUN_DIR/portcullis.out" || true) ERROR, of which" \
+        "$(grep -c 'Downstream ConnectionClosed' "$RUN_DIR/portcullis.out" || true) 'Downstream ConnectionClosed'" \
+        "(a client, here wrk at the end of a run, closed its connection before the answer)."
+    echo "- Other work on the machine: CPUs ${BUSY_BEFORE}% busy in the second before the test;" \
+        "load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
 } | tee "$RUN_DIR/results.md"
 
 log "raw outputs in $RUN_DIR"
