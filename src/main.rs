@@ -1,3 +1,8 @@
+// A per-thread caching allocator: the proxy allocates and frees many small buffers per
+// request, and glibc's malloc showed up as ~15% of CPU in the load test profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     portcullis::cli::main()
 }

@@ -27,6 +27,8 @@ pub struct ConfigFile {
 pub struct ServerSection {
     /// Worker threads of the proxy service.
     pub threads: Option<usize>,
+    /// Let idle worker threads steal work from busy ones (Pingora's `work_stealing`).
+    pub work_stealing: Option<bool>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub error_log: Option<String>,

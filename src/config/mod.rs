@@ -62,6 +62,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub threads: usize,
+    pub work_stealing: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub error_log: Option<String>,
@@ -443,6 +444,7 @@ fn compile_server(
     }
     ServerSettings {
         threads,
+        work_stealing: s.work_stealing.unwrap_or(false),
         pid_file,
         upgrade_sock,
         error_log: s.error_log.clone(),

@@ -37,6 +37,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
     }
     let conf = ServerConf {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
         error_log: s.error_log.clone(),
