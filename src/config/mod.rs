@@ -444,7 +444,7 @@ fn compile_server(
     }
     ServerSettings {
         threads,
-        work_stealing: s.work_stealing.unwrap_or(false),
+        work_stealing: s.work_stealing.unwrap_or(true),
         pid_file,
         upgrade_sock,
         error_log: s.error_log.clone(),

@@ -228,6 +228,17 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A client that goes away mid-request is not the gateway's error: it is counted in the
+    /// metrics and the access log (status 0), but not written to the error log, so that
+    /// log stays for real faults.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        *e.esource() == pingora::ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ConnectionClosed | ReadError | WriteError | ReadTimedout | WriteTimedout
+            )
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.as_deref().map_or("none", |r| r.name.as_str());
