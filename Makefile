@@ -49,7 +49,8 @@ run: build
 	echo; \
 	echo "Portcullis on http://$(LISTEN), admin on http://127.0.0.1:9901. Try:"; \
 	echo "  curl -s http://$(LISTEN)/api/hello?x=1 -H 'X-Request-ID: demo-1'   # see what the origin received"; \
-	echo "  curl -s -X POST http://$(LISTEN)/status                              # 405 with an Allow header"; \
+	echo "  curl -s -i -X POST http://$(LISTEN)/status                           # 405 with an Allow header"; \
+	echo "  curl -s http://$(LISTEN)/nowhere                                     # 404, JSON error body"; \
 	echo "  curl -s http://127.0.0.1:9901/metrics | grep portcullis_requests_total"; \
 	echo "  curl -s http://127.0.0.1:9901/health/ready"; \
 	echo "Ctrl-C stops everything."; echo; \
