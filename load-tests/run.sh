@@ -32,8 +32,8 @@ RUN_DIR=$HERE/out/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN_DIR"
 
 # The targets, in the order of the table, and the port each listens on.
-TARGETS=(origin nginx haproxy portcullis)
-declare -A PORT=([origin]=18080 [nginx]=18081 [haproxy]=18082 [portcullis]=18089)
+TARGETS=(origin nginx haproxy pingora-bare portcullis)
+declare -A PORT=([origin]=18080 [nginx]=18081 [haproxy]=18082 [pingora-bare]=18091 [portcullis]=18089)
 ADMIN_PORT=19901
 declare -A PID=()
 
@@ -101,10 +101,13 @@ if [ -n "${PORTCULLIS_BIN:-}" ]; then
     PORTCULLIS=$PORTCULLIS_BIN
 else
     log "cargo build --release (a no-op when up to date)"
-    (cd "$ROOT" && cargo build --release --quiet --bin portcullis) >&2
+    (cd "$ROOT" && cargo build --release --quiet --bin portcullis --example bare_pingora) >&2
     PORTCULLIS=$ROOT/target/release/portcullis
 fi
+# The floor: Pingora with no hooks but upstream_peer (load-tests/bare_pingora.rs).
+BARE=${BARE_PINGORA_BIN:-$ROOT/target/release/examples/bare_pingora}
 [ -x "$PORTCULLIS" ] || die "no portcullis binary at $PORTCULLIS"
+[ -x "$BARE" ] || die "no bare_pingora binary at $BARE (cargo build --release --example bare_pingora)"
 
 # ---------------------------------------------------------------- configs
 for f in origin.conf nginx-proxy.conf haproxy.cfg portcullis.yaml; do
@@ -145,15 +148,16 @@ start origin "$NGINX" -c "$RUN_DIR/origin.conf" -p "$RUN_DIR"
 wait_port origin "${PORT[origin]}"
 start nginx "$NGINX" -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR"
 start haproxy "$HAPROXY" -db -f "$RUN_DIR/haproxy.cfg"
+start pingora-bare "$BARE" "127.0.0.1:${PORT[pingora-bare]}" "127.0.0.1:${PORT[origin]}" 1
 start portcullis "$PORTCULLIS" run -c "$RUN_DIR/portcullis.yaml"
-for name in nginx haproxy portcullis; do wait_port "$name" "${PORT[$name]}"; done
+for name in nginx haproxy pingora-bare portcullis; do wait_port "$name" "${PORT[$name]}"; done
 
 for name in "${TARGETS[@]}"; do
     body=$(curl -sS --max-time 5 -o - -w ' %{http_code}' "http://127.0.0.1:${PORT[$name]}/") \
         || die "$name: request failed"
     [ "$body" = $'ok\n 200' ] || die "$name answered '$body', expected 'ok' and 200"
 done
-log "all four answer 200 ok; run dir $RUN_DIR"
+log "all targets answer 200 ok; run dir $RUN_DIR"
 
 # ---------------------------------------------------------------- measuring
 # wrk's latency units to milliseconds.
@@ -289,6 +293,7 @@ NGINX_RPS=$(median "${RPS[nginx]}")
         label=$name
         rss_ratio=$(ratio "${RSS[$name]}" "${RSS[nginx]}")
         if [ "$name" = origin ]; then label="origin (direct, no proxy)"; rss_ratio="-"; fi
+        if [ "$name" = pingora-bare ]; then label="Pingora, bare (no hooks)"; fi
         printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %s | %d / %d |\n' \
             "$label" "$rps" "$(ratio "$rps" "$NGINX_RPS")" \
             "$(median "${AVG[$name]}")" "$(median "${P99[$name]}")" \
