@@ -32,6 +32,12 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
     false
 }
 
+/// Still running a moment after it seemed ready (a process that lost a port race exits).
+fn still_running(child: &mut Child) -> bool {
+    std::thread::sleep(Duration::from_millis(50));
+    matches!(child.try_wait(), Ok(None))
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -72,7 +78,8 @@ impl Echo {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn portcullis echo");
-        if wait_for_port(addr, Duration::from_secs(10)) {
+        // A port taken by another test answers too: make sure it is this process listening.
+        if wait_for_port(addr, Duration::from_secs(10)) && still_running(&mut child) {
             Some(Self {
                 child: Some(child),
                 addr,
@@ -190,14 +197,17 @@ impl Gateway {
     /// Like `start`, with the given YAML list items as listeners (the first is `addr`);
     /// empty for one plain listener on a fresh port.
     pub fn start_with_listeners(listeners: &str, body: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), listeners, body)
+    }
+
+    fn start_in(dir: tempfile::TempDir, listeners: &str, body: &str) -> Self {
         for _ in 0..5 {
-            let listeners = if listeners.is_empty() {
+            let listeners_yaml = if listeners.is_empty() {
                 format!("  - address: 127.0.0.1:{}\n", free_port())
             } else {
                 listeners.to_string()
             };
-            let listen: SocketAddr = listeners
+            let listen: SocketAddr = listeners_yaml
                 .split_once("address: ")
                 .and_then(|(_, rest)| rest.lines().next())
                 .and_then(|a| a.trim().parse().ok())
@@ -206,14 +216,15 @@ impl Gateway {
             let config_path = dir.path().join("portcullis.yaml");
             std::fs::write(
                 &config_path,
-                config_text(dir.path(), &listeners, admin, body),
+                config_text(dir.path(), &listeners_yaml, admin, body),
             )
             .unwrap();
             let mut child = spawn_gateway(&config_path, &[], dir.path());
             if wait_for_port(listen, Duration::from_secs(20))
                 && wait_for_port(admin, Duration::from_secs(5))
+                && still_running(&mut child)
             {
-                let gw = Self {
+                let mut gw = Self {
                     child: Some(child),
                     addr: listen,
                     admin,
@@ -221,7 +232,15 @@ impl Gateway {
                     config_path,
                 };
                 gw.wait_ready();
-                return gw;
+                // Pingora exits when a listener cannot bind; a port that another test took
+                // would still have answered above.
+                if gw.child.as_mut().is_some_and(still_running) {
+                    return gw;
+                }
+                let _ = gw.take_child();
+                let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
+                drop(gw);
+                return Self::start_in(dir, listeners, body);
             }
             kill(&mut child);
         }
