@@ -1,0 +1,426 @@
+//! JWT verification, hardened beyond the library: compact JWS only, strict base64url, an
+//! exact-match algorithm allow-list, `kid` as an opaque lookup key (never `jku`, `x5u`, `jwk`
+//! or `x5c`), `crit` refused, typed registered claims, duplicate claims refused, and bounded,
+//! control-character-free subjects. Signatures are checked by `jsonwebtoken` (aws-lc-rs).
+
+use super::{strict_json, AuthError};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Longest subject accepted; it becomes a header value.
+pub const MAX_SUBJECT_LEN: usize = 256;
+
+/// What a provider accepts, compiled from its configuration.
+#[derive(Debug, Clone)]
+pub struct ProviderRules {
+    pub issuer: String,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Exact-match allow-list; never `none`, never HMAC mixed with public-key algorithms.
+    pub algorithms: Vec<Algorithm>,
+    pub leeway_secs: u64,
+    /// Reject tokens whose `exp - iat`, or age, exceeds this.
+    pub max_token_age_secs: Option<u64>,
+    pub require_exp: bool,
+    /// Required `typ` header (compared case-insensitively, `application/` prefix allowed).
+    pub typ: Option<String>,
+    pub max_token_bytes: usize,
+}
+
+impl ProviderRules {
+    /// Checks a configuration would make: the allow-list is not empty and does not mix
+    /// HMAC with public-key algorithms (security catalogue J5).
+    pub fn check(&self) -> Result<(), String> {
+        if self.algorithms.is_empty() {
+            return Err("at least one algorithm is required".into());
+        }
+        let hmac = self
+            .algorithms
+            .iter()
+            .filter(|a| a.family() == AlgorithmFamily::Hmac)
+            .count();
+        if hmac != 0 && hmac != self.algorithms.len() {
+            return Err("a provider cannot mix HMAC and public-key algorithms".into());
+        }
+        if self.issuer.is_empty() {
+            return Err("issuer must not be empty".into());
+        }
+        if self.audiences.is_empty() {
+            return Err("at least one audience is required".into());
+        }
+        Ok(())
+    }
+}
+
+/// One verification key.
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    /// The key's own `alg`, when it names one; the token's must then be equal.
+    pub alg: Option<Algorithm>,
+    pub family: AlgorithmFamily,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("family", &self.family)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A provider's keys, looked up by `kid`.
+#[derive(Debug, Default, Clone)]
+pub struct KeySet {
+    keys: Vec<Arc<VerifyKey>>,
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+}
+
+/// The minimum HMAC secret: as long as the hash (RFC 7518 §3.2), at least 32 bytes.
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+impl KeySet {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn add(&mut self, key: VerifyKey) -> Result<(), String> {
+        let key = Arc::new(key);
+        if let Some(kid) = &key.kid {
+            if self.by_kid.insert(kid.clone(), key.clone()).is_some() {
+                return Err(format!("duplicate kid \"{}\"", printable(kid)));
+            }
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// An HMAC secret (from a file or the environment, never inline config).
+    pub fn add_hmac_secret(&mut self, kid: Option<&str>, secret: &[u8]) -> Result<(), String> {
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(format!(
+                "an HMAC secret must be at least {MIN_HMAC_SECRET_BYTES} bytes"
+            ));
+        }
+        self.add(VerifyKey {
+            kid: kid.map(str::to_string),
+            alg: None,
+            family: AlgorithmFamily::Hmac,
+            key: DecodingKey::from_secret(secret),
+        })
+    }
+
+    /// A PEM public key (`PUBLIC KEY`, `RSA PUBLIC KEY`) or certificate.
+    pub fn add_pem(
+        &mut self,
+        kid: Option<&str>,
+        family: AlgorithmFamily,
+        pem: &[u8],
+    ) -> Result<(), String> {
+        let key = match family {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+            AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
+            AlgorithmFamily::Hmac => return Err("an HMAC secret is not a PEM key".into()),
+        }
+        .map_err(|e| format!("not a usable PEM key: {e}"))?;
+        self.add(VerifyKey {
+            kid: kid.map(str::to_string),
+            alg: None,
+            family,
+            key,
+        })
+    }
+
+    /// Keys of a JWKS document. Unusable keys are skipped, each with a warning: symmetric
+    /// (`oct`) keys (anyone who can read a JWKS could mint tokens, K10), `use: enc`, and
+    /// keys that cannot be decoded. A document that is not a JWKS is an error.
+    pub fn from_jwks(json: &[u8]) -> Result<(KeySet, Vec<String>), String> {
+        let value = strict_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+        let set: JwkSet = serde_json::from_value(value).map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut keys = KeySet::default();
+        let mut warnings = Vec::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let name = jwk.common.key_id.as_deref().map_or_else(
+                || format!("keys[{i}]"),
+                |k| format!("kid \"{}\"", printable(k)),
+            );
+            let family = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+                AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+                AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
+                AlgorithmParameters::OctetKey(_) => {
+                    warnings.push(format!("{name}: symmetric key in a JWKS skipped"));
+                    continue;
+                }
+            };
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                warnings.push(format!("{name}: `use: enc` key skipped"));
+                continue;
+            }
+            let alg = match jwk.common.key_algorithm {
+                Some(ka) => match ka.to_string().parse::<Algorithm>() {
+                    Ok(a) if a.family() == family => Some(a),
+                    _ => {
+                        warnings.push(format!("{name}: `alg` does not fit the key type; skipped"));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let key = match DecodingKey::from_jwk(jwk) {
+                Ok(k) => k,
+                Err(e) => {
+                    warnings.push(format!("{name}: unusable key skipped ({e})"));
+                    continue;
+                }
+            };
+            if let Err(e) = keys.add(VerifyKey {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                family,
+                key,
+            }) {
+                warnings.push(format!("{name}: {e}; skipped"));
+            }
+        }
+        Ok((keys, warnings))
+    }
+
+    /// The key for a token: by `kid` when it has one; without one, the only key of the
+    /// algorithm's family (more than one is ambiguous, K7).
+    fn find(&self, kid: Option<&str>, family: AlgorithmFamily) -> Option<&Arc<VerifyKey>> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid),
+            None => {
+                let mut it = self.keys.iter().filter(|k| k.family == family);
+                match (it.next(), it.next()) {
+                    (Some(k), None) => Some(k),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// A verified token: its subject and all its claims.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub subject: String,
+    pub issuer: String,
+    pub expires_at: Option<u64>,
+    pub kid: Option<String>,
+    pub claims: Map<String, Value>,
+}
+
+/// Verify a compact JWS at time `now` (Unix seconds).
+pub fn verify(
+    token: &str,
+    rules: &ProviderRules,
+    keys: &KeySet,
+    now: u64,
+) -> Result<Verified, AuthError> {
+    if token.is_empty() {
+        return Err(AuthError::MissingToken);
+    }
+    if token.len() > rules.max_token_bytes {
+        return Err(AuthError::TokenTooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        // JWE (5 parts), JSON serialization, a 2-part token: all refused (J14-J16).
+        return Err(AuthError::MalformedToken);
+    };
+    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+        return Err(AuthError::MalformedToken);
+    }
+    // Strict base64url without padding: `=`, `+`, `/` and non-canonical last symbols are
+    // refused by the engine (E1-E3, E9).
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h64)
+        .map_err(|_| AuthError::MalformedToken)?;
+    let payload_bytes = URL_SAFE_NO_PAD
+        .decode(p64)
+        .map_err(|_| AuthError::MalformedToken)?;
+    let sig_bytes = URL_SAFE_NO_PAD
+        .decode(s64)
+        .map_err(|_| AuthError::MalformedToken)?;
+    if sig_bytes.is_empty() {
+        return Err(AuthError::MalformedToken);
+    }
+
+    let Value::Object(header) =
+        strict_json::from_slice(&header_bytes).map_err(|_| AuthError::MalformedToken)?
+    else {
+        return Err(AuthError::MalformedToken);
+    };
+    if header.contains_key("crit") {
+        return Err(AuthError::CriticalHeader);
+    }
+    // Compressed payloads and nested or non-JSON content are not accepted (C16).
+    if header.contains_key("zip") || header.contains_key("cty") {
+        return Err(AuthError::MalformedToken);
+    }
+    let alg = match header.get("alg") {
+        // Exact names only: "none", "None", "hs256", "HS256 " are all unknown (J1-J3).
+        Some(Value::String(name)) => name
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| rules.algorithms.contains(a))
+            .ok_or(AuthError::UnsupportedAlgorithm)?,
+        _ => return Err(AuthError::UnsupportedAlgorithm),
+    };
+    if let Some(want) = &rules.typ {
+        let ok = match header.get("typ") {
+            Some(Value::String(t)) => {
+                let t = t.strip_prefix("application/").unwrap_or(t);
+                t.eq_ignore_ascii_case(want)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(AuthError::WrongTokenType);
+        }
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.as_str()),
+        Some(_) => return Err(AuthError::MalformedToken),
+    };
+    // `jku`, `x5u`, `jwk` and `x5c` are deliberately never read (K1-K3).
+    let key = keys.find(kid, alg.family()).ok_or(AuthError::UnknownKey)?;
+    if key.family != alg.family() || key.alg.is_some_and(|a| a != alg) {
+        // e.g. an RSA key's kid under `alg: ES256`, or RS256 relabelled PS256 (K9, J12)
+        return Err(AuthError::UnsupportedAlgorithm);
+    }
+    let message_len = h64.len() + 1 + p64.len();
+    let message = &token.as_bytes()[..message_len];
+    match jsonwebtoken::crypto::verify(s64, message, &key.key, alg) {
+        Ok(true) => {}
+        _ => return Err(AuthError::BadSignature),
+    }
+
+    let Value::Object(claims) =
+        strict_json::from_slice(&payload_bytes).map_err(|_| AuthError::MalformedToken)?
+    else {
+        return Err(AuthError::MalformedToken);
+    };
+    let expires_at = check_time_claims(&claims, rules, now)?;
+    let issuer = match claims.get("iss") {
+        Some(Value::String(iss)) if *iss == rules.issuer => iss.clone(),
+        _ => return Err(AuthError::WrongIssuer),
+    };
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => rules.audiences.iter().any(|want| want == a),
+        Some(Value::Array(list)) => {
+            !list.is_empty()
+                && list.iter().all(Value::is_string)
+                && list
+                    .iter()
+                    .any(|a| rules.audiences.iter().any(|want| a == want))
+        }
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(AuthError::WrongAudience);
+    }
+    let subject = match claims.get("sub") {
+        Some(Value::String(s)) if is_header_safe(s, MAX_SUBJECT_LEN) => s.clone(),
+        _ => return Err(AuthError::InvalidClaim),
+    };
+    Ok(Verified {
+        subject,
+        issuer,
+        expires_at,
+        kid: kid.map(str::to_string),
+        claims,
+    })
+}
+
+/// `exp`, `nbf` and `iat` must be numbers when present (a string `exp` is a refusal, not a
+/// skipped check: C1-C3). Returns `exp`.
+fn check_time_claims(
+    claims: &Map<String, Value>,
+    rules: &ProviderRules,
+    now: u64,
+) -> Result<Option<u64>, AuthError> {
+    let leeway = rules.leeway_secs;
+    let number = |name: &str| -> Result<Option<u64>, AuthError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => {
+                // Negative, fractional beyond u64, or absurd values are refused outright.
+                match (n.as_u64(), n.as_f64()) {
+                    (Some(v), _) => Ok(Some(v)),
+                    (None, Some(f)) if (0.0..1e13).contains(&f) => Ok(Some(f as u64)),
+                    _ => Err(AuthError::InvalidClaim),
+                }
+            }
+            Some(_) => Err(AuthError::InvalidClaim),
+        }
+    };
+    let exp = number("exp")?;
+    let nbf = number("nbf")?;
+    let iat = number("iat")?;
+    match exp {
+        None if rules.require_exp => return Err(AuthError::InvalidClaim),
+        Some(exp) if now > exp.saturating_add(leeway) => return Err(AuthError::Expired),
+        _ => {}
+    }
+    if let Some(nbf) = nbf {
+        if nbf > now.saturating_add(leeway) {
+            return Err(AuthError::NotYetValid);
+        }
+    }
+    if let Some(iat) = iat {
+        if iat > now.saturating_add(leeway) {
+            return Err(AuthError::IssuedInFuture);
+        }
+    }
+    if let Some(max) = rules.max_token_age_secs {
+        let start = iat.or(nbf);
+        let too_long = match (start, exp) {
+            (Some(s), Some(e)) => e.saturating_sub(s) > max,
+            (None, Some(e)) => e.saturating_sub(now) > max,
+            _ => false,
+        };
+        let too_old = start.is_some_and(|s| now.saturating_sub(s) > max.saturating_add(leeway));
+        if too_long || too_old {
+            return Err(AuthError::TooOld);
+        }
+    }
+    Ok(exp)
+}
+
+/// A value that may become a header: not empty, bounded, no control characters (C12/C13).
+pub fn is_header_safe(s: &str, max_len: usize) -> bool {
+    !s.is_empty() && s.len() <= max_len && !s.chars().any(char::is_control)
+}
+
+/// A kid or other token-supplied text, safe to put in a log line: escaped and truncated.
+pub fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;
