@@ -16,10 +16,10 @@ fn route_table(n: usize) -> RouteTable {
     );
     for i in 0..n {
         yaml.push_str(&format!(
-            "  - {{name: r{i}, match: {{path_prefix: /service-{i}/v1}}, upstream: a}}\n"
+            "  - {{name: r{i}, match: {{path_prefix: /service-{i}/v1}}, upstream: a, auth: public}}\n"
         ));
     }
-    yaml.push_str("  - {name: all, match: {path_prefix: /}, upstream: a}\n");
+    yaml.push_str("  - {name: all, match: {path_prefix: /}, upstream: a, auth: public}\n");
     let cfg = config::parse(&yaml).expect("bench config");
     RouteTable::new(&cfg.routes)
 }

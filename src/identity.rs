@@ -1,5 +1,10 @@
 //! Header hygiene between the client and the backend: what the gateway removes from a
-//! request before it is forwarded, and the proxy headers it sets.
+//! request before it is forwarded, the proxy headers it sets, and the identity it asserts.
+//!
+//! The gateway owns the identity namespace: `X-User-*`, `X-Auth-*`, `X-Tenant-ID` and
+//! `X-Client-ID`, in any case and with `_` or `.` in place of `-` (`x_user_id`, `X.User.ID`),
+//! however many times sent. Every such header from the client is removed on every route,
+//! public or not, before the verified identity (if any) is added.
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and are never forwarded:
 //! `Connection`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE`, `Trailer`,
@@ -33,6 +38,67 @@ const PROTECTED: &[&str] = &[
     "x-forwarded-host",
     "x-request-id",
 ];
+
+/// `X-User-ID`, `x_user_id`, `X.USER.ID` all normalise to `x-user-id`.
+fn normalised(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' | b'.' => '-',
+            _ => b.to_ascii_lowercase() as char,
+        })
+        .collect()
+}
+
+/// Whether a header name belongs to the identity namespace the gateway owns.
+pub fn is_identity_header(name: &str) -> bool {
+    let n = normalised(name);
+    n.starts_with("x-user-") || n.starts_with("x-auth-") || n == "x-tenant-id" || n == "x-client-id"
+}
+
+/// Remove every client-sent header of the identity namespace.
+pub fn strip_identity_headers(req: &mut RequestHeader) {
+    let forged: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| is_identity_header(k.as_str()))
+        .cloned()
+        .collect();
+    for name in &forged {
+        req.remove_header(name);
+    }
+}
+
+/// Add the verified identity. Values were checked when the token was (no control
+/// characters, no commas inside list items), so they are valid header values.
+pub fn inject_identity(req: &mut RequestHeader, id: &crate::auth::Identity) -> pingora::Result<()> {
+    req.insert_header("x-user-id", id.subject.as_str())?;
+    req.insert_header("x-auth-method", id.method)?;
+    if !id.provider.is_empty() {
+        req.insert_header("x-auth-provider", id.provider.as_str())?;
+    }
+    for (name, values) in [
+        ("x-user-roles", &id.roles),
+        ("x-user-scopes", &id.scopes),
+        ("x-user-permissions", &id.permissions),
+    ] {
+        if !values.is_empty() {
+            req.insert_header(name, values.join(","))?;
+        }
+    }
+    for (name, value) in [
+        ("x-tenant-id", &id.tenant),
+        ("x-user-email", &id.email),
+        ("x-client-id", &id.client_id),
+    ] {
+        if let Some(v) = value {
+            req.insert_header(name, v.as_str())?;
+        }
+    }
+    for (name, value) in &id.extra {
+        req.insert_header(name.clone(), value.as_str())?;
+    }
+    Ok(())
+}
 
 /// True when `Connection` names a header that must not be removable (see the module docs).
 pub fn connection_nominates_protected(headers: &http::HeaderMap) -> bool {
@@ -137,6 +203,25 @@ mod tests {
         for kept in ["content-length", "host", "x-kept"] {
             assert!(r.headers.get(kept).is_some(), "{kept} was removed");
         }
+    }
+
+    #[test]
+    fn forged_identity_headers_are_removed_in_every_spelling() {
+        let mut r = req(&[
+            ("X-User-ID", "admin"),
+            ("x_user_id", "admin"),
+            ("X.User.ID", "admin"),
+            ("X-USER-ROLES", "root"),
+            ("x-auth-method", "jwt"),
+            ("X-Tenant-Id", "other"),
+            ("x_client_id", "c"),
+            ("X-Userland", "kept"),
+            ("X-Request-ID", "kept"),
+        ]);
+        strip_identity_headers(&mut r);
+        let mut left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
+        left.sort();
+        assert_eq!(left, ["x-request-id", "x-userland"]);
     }
 
     #[test]

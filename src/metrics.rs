@@ -10,6 +10,7 @@
 //! | `portcullis_config_reloads_total` | counter | `result` | configurations loaded by this process (`success`); a reload is a graceful upgrade, so each new process counts its own |
 //! | `portcullis_config_last_reload_timestamp_seconds` | gauge | | Unix time at which the running configuration was loaded |
 //! | `portcullis_access_log_dropped_total` | counter | | access-log lines dropped because the writer could not keep up |
+//! | `portcullis_auth_decisions_total` | counter | `provider`, `result`, `reason` | authentication outcomes on protected routes: `result` is `allow` or `deny`, `reason` the stable error code (`ok` when allowed) |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{
@@ -27,6 +28,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_reload: IntGauge,
     pub access_log_dropped: IntCounter,
+    pub auth_decisions: IntCounterVec,
     pub build_info: GaugeVec,
 }
 
@@ -78,6 +80,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "portcullis_access_log_dropped_total",
         "Access-log lines dropped because the writer could not keep up",
     )?;
+    let auth_decisions = IntCounterVec::new(
+        Opts::new(
+            "portcullis_auth_decisions_total",
+            "Authentication outcomes on protected routes",
+        ),
+        &["provider", "result", "reason"],
+    )?;
     let build_info = GaugeVec::new(
         Opts::new("portcullis_build_info", "Build information, always 1"),
         &["version"],
@@ -89,6 +98,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(config_reloads.clone()))?;
     registry.register(Box::new(config_last_reload.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
+    registry.register(Box::new(auth_decisions.clone()))?;
     registry.register(Box::new(build_info.clone()))?;
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -102,6 +112,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_reloads,
         config_last_reload,
         access_log_dropped,
+        auth_decisions,
         build_info,
     })
 }

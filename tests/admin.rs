@@ -7,7 +7,7 @@ fn metrics_expose_the_documented_series_after_traffic() {
     let echo = Echo::start();
     let closed = free_port();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\n    health_check: {{ type: tcp, interval: 1s }}\n  dead:\n    backends: [\"127.0.0.1:{closed}\"]\n    retries: 0\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: echo\n  - name: dead\n    match: {{ path_prefix: /dead }}\n    upstream: dead\n",
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\n    health_check: {{ type: tcp, interval: 1s }}\n  dead:\n    backends: [\"127.0.0.1:{closed}\"]\n    retries: 0\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: echo\n    auth: public\n  - name: dead\n    match: {{ path_prefix: /dead }}\n    upstream: dead\n    auth: public\n",
         echo.addr
     ));
     let c = client();
@@ -95,7 +95,7 @@ fn metrics_expose_the_documented_series_after_traffic() {
 fn health_endpoints_answer() {
     let echo = Echo::start();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\n    health_check: {{ type: http, path: /healthz, interval: 500ms }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n",
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\n    health_check: {{ type: http, path: /healthz, interval: 500ms }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth: public\n",
         echo.addr
     ));
     let c = client();

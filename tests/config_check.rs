@@ -43,108 +43,138 @@ fn every_example_in_conf_is_valid() {
 const BROKEN: &[(&str, &str, &str)] = &[
     (
         "unknown top-level key",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\nlistner: []\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\nlistner: []\n",
         "unknown field `listner`",
     ),
     (
         "unknown nested key",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], helth_check: {}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], helth_check: {}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "unknown field `helth_check`",
     ),
     (
         "unknown upstream",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {users: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: a, match: {path_prefix: /a}, upstream: users}\n  - {name: b, match: {path_prefix: /b}, upstream: users}\n  - {name: c, match: {path_prefix: /c}, upstream: userz}\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {users: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: a, match: {path_prefix: /a}, upstream: users, auth: public}\n  - {name: b, match: {path_prefix: /b}, upstream: users, auth: public}\n  - {name: c, match: {path_prefix: /c}, upstream: userz, auth: public}\n",
         "routes[2].upstream: unknown upstream \"userz\"",
     ),
     (
         "bad listener address",
-        "listeners: [{address: localhost}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: localhost}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "listeners[0].address: \"localhost\" is not an IP:port address",
     ),
     (
         "admin on a public listener",
-        "listeners: [{address: 127.0.0.1:8080}]\nadmin: {address: 127.0.0.1:8080}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nadmin: {address: 127.0.0.1:8080}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "admin.address: 127.0.0.1:8080 is also a public listener",
     ),
     (
         "backend without port",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [10.0.0.1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [10.0.0.1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "upstreams.a.backends[0]: \"10.0.0.1\" needs a port",
     ),
     (
         "no backends",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: []}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: []}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "upstreams.a.backends: at least one backend is required",
     ),
     (
         "consistent hash without key",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], selection: consistent_hash}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], selection: consistent_hash}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "upstreams.a.hash_key: consistent_hash needs a hash_key",
     ),
     (
         "unknown selection",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], selection: least_conn}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], selection: least_conn}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "unknown variant `least_conn`",
     ),
     (
         "tcp check with a path",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], health_check: {type: tcp, path: /h}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], health_check: {type: tcp, path: /h}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "upstreams.a.health_check: `path`, `host` and `expected_status` need `type: http`",
     ),
     (
         "bad expected status",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], health_check: {type: http, expected_status: 42}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], health_check: {type: http, expected_status: 42}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "upstreams.a.health_check.expected_status: must be an HTTP status",
     ),
     (
         "too many retries",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], retries: 50}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], retries: 50}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "upstreams.a.retries: at most 10",
     ),
     (
         "bad duration",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], connect_timeout: soon}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], connect_timeout: soon}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "upstreams.a.connect_timeout",
     ),
     (
         "path and prefix together",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path: /x, path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path: /x, path_prefix: /}, upstream: a, auth: public}]\n",
         "routes[0].match: give either `path` or `path_prefix`, not both",
     ),
     (
         "relative route path",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: api}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: api}, upstream: a, auth: public}]\n",
         "routes[0].match.path_prefix: \"api\" must start with `/`",
     ),
     (
         "lower-case method",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /, methods: [get]}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /, methods: [get]}, upstream: a, auth: public}]\n",
         "routes[0].match.methods[0]: \"get\" is not an HTTP method",
     ),
     (
         "duplicate route",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: one, match: {path_prefix: /x}, upstream: a}\n  - {name: two, match: {path_prefix: /x}, upstream: a}\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: one, match: {path_prefix: /x}, upstream: a, auth: public}\n  - {name: two, match: {path_prefix: /x}, upstream: a, auth: public}\n",
         "routes[1].match: matches exactly what route \"one\" matches",
     ),
     (
         "duplicate route name",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: one, match: {path_prefix: /x}, upstream: a}\n  - {name: one, match: {path_prefix: /y}, upstream: a}\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes:\n  - {name: one, match: {path_prefix: /x}, upstream: a, auth: public}\n  - {name: one, match: {path_prefix: /y}, upstream: a, auth: public}\n",
         "routes[1].name: route name \"one\" is used twice",
     ),
     (
         "host with port",
-        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {host: \"a.example:80\", path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {host: \"a.example:80\", path_prefix: /}, upstream: a, auth: public}]\n",
         "routes[0].match.host: \"a.example:80\" is not a host name",
     ),
     (
         "missing tls files",
-        "listeners: [{address: 127.0.0.1:8443, tls: {certificate: /nonexistent/cert.pem, key: /nonexistent/key.pem}}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "listeners: [{address: 127.0.0.1:8443, tls: {certificate: /nonexistent/cert.pem, key: /nonexistent/key.pem}}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
         "listeners[0].tls.certificate: cannot read \"/nonexistent/cert.pem\"",
     ),
     (
         "route without routes",
         "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: []\n",
         "routes: at least one route is required",
+    ),
+    (
+        "route without auth",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a}]\n",
+        "routes[0].auth: every route states its auth",
+    ),
+    (
+        "unknown identity provider",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {jwt: corp}}]\n",
+        "routes[0].auth.jwt: unknown identity provider \"corp\"",
+    ),
+    (
+        "alg none",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [none], keys: {jwks_file: /nonexistent}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.algorithms[0]: \"none\" is not a supported algorithm",
+    ),
+    (
+        "mixed hmac and rsa",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [RS256, HS256], keys: {hmac_secret_env: NOPE}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp: a provider cannot mix HMAC and public-key algorithms",
+    ),
+    (
+        "two key sources",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [RS256], keys: {pem_file: /a, jwks_file: /b}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.keys: give exactly one of",
+    ),
+    (
+        "claim header outside the identity namespace",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [HS256], keys: {hmac_secret_env: PATH}, claims: {headers: {X-Department: dept}}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.claims.headers.X-Department: claim headers must be in the identity namespace",
     ),
     (
         "not yaml",
@@ -174,7 +204,7 @@ fn every_problem_is_reported_at_once() {
     let path = dir.path().join("many.yaml");
     std::fs::write(
         &path,
-        "listeners: [{address: nowhere}]\nupstreams: {a: {backends: [127.0.0.1:1], retries: 99}}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: b}\n  - {name: s, match: {path: x}, upstream: a}\n",
+        "listeners: [{address: nowhere}]\nupstreams: {a: {backends: [127.0.0.1:1], retries: 99}}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: b, auth: public}\n  - {name: s, match: {path: x}, upstream: a, auth: public}\n",
     )
     .unwrap();
     let (ok, _, stderr) = check(&path);

@@ -21,7 +21,7 @@ fn assert_json_error(
 fn no_route_gives_404_json() {
     let echo = Echo::start();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: echo\n",
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: echo\n    auth: public\n",
         echo.addr
     ));
     let resp = client()
@@ -42,7 +42,7 @@ fn no_route_gives_404_json() {
 fn unreachable_upstream_gives_502_after_retries() {
     let closed = free_port();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  dead:\n    backends: [\"127.0.0.1:{closed}\"]\n    retries: 2\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: dead\n"
+        "upstreams:\n  dead:\n    backends: [\"127.0.0.1:{closed}\"]\n    retries: 2\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: dead\n    auth: public\n"
     ));
     let resp = client().get(gw.url("/x")).send().unwrap();
     assert_json_error(resp, 502, "upstream_unreachable");
@@ -60,7 +60,7 @@ fn connection_failure_is_retried_on_another_backend() {
     // No health check: the dead backend stays in rotation, so only retries can save the
     // requests that land on it.
     let gw = Gateway::start(&format!(
-        "upstreams:\n  mixed:\n    backends: [\"127.0.0.1:{closed}\", \"{}\"]\n    retries: 1\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: mixed\n",
+        "upstreams:\n  mixed:\n    backends: [\"127.0.0.1:{closed}\", \"{}\"]\n    retries: 1\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: mixed\n    auth: public\n",
         echo.addr
     ));
     let c = client();
@@ -92,7 +92,7 @@ fn retries_zero_means_one_attempt() {
     let echo = Echo::start();
     let closed = free_port();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  mixed:\n    backends: [\"127.0.0.1:{closed}\", \"{}\"]\n    retries: 0\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: mixed\n",
+        "upstreams:\n  mixed:\n    backends: [\"127.0.0.1:{closed}\", \"{}\"]\n    retries: 0\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: mixed\n    auth: public\n",
         echo.addr
     ));
     let c = client();
@@ -115,7 +115,7 @@ fn retries_zero_means_one_attempt() {
 fn slow_upstream_gives_504() {
     let stalled = StalledOrigin::start();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  slow:\n    backends: [\"{}\"]\n    read_timeout: 10s\nroutes:\n  - name: slow\n    match: {{ path_prefix: / }}\n    upstream: slow\n    timeouts: {{ read: 300ms }}\n",
+        "upstreams:\n  slow:\n    backends: [\"{}\"]\n    read_timeout: 10s\nroutes:\n  - name: slow\n    match: {{ path_prefix: / }}\n    upstream: slow\n    auth: public\n    timeouts: {{ read: 300ms }}\n",
         stalled.addr
     ));
     let started = Instant::now();

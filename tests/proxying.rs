@@ -204,15 +204,19 @@ routes:
   - name: catch-all
     match: {{ path_prefix: / }}
     upstream: a
+    auth: public
   - name: users
     match: {{ path_prefix: /users }}
     upstream: b
+    auth: public
   - name: login
     match: {{ path: /login, methods: [POST] }}
     upstream: c
+    auth: public
   - name: admin-host
     match: {{ host: admin.example.com, path_prefix: / }}
     upstream: c
+    auth: public
 "#,
         a = a.addr,
         b = b.addr,
@@ -247,7 +251,7 @@ routes:
 fn method_not_on_the_route_gets_405_with_allow() {
     let echo = Echo::start();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: login\n    match: {{ path: /login, methods: [POST, PUT] }}\n    upstream: echo\n",
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: login\n    match: {{ path: /login, methods: [POST, PUT] }}\n    upstream: echo\n    auth: public\n",
         echo.addr
     ));
     let resp = client().delete(gw.url("/login")).send().unwrap();
@@ -380,7 +384,7 @@ fn h13_connection_cannot_nominate_framing_or_gateway_headers() {
 fn random_selection_uses_every_backend() {
     let echoes: Vec<Echo> = (0..2).map(|_| Echo::start()).collect();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  pool:\n    backends: [\"{}\", \"{}\"]\n    selection: random\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n",
+        "upstreams:\n  pool:\n    backends: [\"{}\", \"{}\"]\n    selection: random\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n    auth: public\n",
         echoes[0].addr, echoes[1].addr
     ));
     let c = client();

@@ -96,7 +96,7 @@ fn upstream_tls_verifies_the_certificate_for_the_configured_sni() {
     let (origin, ca) = tls_gateway(&pass_through(echo.addr));
     let pool = |sni: &str| {
         format!(
-            "upstreams:\n  secure:\n    backends: [\"{}\"]\n    retries: 0\n    tls:\n      sni: {sni}\n      ca_file: {}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: secure\n",
+            "upstreams:\n  secure:\n    backends: [\"{}\"]\n    retries: 0\n    tls:\n      sni: {sni}\n      ca_file: {}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: secure\n    auth: public\n",
             origin.addr,
             ca.display()
         )

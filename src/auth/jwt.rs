@@ -216,6 +216,27 @@ impl KeySet {
     }
 }
 
+/// A configured identity provider: what it accepts, its keys, and how its claims map to an
+/// identity.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub rules: ProviderRules,
+    pub keys: KeySet,
+    pub claims: super::ClaimMap,
+}
+
+impl Provider {
+    /// Verify `token` at `now` and build the caller's identity from it.
+    pub fn authenticate(&self, token: &str, now: u64) -> Result<super::Identity, AuthError> {
+        let verified = verify(token, &self.rules, &self.keys, now)?;
+        let mut identity = self.claims.identity(&verified.claims)?;
+        identity.provider = self.name.clone();
+        identity.expires_at = verified.expires_at;
+        Ok(identity)
+    }
+}
+
 /// A verified token: its subject and all its claims.
 #[derive(Debug, Clone)]
 pub struct Verified {

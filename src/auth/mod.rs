@@ -69,3 +69,235 @@ impl AuthError {
         }
     }
 }
+
+/// Who the caller is, as verified; what the gateway tells the backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `jwt`, later `api_key`, `introspection`, ...
+    pub method: &'static str,
+    /// The provider (or consumer source) that vouched for it.
+    pub provider: String,
+    pub subject: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub permissions: Vec<String>,
+    pub tenant: Option<String>,
+    pub email: Option<String>,
+    pub client_id: Option<String>,
+    /// Further headers from configured claims.
+    pub extra: Vec<(http::HeaderName, String)>,
+    /// Unix time after which this identity must not be used (the token's `exp`).
+    pub expires_at: Option<u64>,
+}
+
+/// Longest value of one identity header.
+pub const MAX_CLAIM_VALUE_LEN: usize = 1024;
+
+/// Where each part of an identity is found in a token's claims (dotted paths into nested
+/// objects, e.g. `realm_access.roles` for Keycloak).
+#[derive(Debug, Clone)]
+pub struct ClaimMap {
+    pub subject: String,
+    pub roles: Option<String>,
+    /// `None`: the standard places, `scope` (space-delimited string) then `scp` (array).
+    pub scopes: Option<String>,
+    pub permissions: Option<String>,
+    pub tenant: Option<String>,
+    pub email: Option<String>,
+    pub client_id: Option<String>,
+    pub headers: Vec<(http::HeaderName, String)>,
+}
+
+impl Default for ClaimMap {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            roles: None,
+            scopes: None,
+            permissions: None,
+            tenant: None,
+            email: None,
+            client_id: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The claim at a dotted path. A key that itself contains dots (`cognito:groups` has none,
+/// but `https://example.com/roles` does) is tried whole first.
+pub fn claim_at<'a>(
+    claims: &'a serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Option<&'a serde_json::Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut cur = claims.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_object()?.get(p)?;
+    }
+    Some(cur)
+}
+
+fn one_value(v: &str) -> Result<String, AuthError> {
+    // A value becomes (part of) a header: no control characters, and no comma, which
+    // separates list values.
+    if jwt::is_header_safe(v, MAX_CLAIM_VALUE_LEN) && !v.contains(',') {
+        Ok(v.to_string())
+    } else {
+        Err(AuthError::InvalidClaim)
+    }
+}
+
+/// A list claim: an array of strings, or one string (split on spaces when `split`).
+fn list_claim(v: Option<&serde_json::Value>, split: bool) -> Result<Vec<String>, AuthError> {
+    use serde_json::Value;
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) if split => s
+            .split(' ')
+            .filter(|x| !x.is_empty())
+            .map(one_value)
+            .collect(),
+        Some(Value::String(s)) => Ok(vec![one_value(s)?]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or(AuthError::InvalidClaim)
+                    .and_then(one_value)
+            })
+            .collect(),
+        Some(_) => Err(AuthError::InvalidClaim),
+    }
+}
+
+fn string_claim(v: Option<&serde_json::Value>) -> Result<Option<String>, AuthError> {
+    match v {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => one_value(s).map(Some),
+        Some(_) => Err(AuthError::InvalidClaim),
+    }
+}
+
+impl ClaimMap {
+    /// Build the identity from verified claims; a claim of the wrong shape is a refusal,
+    /// never a silently empty value (catalogue C18).
+    pub fn identity(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Identity, AuthError> {
+        let subject = match claim_at(claims, &self.subject) {
+            Some(serde_json::Value::String(s)) if jwt::is_header_safe(s, jwt::MAX_SUBJECT_LEN) => {
+                s.clone()
+            }
+            _ => return Err(AuthError::InvalidClaim),
+        };
+        let scopes = match &self.scopes {
+            Some(path) => list_claim(claim_at(claims, path), true)?,
+            None => {
+                let mut s = list_claim(claims.get("scope"), true)?;
+                for extra in list_claim(claims.get("scp"), true)? {
+                    if !s.contains(&extra) {
+                        s.push(extra);
+                    }
+                }
+                s
+            }
+        };
+        let path = |p: &Option<String>| p.as_deref().and_then(|p| claim_at(claims, p));
+        let mut extra = Vec::new();
+        for (name, p) in &self.headers {
+            if let Some(v) = string_claim(claim_at(claims, p))? {
+                extra.push((name.clone(), v));
+            }
+        }
+        Ok(Identity {
+            method: "jwt",
+            provider: String::new(),
+            subject,
+            roles: list_claim(path(&self.roles), false)?,
+            scopes,
+            permissions: list_claim(path(&self.permissions), false)?,
+            tenant: string_claim(path(&self.tenant))?,
+            email: string_claim(path(&self.email))?,
+            client_id: string_claim(path(&self.client_id))?,
+            extra,
+            expires_at: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn keycloak_auth0_entra_and_cognito_shapes_map_to_one_identity() {
+        let keycloak = ClaimMap {
+            roles: Some("realm_access.roles".into()),
+            ..ClaimMap::default()
+        };
+        let id = keycloak
+            .identity(&claims(
+                json!({"sub":"u1","realm_access":{"roles":["admin","user"]},"scope":"openid read"}),
+            ))
+            .unwrap();
+        assert_eq!(id.roles, ["admin", "user"]);
+        assert_eq!(id.scopes, ["openid", "read"]);
+
+        let auth0 = ClaimMap {
+            permissions: Some("permissions".into()),
+            ..ClaimMap::default()
+        };
+        let id = auth0
+            .identity(&claims(
+                json!({"sub":"u2","permissions":["read:x"],"scp":["a","b"]}),
+            ))
+            .unwrap();
+        assert_eq!(id.permissions, ["read:x"]);
+        assert_eq!(id.scopes, ["a", "b"]);
+
+        let cognito = ClaimMap {
+            roles: Some("cognito:groups".into()),
+            ..ClaimMap::default()
+        };
+        let id = cognito
+            .identity(&claims(json!({"sub":"u3","cognito:groups":"ops"})))
+            .unwrap();
+        assert_eq!(id.roles, ["ops"]);
+    }
+
+    #[test]
+    fn c18_wrongly_shaped_claims_are_refused_not_ignored() {
+        let m = ClaimMap {
+            roles: Some("roles".into()),
+            tenant: Some("tid".into()),
+            ..ClaimMap::default()
+        };
+        for bad in [
+            json!({"sub":"u","roles":{"admin":true}}),
+            json!({"sub":"u","roles":[1,2]}),
+            json!({"sub":"u","roles":["a,b"]}),
+            json!({"sub":"u","roles":["ok\r\nX-Evil: 1"]}),
+            json!({"sub":"u","tid":7}),
+            json!({"sub":"u","scope":42}),
+            json!({"sub":42}),
+        ] {
+            assert_eq!(
+                m.identity(&claims(bad.clone())),
+                Err(AuthError::InvalidClaim),
+                "{bad}"
+            );
+        }
+        // Absent optional claims are simply absent.
+        let id = m.identity(&claims(json!({"sub":"u"}))).unwrap();
+        assert!(id.roles.is_empty() && id.tenant.is_none());
+    }
+}

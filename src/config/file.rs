@@ -18,8 +18,88 @@ pub struct ConfigFile {
     pub admin: AdminSection,
     #[serde(default)]
     pub access_log: AccessLogSection,
+    #[serde(default)]
+    pub identity_providers: BTreeMap<String, ProviderSection>,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
+}
+
+/// A JWT issuer whose tokens the gateway accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Compared exactly with the token's `iss`.
+    pub issuer: String,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Exact algorithm names (RS256, PS256, ES256, EdDSA, HS256, ...); `none` never.
+    pub algorithms: Vec<String>,
+    pub keys: KeySourceSection,
+    #[serde(default, with = "humantime_serde")]
+    pub leeway: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_token_age: Option<Duration>,
+    pub require_exp: Option<bool>,
+    /// Required `typ` header, e.g. `at+jwt` (RFC 9068).
+    pub typ: Option<String>,
+    /// Largest accepted token in bytes (default 8192).
+    pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub claims: ClaimsSection,
+}
+
+/// Where a provider's keys come from: exactly one of these.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySourceSection {
+    /// A PEM public key or certificate.
+    pub pem_file: Option<String>,
+    /// A JWKS document on disk.
+    pub jwks_file: Option<String>,
+    /// An HMAC secret read from this file (trailing newline removed).
+    pub hmac_secret_file: Option<String>,
+    /// An HMAC secret read from this environment variable.
+    pub hmac_secret_env: Option<String>,
+    /// `kid` of a PEM key or HMAC secret (tokens without a kid use the only key).
+    pub kid: Option<String>,
+}
+
+/// Where identity comes from in the token: dotted paths into the claims.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsSection {
+    /// Default `sub`.
+    pub subject: Option<String>,
+    pub roles: Option<String>,
+    /// Default: `scope` (space-delimited) and `scp` (array).
+    pub scopes: Option<String>,
+    pub permissions: Option<String>,
+    pub tenant: Option<String>,
+    pub email: Option<String>,
+    pub client_id: Option<String>,
+    /// Header name -> claim path, for anything else the backend needs.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `auth: public` or `auth: { jwt: PROVIDER }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RouteAuthSection {
+    Named(NamedAuth),
+    Jwt(JwtAuth),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedAuth {
+    Public,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    pub jwt: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +300,8 @@ pub struct RouteSection {
     pub matcher: MatchSection,
     pub upstream: String,
     pub timeouts: Option<RouteTimeouts>,
+    /// Required: `public`, or the credential the route needs. A route without it is an error.
+    pub auth: Option<RouteAuthSection>,
 }
 
 #[derive(Debug, Deserialize)]

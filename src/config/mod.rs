@@ -3,6 +3,7 @@
 //! `routes[2].upstream: unknown upstream "userz"`, and all of them are reported at once.
 
 pub mod file;
+mod providers;
 
 use file::{BackendEntry, ConfigFile, HashKeySection};
 pub use file::{HealthCheckKind, Selection};
@@ -55,8 +56,17 @@ pub struct Config {
     pub admin_address: SocketAddr,
     /// `None` when access logging is off; `Some("-")` for standard output.
     pub access_log: Option<String>,
+    pub providers: Vec<crate::auth::jwt::Provider>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
+}
+
+/// What a route requires of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    Public,
+    /// Index into `Config::providers`.
+    Jwt(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +148,7 @@ pub struct RouteSpec {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
+    pub auth: RouteAuth,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +271,22 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
         }
     }
 
+    let mut providers = Vec::new();
+    let mut provider_index = BTreeMap::new();
+    for (name, p) in &file.identity_providers {
+        let at = format!("identity_providers.{name}");
+        if !valid_name(name) {
+            problem(
+                at.clone(),
+                "names use only letters, digits, `-` and `_`".into(),
+            );
+        }
+        if let Some(provider) = crate::config::providers::compile(name, p, &at, &mut problem) {
+            provider_index.insert(name.clone(), providers.len());
+            providers.push(provider);
+        }
+    }
+
     if file.routes.is_empty() {
         problem("routes".into(), "at least one route is required".into());
     }
@@ -369,7 +396,29 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
             }
             None => (None, None, None),
         };
-        if let (Some(path), Some(upstream)) = (path, upstream) {
+        let auth = match &r.auth {
+            None => {
+                problem(
+                    format!("{at}.auth"),
+                    "every route states its auth: `public` or `{ jwt: PROVIDER }`".into(),
+                );
+                None
+            }
+            Some(file::RouteAuthSection::Named(file::NamedAuth::Public)) => Some(RouteAuth::Public),
+            Some(file::RouteAuthSection::Jwt(j)) => match provider_index.get(&j.jwt) {
+                Some(i) => Some(RouteAuth::Jwt(*i)),
+                None => {
+                    if !file.identity_providers.contains_key(&j.jwt) {
+                        problem(
+                            format!("{at}.auth.jwt"),
+                            format!("unknown identity provider \"{}\"", j.jwt),
+                        );
+                    }
+                    None
+                }
+            },
+        };
+        if let (Some(path), Some(upstream), Some(auth)) = (path, upstream, auth) {
             let spec = RouteSpec {
                 name: r.name.clone(),
                 host,
@@ -379,6 +428,7 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
                 connect_timeout,
                 read_timeout,
                 write_timeout,
+                auth,
             };
             if let Some(j) = routes.iter().position(|o| same_match(o, &spec)) {
                 problem(
@@ -402,6 +452,7 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
             listeners,
             admin_address,
             access_log,
+            providers,
             upstreams,
             routes,
         }),

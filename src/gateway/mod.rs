@@ -71,6 +71,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
     };
     let gateway = proxy::Gateway {
         routes: RouteTable::new(&config.routes),
+        providers: config.providers.clone(),
         pools: pools.clone(),
         access_log,
     };

@@ -3,7 +3,8 @@
 
 use super::response::{self, write_error, ErrorKind};
 use crate::access_log::{self, AccessLog};
-use crate::config::{HashKey, Timeouts};
+use crate::auth::{jwt::Provider, AuthError, Identity};
+use crate::config::{HashKey, RouteAuth, Timeouts};
 use crate::identity;
 use crate::metrics::{method_label, metrics, status_class};
 use crate::request_id;
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 pub struct Gateway {
     pub routes: RouteTable,
+    pub providers: Vec<Provider>,
     pub pools: Vec<Arc<Pool>>,
     pub access_log: Option<AccessLog>,
 }
@@ -32,6 +34,8 @@ pub struct RequestCtx {
     tried: Vec<SocketAddr>,
     /// Set when the gateway itself decides the answer.
     error: Option<ErrorKind>,
+    /// The verified caller, on protected routes.
+    identity: Option<Identity>,
 }
 
 #[async_trait]
@@ -46,6 +50,7 @@ impl ProxyHttp for Gateway {
             pool: None,
             tried: Vec::new(),
             error: None,
+            identity: None,
         }
     }
 
@@ -77,7 +82,46 @@ impl ProxyHttp for Gateway {
             RouteMatch::Found(route) => {
                 ctx.pool = self.pools.get(route.upstream).cloned();
                 ctx.route = Some(route.clone());
-                return Ok(false);
+                let RouteAuth::Jwt(p) = route.auth else {
+                    return Ok(false);
+                };
+                let Some(provider) = self.providers.get(p) else {
+                    return self
+                        .answer(session, ctx, response::INTERNAL_ERROR, &[])
+                        .await;
+                };
+                let outcome = match bearer_token(&req.headers) {
+                    Ok(token) => provider.authenticate(token, unix_now()),
+                    Err(BearerProblem::Ambiguous) => {
+                        count_auth(&provider.name, Err(response::AMBIGUOUS_CREDENTIALS.code));
+                        let challenge = r#"Bearer realm="portcullis", error="invalid_request""#;
+                        return self
+                            .answer(
+                                session,
+                                ctx,
+                                response::AMBIGUOUS_CREDENTIALS,
+                                &[("www-authenticate", challenge.to_string())],
+                            )
+                            .await;
+                    }
+                    Err(BearerProblem::Missing) => Err(AuthError::MissingToken),
+                };
+                match outcome {
+                    Ok(identity) => {
+                        count_auth(&provider.name, Ok(()));
+                        ctx.identity = Some(identity);
+                        return Ok(false);
+                    }
+                    Err(e) => {
+                        count_auth(&provider.name, Err(e.code()));
+                        let kind = ErrorKind {
+                            status: 401,
+                            code: e.code(),
+                            message: e.message(),
+                        };
+                        return self.answer(session, ctx, kind, &[challenge(e)]).await;
+                    }
+                }
             }
             RouteMatch::MethodNotAllowed(methods) => {
                 let allow = methods
@@ -166,6 +210,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         identity::strip_hop_by_hop(upstream_request);
+        identity::strip_identity_headers(upstream_request);
+        if let Some(id) = &ctx.identity {
+            identity::inject_identity(upstream_request, id)?;
+            // The backend gets the verified identity, not the token.
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
         let client_ip = client_ip_of(session).map(|ip| ip.to_string());
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
@@ -301,6 +351,57 @@ impl Gateway {
         write_error(session, &kind, &ctx.request_id, extra).await?;
         Ok(true)
     }
+}
+
+enum BearerProblem {
+    Missing,
+    Ambiguous,
+}
+
+/// The bearer token of the request: one `Authorization` header, scheme `Bearer` in any
+/// case, one space, then the token (catalogue T1, T2, E4). Other schemes count as no token.
+fn bearer_token(headers: &http::HeaderMap) -> std::result::Result<&str, BearerProblem> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(BearerProblem::Missing),
+        (Some(_), Some(_)) => return Err(BearerProblem::Ambiguous),
+        (Some(v), None) => v,
+    };
+    let value = value.to_str().map_err(|_| BearerProblem::Missing)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token),
+        _ => Err(BearerProblem::Missing),
+    }
+}
+
+/// RFC 6750 §3: no error code when no credentials were given.
+fn challenge(e: AuthError) -> (&'static str, String) {
+    let value = if e == AuthError::MissingToken {
+        r#"Bearer realm="portcullis""#.to_string()
+    } else {
+        format!(
+            r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
+            e.message()
+        )
+    };
+    ("www-authenticate", value)
+}
+
+fn count_auth(provider: &str, outcome: std::result::Result<(), &'static str>) {
+    let (result, reason) = match outcome {
+        Ok(()) => ("allow", "ok"),
+        Err(code) => ("deny", code),
+    };
+    metrics()
+        .auth_decisions
+        .with_label_values(&[provider, result, reason])
+        .inc();
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The error answer for a Pingora error, or `None` when the client is gone.

@@ -31,6 +31,11 @@ pub const INVALID_CONNECTION_HEADER: ErrorKind = ErrorKind {
     code: "invalid_connection_header",
     message: "The Connection header names a header that frames or identifies the request.",
 };
+pub const AMBIGUOUS_CREDENTIALS: ErrorKind = ErrorKind {
+    status: 400,
+    code: "ambiguous_credentials",
+    message: "The request carries more than one Authorization header.",
+};
 pub const ROUTE_NOT_FOUND: ErrorKind = ErrorKind {
     status: 404,
     code: "route_not_found",

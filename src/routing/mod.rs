@@ -12,7 +12,7 @@
 //! case-insensitively, without the port. When a host and path match but no route takes the
 //! method, the answer is 405 with the methods that would have matched.
 
-use crate::config::{PathMatch, RouteSpec};
+use crate::config::{PathMatch, RouteAuth, RouteSpec};
 use http::Method;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,7 @@ pub struct Route {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
+    pub auth: RouteAuth,
 }
 
 impl Route {
@@ -92,6 +93,7 @@ impl RouteTable {
                     connect_timeout: s.connect_timeout,
                     read_timeout: s.read_timeout,
                     write_timeout: s.write_timeout,
+                    auth: s.auth,
                 })
             })
             .collect();
@@ -167,6 +169,7 @@ mod tests {
             connect_timeout: None,
             read_timeout: None,
             write_timeout: None,
+            auth: RouteAuth::Public,
         }
     }
 

@@ -364,7 +364,7 @@ pub use portcullis::echo::Echo as Echoed;
 /// Upstreams and routes for one echo origin behind a catch-all route.
 pub fn pass_through(origin: SocketAddr) -> String {
     format!(
-        "upstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n"
+        "upstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth: public\n"
     )
 }
 
@@ -381,7 +381,7 @@ pub fn pool_of(origins: &[SocketAddr], pool_extra: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "upstreams:\n  pool:\n    backends: [{list}]\n{pool_extra}routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n"
+        "upstreams:\n  pool:\n    backends: [{list}]\n{pool_extra}routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: pool\n    auth: public\n"
     )
 }
 

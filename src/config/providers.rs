@@ -1,0 +1,203 @@
+//! `identity_providers`: checked and compiled into `auth::jwt::Provider`s, keys loaded.
+
+use super::file::{ClaimsSection, ProviderSection};
+use crate::auth::jwt::{
+    KeySet, Provider, ProviderRules, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES,
+};
+use crate::auth::ClaimMap;
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use std::time::Duration;
+
+/// Largest accepted `max_token_bytes`: a token rides in one header.
+const MAX_TOKEN_BYTES_LIMIT: usize = 64 * 1024;
+
+pub(super) fn compile(
+    name: &str,
+    p: &ProviderSection,
+    at: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Option<Provider> {
+    let mut ok = true;
+    let mut fail = |path: String, msg: String| {
+        problem(path, msg);
+        false
+    };
+    let mut algorithms = Vec::new();
+    for (i, a) in p.algorithms.iter().enumerate() {
+        match a.parse::<Algorithm>() {
+            Ok(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+            Ok(_) => ok &= fail(format!("{at}.algorithms[{i}]"), format!("{a} is listed twice")),
+            Err(_) => {
+                ok &= fail(
+                    format!("{at}.algorithms[{i}]"),
+                    format!("\"{a}\" is not a supported algorithm (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA, HS256/384/512; never none)"),
+                )
+            }
+        }
+    }
+    let rules = ProviderRules {
+        issuer: p.issuer.clone(),
+        audiences: p.audiences.clone(),
+        algorithms: algorithms.clone(),
+        leeway_secs: p
+            .leeway
+            .unwrap_or(Duration::from_secs(DEFAULT_LEEWAY_SECS))
+            .as_secs(),
+        max_token_age_secs: p.max_token_age.map(|d| d.as_secs()),
+        require_exp: p.require_exp.unwrap_or(true),
+        typ: p.typ.clone(),
+        max_token_bytes: p.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
+    };
+    if let Err(msg) = rules.check() {
+        ok &= fail(at.to_string(), msg);
+    }
+    if rules.leeway_secs > 300 {
+        ok &= fail(format!("{at}.leeway"), "at most 5m".into());
+    }
+    if rules.max_token_bytes < 256 || rules.max_token_bytes > MAX_TOKEN_BYTES_LIMIT {
+        ok &= fail(
+            format!("{at}.max_token_bytes"),
+            format!("between 256 and {MAX_TOKEN_BYTES_LIMIT}"),
+        );
+    }
+    let keys = load_keys(p, &algorithms, at, &mut fail);
+    let claims = claim_map(&p.claims, &format!("{at}.claims"), &mut fail);
+    match (ok, keys, claims) {
+        (true, Some(keys), Some(claims)) => Some(Provider {
+            name: name.to_string(),
+            rules,
+            keys,
+            claims,
+        }),
+        _ => None,
+    }
+}
+
+fn load_keys(
+    p: &ProviderSection,
+    algorithms: &[Algorithm],
+    at: &str,
+    fail: &mut impl FnMut(String, String) -> bool,
+) -> Option<KeySet> {
+    let k = &p.keys;
+    let at = format!("{at}.keys");
+    let sources = [
+        k.pem_file.is_some(),
+        k.jwks_file.is_some(),
+        k.hmac_secret_file.is_some(),
+        k.hmac_secret_env.is_some(),
+    ]
+    .iter()
+    .filter(|s| **s)
+    .count();
+    if sources != 1 {
+        fail(
+            at,
+            "give exactly one of pem_file, jwks_file, hmac_secret_file, hmac_secret_env".into(),
+        );
+        return None;
+    }
+    let hmac = algorithms
+        .first()
+        .is_some_and(|a| a.family() == AlgorithmFamily::Hmac);
+    let wants_secret = k.hmac_secret_file.is_some() || k.hmac_secret_env.is_some();
+    if hmac != wants_secret {
+        fail(
+            at,
+            if hmac {
+                "HMAC algorithms need hmac_secret_file or hmac_secret_env".into()
+            } else {
+                "public-key algorithms need pem_file or jwks_file, not an HMAC secret".into()
+            },
+        );
+        return None;
+    }
+    let mut keys = KeySet::default();
+    let kid = k.kid.as_deref();
+    let result = if let Some(path) = &k.pem_file {
+        let families: Vec<AlgorithmFamily> = algorithms.iter().map(|a| a.family()).collect();
+        match (std::fs::read(path), families.first()) {
+            (Err(e), _) => Err(format!("cannot read \"{path}\": {e}")),
+            (Ok(_), None) => Err("no algorithms".into()),
+            (Ok(_), Some(f)) if families.iter().any(|x| x != f) => {
+                Err("a single PEM key serves one key type; list algorithms of one family".into())
+            }
+            (Ok(pem), Some(f)) => keys
+                .add_pem(kid, *f, &pem)
+                .map_err(|e| format!("\"{path}\": {e}")),
+        }
+    } else if let Some(path) = &k.jwks_file {
+        match std::fs::read(path) {
+            Err(e) => Err(format!("cannot read \"{path}\": {e}")),
+            Ok(bytes) => match KeySet::from_jwks(&bytes) {
+                Ok((set, warnings)) => {
+                    for w in warnings {
+                        tracing::warn!(file = %path, "{w}");
+                    }
+                    if set.is_empty() {
+                        Err(format!("\"{path}\" holds no usable key"))
+                    } else {
+                        keys = set;
+                        Ok(())
+                    }
+                }
+                Err(e) => Err(format!("\"{path}\": {e}")),
+            },
+        }
+    } else {
+        let secret = if let Some(path) = &k.hmac_secret_file {
+            std::fs::read(path)
+                .map(|mut s| {
+                    while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        s.pop();
+                    }
+                    s
+                })
+                .map_err(|e| format!("cannot read \"{path}\": {e}"))
+        } else {
+            let var = k.hmac_secret_env.clone().unwrap_or_default();
+            std::env::var(&var)
+                .map(String::into_bytes)
+                .map_err(|_| format!("environment variable {var} is not set"))
+        };
+        secret.and_then(|s| keys.add_hmac_secret(kid, &s))
+    };
+    match result {
+        Ok(()) => Some(keys),
+        Err(msg) => {
+            fail(at, msg);
+            None
+        }
+    }
+}
+
+fn claim_map(
+    c: &ClaimsSection,
+    at: &str,
+    fail: &mut impl FnMut(String, String) -> bool,
+) -> Option<ClaimMap> {
+    let mut ok = true;
+    let mut headers = Vec::new();
+    for (name, path) in &c.headers {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) if crate::identity::is_identity_header(h.as_str()) => headers.push((h, path.clone())),
+            Ok(_) => {
+                ok &= fail(
+                    format!("{at}.headers.{name}"),
+                    "claim headers must be in the identity namespace (X-User-..., X-Auth-...) so clients cannot forge them".into(),
+                )
+            }
+            Err(_) => ok &= fail(format!("{at}.headers.{name}"), "not a header name".into()),
+        }
+    }
+    ok.then(|| ClaimMap {
+        subject: c.subject.clone().unwrap_or_else(|| "sub".into()),
+        roles: c.roles.clone(),
+        scopes: c.scopes.clone(),
+        permissions: c.permissions.clone(),
+        tenant: c.tenant.clone(),
+        email: c.email.clone(),
+        client_id: c.client_id.clone(),
+        headers,
+    })
+}

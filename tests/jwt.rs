@@ -1,0 +1,264 @@
+//! JWT-protected routes end to end: the real gateway with a provider whose key is a PEM file,
+//! in front of a real origin that records what it receives.
+
+use crate::support::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use serde_json::json;
+
+const ISS: &str = "https://idp.test";
+const AUD: &str = "api://orders";
+
+struct Idp {
+    signing: EncodingKey,
+    public_pem: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn idp() -> Idp {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let public_pem = dir.path().join("idp.pem");
+    std::fs::write(&public_pem, key.public_key_to_pem().unwrap()).unwrap();
+    let signing = EncodingKey::from_rsa_pem(&key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    Idp {
+        signing,
+        public_pem,
+        _dir: dir,
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Idp {
+    fn token(&self, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("k1".into());
+        encode(&header, &claims, &self.signing).unwrap()
+    }
+
+    fn good_token(&self) -> String {
+        self.token(json!({
+            "iss": ISS, "aud": AUD, "sub": "alice", "iat": now(), "exp": now() + 300,
+            "realm_access": {"roles": ["orders-admin", "user"]},
+            "scope": "orders:read orders:write",
+            "tid": "acme",
+        }))
+    }
+
+    fn gateway(&self, echo: &Echo) -> Gateway {
+        Gateway::start(&format!(
+            r#"identity_providers:
+  corp:
+    issuer: {ISS}
+    audiences: [{AUD}]
+    algorithms: [RS256]
+    keys:
+      pem_file: {pem}
+      kid: k1
+    claims:
+      roles: realm_access.roles
+      tenant: tid
+upstreams:
+  echo:
+    backends: ["{origin}"]
+routes:
+  - name: orders
+    match: {{ path_prefix: /orders }}
+    upstream: echo
+    auth: {{ jwt: corp }}
+  - name: public
+    match: {{ path_prefix: /public }}
+    upstream: echo
+    auth: public
+"#,
+            pem = self.public_pem.display(),
+            origin = echo.addr
+        ))
+    }
+}
+
+fn unauthorized(resp: reqwest::blocking::Response, code: &str) -> String {
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with(r#"Bearer realm="portcullis""#),
+        "{challenge}"
+    );
+    let v = error_body(&resp.text().unwrap());
+    assert_eq!(v["error"], code);
+    challenge
+}
+
+#[test]
+fn verified_identity_reaches_the_backend_and_forged_headers_do_not() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let token = idp.good_token();
+    let resp = client()
+        .get(gw.url("/orders/7"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("X-User-ID", "mallory")
+        .header("x_user_roles", "root")
+        .header("X.Tenant.ID", "evil")
+        .header("X-Auth-Method", "none")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(r.header_all("x-user-id"), ["alice"]);
+    assert_eq!(r.header_all("x-user-roles"), ["orders-admin,user"]);
+    assert_eq!(r.header_all("x-user-scopes"), ["orders:read,orders:write"]);
+    assert_eq!(r.header_all("x-tenant-id"), ["acme"]);
+    assert_eq!(r.header_all("x-auth-method"), ["jwt"]);
+    assert_eq!(r.header_all("x-auth-provider"), ["corp"]);
+    for forged in ["x_user_roles", "x.tenant.id"] {
+        assert_eq!(r.header(forged), None, "{forged} reached the backend");
+    }
+    assert_eq!(
+        r.header("authorization"),
+        None,
+        "the token is not forwarded"
+    );
+
+    // The scheme is case-insensitive.
+    let resp = client()
+        .get(gw.url("/orders/7"))
+        .header("Authorization", format!("bearer {token}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[test]
+fn public_routes_also_drop_forged_identity_headers() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let r: Echoed = client()
+        .get(gw.url("/public/x"))
+        .header("X-User-ID", "mallory")
+        .header("X_USER_ID", "mallory")
+        .header("X-Client-ID", "forged")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    for h in ["x-user-id", "x_user_id", "x-client-id", "x-auth-method"] {
+        assert_eq!(r.header(h), None, "{h} reached the backend");
+    }
+}
+
+#[test]
+fn refused_tokens_get_401_with_a_precise_code_and_are_never_forwarded() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let c = client();
+    let get = |auth: Option<String>| {
+        let mut req = c.get(gw.url("/orders/secret"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send().unwrap()
+    };
+
+    let challenge = unauthorized(get(None), "token_missing");
+    assert_eq!(challenge, r#"Bearer realm="portcullis""#);
+    unauthorized(
+        get(Some("Basic YWxhZGRpbjpvcGVuc2VzYW1l".into())),
+        "token_missing",
+    );
+
+    let expired = idp.token(json!({"iss": ISS, "aud": AUD, "sub": "a", "exp": now() - 120}));
+    let challenge = unauthorized(get(Some(format!("Bearer {expired}"))), "token_expired");
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(r#"error_description="Token expired""#),
+        "{challenge}"
+    );
+
+    let wrong_aud =
+        idp.token(json!({"iss": ISS, "aud": "api://other", "sub": "a", "exp": now() + 60}));
+    unauthorized(
+        get(Some(format!("Bearer {wrong_aud}"))),
+        "token_wrong_audience",
+    );
+    let wrong_iss =
+        idp.token(json!({"iss": "https://evil", "aud": AUD, "sub": "a", "exp": now() + 60}));
+    unauthorized(
+        get(Some(format!("Bearer {wrong_iss}"))),
+        "token_wrong_issuer",
+    );
+
+    let good = idp.good_token();
+    let (msg, _) = good.rsplit_once('.').unwrap();
+    let other = idp.token(json!({"iss": ISS, "aud": AUD, "sub": "b", "exp": now() + 60}));
+    let foreign_sig = other.rsplit_once('.').unwrap().1;
+    unauthorized(
+        get(Some(format!("Bearer {msg}.{foreign_sig}"))),
+        "token_bad_signature",
+    );
+    // E4: two spaces, or nothing, after the scheme.
+    unauthorized(get(Some(format!("Bearer  {good}"))), "token_malformed");
+    unauthorized(get(Some("Bearer ".into())), "token_missing");
+
+    // The token never appears in the access log.
+    assert!(gw.eventually(std::time::Duration::from_secs(5), || gw
+        .access_log()
+        .lines()
+        .count()
+        >= 8));
+    assert!(!gw.access_log().contains(&good[..40]));
+    assert!(!gw.access_log().contains(&expired[..40]));
+    // Nothing above reached the origin.
+    assert!(echo.received().is_empty(), "{:?}", echo.received());
+
+    let m = gw.metrics();
+    assert!(m.contains(r#"portcullis_auth_decisions_total{provider="corp",reason="token_expired",result="deny"} 1"#), "{m}");
+}
+
+/// Security catalogue T1: two Authorization headers are ambiguous, never "first one wins".
+#[test]
+fn t1_two_authorization_headers_are_refused() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let good = idp.good_token();
+    let raw = raw_request(
+        gw.addr,
+        format!(
+            "GET /orders/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {good}\r\nAuthorization: Bearer junk\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains(r#"www-authenticate: bearer realm="portcullis", error="invalid_request""#),
+        "{raw}"
+    );
+    let v = error_body(raw_body(&raw));
+    assert_eq!(v["error"], "ambiguous_credentials");
+    // T2: comma-joined values in one header are not a token either.
+    let resp = client()
+        .get(gw.url("/orders/1"))
+        .header("Authorization", format!("Bearer {good}, Bearer junk"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(echo.received().is_empty());
+}
