@@ -166,7 +166,8 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
 pub const DEFAULT_RETRIES: usize = 1;
 pub const MAX_RETRIES: usize = 10;
 
-/// Read, parse and validate a configuration file.
+/// Read, parse and validate a configuration file. Relative file paths in it (certificates,
+/// keys, secrets) are relative to the file's own directory.
 pub fn load(path: &Path) -> Result<Config, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Problems(vec![Problem {
@@ -174,11 +175,27 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
             message: format!("cannot read {}: {e}", path.display()),
         }])
     })?;
-    parse(&text)
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_in(&text, base)
 }
 
-/// Parse and validate configuration text.
+/// Parse and validate configuration text; relative paths are relative to the current
+/// directory.
 pub fn parse(text: &str) -> Result<Config, Problems> {
+    parse_in(text, Path::new("."))
+}
+
+/// `path` as written when absolute, else under `base`.
+pub(crate) fn resolve_path(base: &Path, path: &str) -> String {
+    let p = Path::new(path);
+    if p.is_absolute() || base.as_os_str().is_empty() {
+        path.to_string()
+    } else {
+        base.join(p).display().to_string()
+    }
+}
+
+fn parse_in(text: &str, base: &Path) -> Result<Config, Problems> {
     let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
         // serde_yaml prefixes the key path ("routes[0]: unknown field `x`, ...") itself.
         Problems(vec![Problem {
@@ -186,10 +203,10 @@ pub fn parse(text: &str) -> Result<Config, Problems> {
             message: e.to_string(),
         }])
     })?;
-    compile(file)
+    compile(file, base)
 }
 
-fn compile(file: ConfigFile) -> Result<Config, Problems> {
+fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push(Problem { path, message });
 
@@ -265,7 +282,7 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
                 "names use only letters, digits, `-` and `_`".into(),
             );
         }
-        if let Some(spec) = compile_upstream(name, u, &at, &mut problem) {
+        if let Some(spec) = compile_upstream(name, u, &at, base, &mut problem) {
             upstream_index.insert(name.clone(), upstreams.len());
             upstreams.push(spec);
         }
@@ -281,7 +298,7 @@ fn compile(file: ConfigFile) -> Result<Config, Problems> {
                 "names use only letters, digits, `-` and `_`".into(),
             );
         }
-        if let Some(provider) = crate::config::providers::compile(name, p, &at, &mut problem) {
+        if let Some(provider) = providers::compile(name, p, &at, base, &mut problem) {
             provider_index.insert(name.clone(), providers.len());
             providers.push(provider);
         }
@@ -539,6 +556,7 @@ fn compile_upstream(
     name: &str,
     u: &file::UpstreamSection,
     at: &str,
+    base: &Path,
     problem: &mut impl FnMut(String, String),
 ) -> Option<UpstreamSpec> {
     let mut ok = true;
@@ -695,6 +713,7 @@ fn compile_upstream(
             ok = false;
         }
         let ca = t.ca_file.as_ref().and_then(|path| {
+            let path = &resolve_path(base, path);
             let loaded = std::fs::read(path)
                 .map_err(|e| format!("cannot read \"{path}\": {e}"))
                 .and_then(|pem| {

@@ -15,6 +15,7 @@ pub(super) fn compile(
     name: &str,
     p: &ProviderSection,
     at: &str,
+    base: &std::path::Path,
     problem: &mut impl FnMut(String, String),
 ) -> Option<Provider> {
     let mut ok = true;
@@ -60,7 +61,7 @@ pub(super) fn compile(
             format!("between 256 and {MAX_TOKEN_BYTES_LIMIT}"),
         );
     }
-    let keys = load_keys(p, &algorithms, at, &mut fail);
+    let keys = load_keys(p, &algorithms, at, base, &mut fail);
     let claims = claim_map(&p.claims, &format!("{at}.claims"), &mut fail);
     match (ok, keys, claims) {
         (true, Some(keys), Some(claims)) => Some(Provider {
@@ -77,6 +78,7 @@ fn load_keys(
     p: &ProviderSection,
     algorithms: &[Algorithm],
     at: &str,
+    base: &std::path::Path,
     fail: &mut impl FnMut(String, String) -> bool,
 ) -> Option<KeySet> {
     let k = &p.keys;
@@ -114,7 +116,8 @@ fn load_keys(
     }
     let mut keys = KeySet::default();
     let kid = k.kid.as_deref();
-    let result = if let Some(path) = &k.pem_file {
+    let file = |p: &String| super::resolve_path(base, p);
+    let result = if let Some(path) = k.pem_file.as_ref().map(file).as_ref() {
         let families: Vec<AlgorithmFamily> = algorithms.iter().map(|a| a.family()).collect();
         match (std::fs::read(path), families.first()) {
             (Err(e), _) => Err(format!("cannot read \"{path}\": {e}")),
@@ -126,7 +129,7 @@ fn load_keys(
                 .add_pem(kid, *f, &pem)
                 .map_err(|e| format!("\"{path}\": {e}")),
         }
-    } else if let Some(path) = &k.jwks_file {
+    } else if let Some(path) = k.jwks_file.as_ref().map(file).as_ref() {
         match std::fs::read(path) {
             Err(e) => Err(format!("cannot read \"{path}\": {e}")),
             Ok(bytes) => match KeySet::from_jwks(&bytes) {
@@ -145,7 +148,7 @@ fn load_keys(
             },
         }
     } else {
-        let secret = if let Some(path) = &k.hmac_secret_file {
+        let secret = if let Some(path) = k.hmac_secret_file.as_ref().map(file).as_ref() {
             std::fs::read(path)
                 .map(|mut s| {
                     while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
