@@ -11,6 +11,9 @@
 //! | `portcullis_config_last_reload_timestamp_seconds` | gauge | | Unix time at which the running configuration was loaded |
 //! | `portcullis_access_log_dropped_total` | counter | | access-log lines dropped because the writer could not keep up |
 //! | `portcullis_auth_decisions_total` | counter | `provider`, `result`, `reason` | authentication outcomes on protected routes: `result` is `allow` or `deny`, `reason` the stable error code (`ok` when allowed) |
+//! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
+//! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
+//! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{
@@ -29,6 +32,9 @@ pub struct Metrics {
     pub config_last_reload: IntGauge,
     pub access_log_dropped: IntCounter,
     pub auth_decisions: IntCounterVec,
+    pub jwt_cache: IntCounterVec,
+    pub jwt_verify_duration: HistogramVec,
+    pub jwt_keys: IntGaugeVec,
     pub build_info: GaugeVec,
 }
 
@@ -87,6 +93,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["provider", "result", "reason"],
     )?;
+    let jwt_cache = IntCounterVec::new(
+        Opts::new("portcullis_jwt_cache_total", "Verified-token cache lookups"),
+        &["provider", "result"],
+    )?;
+    let jwt_verify_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "portcullis_jwt_verify_duration_seconds",
+            "Time to verify a token that was not cached",
+        )
+        .buckets(vec![
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.01,
+        ]),
+        &["provider"],
+    )?;
+    let jwt_keys = IntGaugeVec::new(
+        Opts::new("portcullis_jwt_keys", "Keys loaded per identity provider"),
+        &["provider"],
+    )?;
     let build_info = GaugeVec::new(
         Opts::new("portcullis_build_info", "Build information, always 1"),
         &["version"],
@@ -99,6 +123,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(config_last_reload.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
     registry.register(Box::new(auth_decisions.clone()))?;
+    registry.register(Box::new(jwt_cache.clone()))?;
+    registry.register(Box::new(jwt_verify_duration.clone()))?;
+    registry.register(Box::new(jwt_keys.clone()))?;
     registry.register(Box::new(build_info.clone()))?;
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -113,6 +140,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_last_reload,
         access_log_dropped,
         auth_decisions,
+        jwt_cache,
+        jwt_verify_duration,
+        jwt_keys,
         build_info,
     })
 }

@@ -131,13 +131,27 @@ fn verified_identity_reaches_the_backend_and_forged_headers_do_not() {
         "the token is not forwarded"
     );
 
-    // The scheme is case-insensitive.
+    // The scheme is case-insensitive; the same token again is served from the cache.
     let resp = client()
         .get(gw.url("/orders/7"))
         .header("Authorization", format!("bearer {token}"))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(r.header_all("x-user-id"), ["alice"]);
+    assert_eq!(
+        gw.metric(r#"portcullis_jwt_cache_total{provider="corp",result="miss"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(r#"portcullis_jwt_cache_total{provider="corp",result="hit"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(r#"portcullis_jwt_keys{provider="corp"}"#),
+        Some(1.0)
+    );
 }
 
 #[test]

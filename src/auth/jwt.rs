@@ -216,24 +216,151 @@ impl KeySet {
     }
 }
 
-/// A configured identity provider: what it accepts, its keys, and how its claims map to an
-/// identity.
+/// A configured identity provider: what it accepts, its keys, how its claims map to an
+/// identity, and a cache of tokens it has already verified.
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
     pub rules: ProviderRules,
     pub keys: KeySet,
     pub claims: super::ClaimMap,
+    pub cache: TokenCache,
 }
 
 impl Provider {
-    /// Verify `token` at `now` and build the caller's identity from it.
-    pub fn authenticate(&self, token: &str, now: u64) -> Result<super::Identity, AuthError> {
-        let verified = verify(token, &self.rules, &self.keys, now)?;
+    /// Verify `token` at `now` and build the caller's identity from it, or take it from
+    /// the cache when this exact token was verified before and has not expired.
+    pub fn authenticate(&self, token: &str, now: u64) -> Result<Arc<super::Identity>, AuthError> {
+        if token.len() > self.rules.max_token_bytes {
+            return Err(AuthError::TokenTooLarge);
+        }
+        let key = self.cache.key(token);
+        if let Some(hit) = self.cache.get(&key, now) {
+            crate::metrics::metrics()
+                .jwt_cache
+                .with_label_values(&[self.name.as_str(), "hit"])
+                .inc();
+            return Ok(hit);
+        }
+        let started = std::time::Instant::now();
+        let verified = verify(token, &self.rules, &self.keys, now);
+        crate::metrics::metrics()
+            .jwt_verify_duration
+            .with_label_values(&[self.name.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let verified = verified?;
         let mut identity = self.claims.identity(&verified.claims)?;
         identity.provider = self.name.clone();
         identity.expires_at = verified.expires_at;
+        let identity = Arc::new(identity);
+        if self.cache.enabled() {
+            crate::metrics::metrics()
+                .jwt_cache
+                .with_label_values(&[self.name.as_str(), "miss"])
+                .inc();
+            self.cache.insert(key, identity.clone(), now);
+        }
         Ok(identity)
+    }
+}
+
+/// Verified identities by SHA-256 of the token. Bounded; an entry lives no longer than the
+/// configured TTL and never past the token's own `exp`. Failures are never cached.
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Option<moka::sync::Cache<[u8; 32], CachedIdentity>>,
+    ttl_secs: u64,
+}
+
+#[derive(Clone)]
+pub struct CachedIdentity {
+    identity: Arc<super::Identity>,
+    /// Unix second after which the entry must not be used.
+    valid_until: u64,
+    ttl: std::time::Duration,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<[u8; 32], CachedIdentity> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &CachedIdentity,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("enabled", &self.enabled())
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// `capacity` 0 turns caching off.
+    pub fn new(capacity: u64, ttl_secs: u64) -> Self {
+        let inner = (capacity > 0 && ttl_secs > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(EntryExpiry)
+                .build()
+        });
+        Self { inner, ttl_secs }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    fn key(&self, token: &str) -> [u8; 32] {
+        if self.inner.is_none() {
+            return [0; 32];
+        }
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn get(&self, key: &[u8; 32], now: u64) -> Option<Arc<super::Identity>> {
+        let entry = self.inner.as_ref()?.get(key)?;
+        // moka's clock and the token's clock differ; the token's wins.
+        (now <= entry.valid_until).then_some(entry.identity)
+    }
+
+    fn insert(&self, key: [u8; 32], identity: Arc<super::Identity>, now: u64) {
+        let Some(cache) = &self.inner else { return };
+        let valid_until = identity
+            .expires_at
+            .map_or(now + self.ttl_secs, |exp| exp.min(now + self.ttl_secs));
+        if valid_until <= now {
+            return;
+        }
+        let ttl = std::time::Duration::from_secs(valid_until - now);
+        cache.insert(
+            key,
+            CachedIdentity {
+                identity,
+                valid_until,
+                ttl,
+            },
+        );
+    }
+
+    /// Entries in the cache (approximate; for metrics and tests).
+    pub fn len(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -725,3 +725,52 @@ fn e8_whitespace_inside_header_json_is_fine() {
     );
     assert!(check_pk(&t).is_ok());
 }
+
+fn provider(capacity: u64) -> Provider {
+    Provider {
+        name: "test".into(),
+        rules: rules(&[Algorithm::RS256]),
+        keys: public_keys(),
+        claims: crate::auth::ClaimMap::default(),
+        cache: TokenCache::new(capacity, 300),
+    }
+}
+
+#[test]
+fn verified_tokens_are_cached_until_their_own_expiry_and_failures_never() {
+    let p = provider(1000);
+    let exp = NOW + 100;
+    let t = token(
+        Algorithm::RS256,
+        &format!(r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"alice","exp":{exp}}}"#),
+    );
+    let first = p.authenticate(&t, NOW).unwrap();
+    assert_eq!(p.cache.len(), 1);
+    let again = p.authenticate(&t, NOW + 1).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second call is served from the cache"
+    );
+    // Past the token's exp (beyond leeway) the cached entry is not used: verification runs
+    // again and refuses the token.
+    assert_eq!(
+        p.authenticate(&t, exp + DEFAULT_LEEWAY_SECS + 1)
+            .unwrap_err(),
+        AuthError::Expired
+    );
+    // Failures are not cached.
+    let bad = format!("{}x", &t[..t.len() - 1]);
+    assert!(p.authenticate(&bad, NOW).is_err());
+    assert!(p.authenticate(&bad, NOW).is_err());
+    assert_eq!(p.cache.len(), 1);
+}
+
+#[test]
+fn a_disabled_cache_verifies_every_time() {
+    let p = provider(0);
+    let t = token(Algorithm::RS256, &good_claims());
+    let a = p.authenticate(&t, NOW).unwrap();
+    let b = p.authenticate(&t, NOW).unwrap();
+    assert!(!Arc::ptr_eq(&a, &b));
+    assert_eq!(p.cache.len(), 0);
+}

@@ -46,6 +46,19 @@ pub struct ProviderSection {
     pub max_token_bytes: Option<usize>,
     #[serde(default)]
     pub claims: ClaimsSection,
+    #[serde(default)]
+    pub cache: TokenCacheSection,
+}
+
+/// The verified-token cache of a provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheSection {
+    /// Entries kept at most (default 100000); 0 turns the cache off.
+    pub capacity: Option<u64>,
+    /// Longest an entry lives (default 5m); never longer than the token's `exp`.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
 }
 
 /// Where a provider's keys come from: exactly one of these.

@@ -2,7 +2,7 @@
 
 use super::file::{ClaimsSection, ProviderSection};
 use crate::auth::jwt::{
-    KeySet, Provider, ProviderRules, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES,
+    KeySet, Provider, ProviderRules, TokenCache, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES,
 };
 use crate::auth::ClaimMap;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
@@ -61,6 +61,11 @@ pub(super) fn compile(
             format!("between 256 and {MAX_TOKEN_BYTES_LIMIT}"),
         );
     }
+    let cache_ttl = p.cache.ttl.unwrap_or(Duration::from_secs(300));
+    if cache_ttl > Duration::from_secs(3600) {
+        ok &= fail(format!("{at}.cache.ttl"), "at most 1h".into());
+    }
+    let cache = TokenCache::new(p.cache.capacity.unwrap_or(100_000), cache_ttl.as_secs());
     let keys = load_keys(p, &algorithms, at, base, &mut fail);
     let claims = claim_map(&p.claims, &format!("{at}.claims"), &mut fail);
     match (ok, keys, claims) {
@@ -69,6 +74,7 @@ pub(super) fn compile(
             rules,
             keys,
             claims,
+            cache,
         }),
         _ => None,
     }

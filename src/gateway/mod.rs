@@ -100,6 +100,11 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
     server.add_service(admin);
 
     let m = metrics();
+    for p in &config.providers {
+        m.jwt_keys
+            .with_label_values(&[p.name.as_str()])
+            .set(p.keys.len() as i64);
+    }
     m.config_reloads.with_label_values(&["success"]).inc();
     m.config_last_reload.set(
         std::time::SystemTime::now()

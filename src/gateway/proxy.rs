@@ -35,7 +35,7 @@ pub struct RequestCtx {
     /// Set when the gateway itself decides the answer.
     error: Option<ErrorKind>,
     /// The verified caller, on protected routes.
-    identity: Option<Identity>,
+    identity: Option<std::sync::Arc<Identity>>,
 }
 
 #[async_trait]
