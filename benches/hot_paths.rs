@@ -82,5 +82,96 @@ fn header_hygiene(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, request_id, header_hygiene);
+/// JWT verification per algorithm, cold (signature and claims every time) and cached (the
+/// same token again: a SHA-256 and a cache lookup).
+fn jwt(c: &mut Criterion) {
+    use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
+    use openssl::pkey::PKey;
+    use portcullis::auth::jwt::{KeySet, Provider, ProviderRules, TokenCache};
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let rsa = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+    let ec = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+    let ed = PKey::generate_ed25519().unwrap();
+    let secret = b"bench-hs256-secret-0123456789abcdef".to_vec();
+    let cases: Vec<(Algorithm, EncodingKey, KeySet)> = vec![
+        (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(&rsa.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+            {
+                let mut k = KeySet::default();
+                k.add_pem(
+                    None,
+                    AlgorithmFamily::Rsa,
+                    &rsa.public_key_to_pem().unwrap(),
+                )
+                .unwrap();
+                k
+            },
+        ),
+        (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(&ec.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+            {
+                let mut k = KeySet::default();
+                k.add_pem(None, AlgorithmFamily::Ec, &ec.public_key_to_pem().unwrap())
+                    .unwrap();
+                k
+            },
+        ),
+        (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(&ed.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+            {
+                let mut k = KeySet::default();
+                k.add_pem(None, AlgorithmFamily::Ed, &ed.public_key_to_pem().unwrap())
+                    .unwrap();
+                k
+            },
+        ),
+        (Algorithm::HS256, EncodingKey::from_secret(&secret), {
+            let mut k = KeySet::default();
+            k.add_hmac_secret(None, &secret).unwrap();
+            k
+        }),
+    ];
+    for (alg, signing, keys) in cases {
+        let claims = serde_json::json!({
+            "iss": "https://issuer.bench.local", "aud": "bench-api", "sub": "bench-user",
+            "iat": now, "exp": now + 3600, "scope": "read write",
+        });
+        let token = jsonwebtoken::encode(&Header::new(alg), &claims, &signing).unwrap();
+        let provider = |capacity| Provider {
+            name: "bench".into(),
+            rules: ProviderRules {
+                issuer: "https://issuer.bench.local".into(),
+                audiences: vec!["bench-api".into()],
+                algorithms: vec![alg],
+                leeway_secs: 30,
+                max_token_age_secs: None,
+                require_exp: true,
+                typ: None,
+                max_token_bytes: 8192,
+            },
+            keys: keys.clone(),
+            claims: portcullis::auth::ClaimMap::default(),
+            cache: TokenCache::new(capacity, 300),
+        };
+        let cold = provider(0);
+        c.bench_function(&format!("jwt {alg:?} verify, no cache"), |b| {
+            b.iter(|| cold.authenticate(black_box(&token), now).unwrap())
+        });
+        let cached = provider(1000);
+        cached.authenticate(&token, now).unwrap();
+        c.bench_function(&format!("jwt {alg:?} cached"), |b| {
+            b.iter(|| cached.authenticate(black_box(&token), now).unwrap())
+        });
+    }
+}
+
+criterion_group!(benches, routing, request_id, header_hygiene, jwt);
 criterion_main!(benches);
