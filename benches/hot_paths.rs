@@ -85,9 +85,10 @@ fn header_hygiene(c: &mut Criterion) {
 /// JWT verification per algorithm, cold (signature and claims every time) and cached (the
 /// same token again: a SHA-256 and a cache lookup).
 fn jwt(c: &mut Criterion) {
+    use futures::executor::block_on;
     use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
     use openssl::pkey::PKey;
-    use portcullis::auth::jwt::{KeySet, Provider, ProviderRules, TokenCache};
+    use portcullis::auth::jwt::{KeySet, KeySource, Provider, ProviderRules, TokenCache};
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -157,18 +158,18 @@ fn jwt(c: &mut Criterion) {
                 typ: None,
                 max_token_bytes: 8192,
             },
-            keys: keys.clone(),
+            keys: KeySource::Static(std::sync::Arc::new(keys.clone())),
             claims: portcullis::auth::ClaimMap::default(),
             cache: TokenCache::new(capacity, 300),
         };
         let cold = provider(0);
         c.bench_function(&format!("jwt {alg:?} verify, no cache"), |b| {
-            b.iter(|| cold.authenticate(black_box(&token), now).unwrap())
+            b.iter(|| block_on(cold.authenticate(black_box(&token), now)).unwrap())
         });
         let cached = provider(1000);
-        cached.authenticate(&token, now).unwrap();
+        block_on(cached.authenticate(&token, now)).unwrap();
         c.bench_function(&format!("jwt {alg:?} cached"), |b| {
-            b.iter(|| cached.authenticate(black_box(&token), now).unwrap())
+            b.iter(|| block_on(cached.authenticate(black_box(&token), now)).unwrap())
         });
     }
 }

@@ -14,6 +14,8 @@
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
 //! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
+//! | `portcullis_jwks_fetches_total` | counter | `provider`, `outcome` | JWKS fetches: `success`, `timeout`, `unreachable`, `bad_status`, `too_large`, `invalid`, `no_usable_keys` |
+//! | `portcullis_jwks_age_seconds` | gauge | `provider` | seconds since the last successful JWKS fetch |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub jwt_cache: IntCounterVec,
     pub jwt_verify_duration: HistogramVec,
     pub jwt_keys: IntGaugeVec,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_age: GaugeVec,
     pub build_info: GaugeVec,
 }
 
@@ -111,6 +115,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new("portcullis_jwt_keys", "Keys loaded per identity provider"),
         &["provider"],
     )?;
+    let jwks_fetches = IntCounterVec::new(
+        Opts::new("portcullis_jwks_fetches_total", "JWKS fetches by outcome"),
+        &["provider", "outcome"],
+    )?;
+    let jwks_age = GaugeVec::new(
+        Opts::new(
+            "portcullis_jwks_age_seconds",
+            "Seconds since the last successful JWKS fetch",
+        ),
+        &["provider"],
+    )?;
     let build_info = GaugeVec::new(
         Opts::new("portcullis_build_info", "Build information, always 1"),
         &["version"],
@@ -126,6 +141,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(jwt_cache.clone()))?;
     registry.register(Box::new(jwt_verify_duration.clone()))?;
     registry.register(Box::new(jwt_keys.clone()))?;
+    registry.register(Box::new(jwks_fetches.clone()))?;
+    registry.register(Box::new(jwks_age.clone()))?;
     registry.register(Box::new(build_info.clone()))?;
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -143,6 +160,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         jwt_cache,
         jwt_verify_duration,
         jwt_keys,
+        jwks_fetches,
+        jwks_age,
         build_info,
     })
 }

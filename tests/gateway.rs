@@ -9,6 +9,7 @@ mod admin;
 mod config_check;
 mod errors;
 mod health;
+mod jwks;
 mod jwt;
 mod proxying;
 mod smuggling;

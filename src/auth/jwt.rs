@@ -222,17 +222,36 @@ impl KeySet {
 pub struct Provider {
     pub name: String,
     pub rules: ProviderRules,
-    pub keys: KeySet,
+    pub keys: KeySource,
     pub claims: super::ClaimMap,
     pub cache: TokenCache,
 }
 
 impl Provider {
+    /// Seconds a client should wait when this provider's keys are unavailable.
+    pub fn retry_after_secs(&self) -> u64 {
+        match &self.keys {
+            KeySource::Static(_) => 1,
+            KeySource::Remote(r) => r.retry_after_secs(),
+        }
+    }
+
     /// Verify `token` at `now` and build the caller's identity from it, or take it from
     /// the cache when this exact token was verified before and has not expired.
-    pub fn authenticate(&self, token: &str, now: u64) -> Result<Arc<super::Identity>, AuthError> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<Arc<super::Identity>, AuthError> {
         if token.len() > self.rules.max_token_bytes {
             return Err(AuthError::TokenTooLarge);
+        }
+        // Fail closed before anything else: with the keys past max_stale, not even tokens
+        // verified earlier are accepted.
+        if let KeySource::Remote(r) = &self.keys {
+            if !r.ready() {
+                return Err(AuthError::KeysUnavailable);
+            }
         }
         let key = self.cache.key(token);
         if let Some(hit) = self.cache.get(&key, now) {
@@ -242,8 +261,18 @@ impl Provider {
                 .inc();
             return Ok(hit);
         }
+        let keys = match &self.keys {
+            KeySource::Static(k) => k.clone(),
+            KeySource::Remote(r) => r.current().map_err(|_| AuthError::KeysUnavailable)?,
+        };
         let started = std::time::Instant::now();
-        let verified = verify(token, &self.rules, &self.keys, now);
+        let mut verified = verify(token, &self.rules, &keys, now);
+        if let (Err(AuthError::UnknownKey), KeySource::Remote(remote)) = (&verified, &self.keys) {
+            // Maybe the provider rotated keys: one refetch, shared and rate-limited.
+            if let Some(fresh) = remote.refetch_for_unknown_kid().await {
+                verified = verify(token, &self.rules, &fresh, now);
+            }
+        }
         crate::metrics::metrics()
             .jwt_verify_duration
             .with_label_values(&[self.name.as_str()])
@@ -261,6 +290,29 @@ impl Provider {
             self.cache.insert(key, identity.clone(), now);
         }
         Ok(identity)
+    }
+}
+
+/// Where a provider's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Loaded with the configuration (PEM, JWKS file, HMAC secret).
+    Static(Arc<KeySet>),
+    /// Fetched from `jwks_uri` and kept current in the background.
+    Remote(Arc<super::jwks::RemoteKeys>),
+}
+
+impl KeySource {
+    /// Keys usable now (0 while a remote set is not loaded or too stale).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Static(k) => k.len(),
+            Self::Remote(r) => r.current().map_or(0, |k| k.len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -349,6 +401,13 @@ impl TokenCache {
                 ttl,
             },
         );
+    }
+
+    /// Forget everything (the provider's keys changed).
+    pub fn invalidate_all(&self) {
+        if let Some(c) = &self.inner {
+            c.invalidate_all();
+        }
     }
 
     /// Entries in the cache (approximate; for metrics and tests).

@@ -1,6 +1,7 @@
 //! Hostile and valid tokens against `verify`, named after the security catalogue's cases.
 
 use super::*;
+use futures::executor::block_on;
 use jsonwebtoken::EncodingKey;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
@@ -730,7 +731,7 @@ fn provider(capacity: u64) -> Provider {
     Provider {
         name: "test".into(),
         rules: rules(&[Algorithm::RS256]),
-        keys: public_keys(),
+        keys: KeySource::Static(Arc::new(public_keys())),
         claims: crate::auth::ClaimMap::default(),
         cache: TokenCache::new(capacity, 300),
     }
@@ -744,9 +745,9 @@ fn verified_tokens_are_cached_until_their_own_expiry_and_failures_never() {
         Algorithm::RS256,
         &format!(r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"alice","exp":{exp}}}"#),
     );
-    let first = p.authenticate(&t, NOW).unwrap();
+    let first = block_on(p.authenticate(&t, NOW)).unwrap();
     assert_eq!(p.cache.len(), 1);
-    let again = p.authenticate(&t, NOW + 1).unwrap();
+    let again = block_on(p.authenticate(&t, NOW + 1)).unwrap();
     assert!(
         Arc::ptr_eq(&first, &again),
         "the second call is served from the cache"
@@ -754,14 +755,13 @@ fn verified_tokens_are_cached_until_their_own_expiry_and_failures_never() {
     // Past the token's exp (beyond leeway) the cached entry is not used: verification runs
     // again and refuses the token.
     assert_eq!(
-        p.authenticate(&t, exp + DEFAULT_LEEWAY_SECS + 1)
-            .unwrap_err(),
+        block_on(p.authenticate(&t, exp + DEFAULT_LEEWAY_SECS + 1)).unwrap_err(),
         AuthError::Expired
     );
     // Failures are not cached.
     let bad = format!("{}x", &t[..t.len() - 1]);
-    assert!(p.authenticate(&bad, NOW).is_err());
-    assert!(p.authenticate(&bad, NOW).is_err());
+    assert!(block_on(p.authenticate(&bad, NOW)).is_err());
+    assert!(block_on(p.authenticate(&bad, NOW)).is_err());
     assert_eq!(p.cache.len(), 1);
 }
 
@@ -769,8 +769,8 @@ fn verified_tokens_are_cached_until_their_own_expiry_and_failures_never() {
 fn a_disabled_cache_verifies_every_time() {
     let p = provider(0);
     let t = token(Algorithm::RS256, &good_claims());
-    let a = p.authenticate(&t, NOW).unwrap();
-    let b = p.authenticate(&t, NOW).unwrap();
+    let a = block_on(p.authenticate(&t, NOW)).unwrap();
+    let b = block_on(p.authenticate(&t, NOW)).unwrap();
     assert!(!Arc::ptr_eq(&a, &b));
     assert_eq!(p.cache.len(), 0);
 }

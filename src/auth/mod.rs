@@ -4,6 +4,7 @@
 //! Status: the JWT verification core (`jwt`) is in place and unit-tested against hostile
 //! tokens; providers in the configuration, JWKS fetching and wiring into the proxy come next.
 
+pub mod jwks;
 pub mod jwt;
 pub mod strict_json;
 
@@ -26,6 +27,8 @@ pub enum AuthError {
     WrongIssuer,
     WrongAudience,
     InvalidClaim,
+    /// The provider's keys cannot be fetched and the last good ones are too old: 503.
+    KeysUnavailable,
 }
 
 impl AuthError {
@@ -46,6 +49,7 @@ impl AuthError {
             Self::WrongIssuer => "token_wrong_issuer",
             Self::WrongAudience => "token_wrong_audience",
             Self::InvalidClaim => "token_invalid_claim",
+            Self::KeysUnavailable => "auth_unavailable",
         }
     }
 
@@ -66,6 +70,9 @@ impl AuthError {
             Self::WrongIssuer => "The token's issuer is not accepted.",
             Self::WrongAudience => "The token is not meant for this API.",
             Self::InvalidClaim => "A claim of the token has an invalid type or value.",
+            Self::KeysUnavailable => {
+                "The identity provider's keys are unavailable; try again later."
+            }
         }
     }
 }

@@ -48,6 +48,33 @@ pub struct ProviderSection {
     pub claims: ClaimsSection,
     #[serde(default)]
     pub cache: TokenCacheSection,
+    #[serde(default)]
+    pub jwks: JwksSection,
+}
+
+/// How a `jwks_uri` is fetched.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksSection {
+    /// Refresh interval without `Cache-Control: max-age` (default 5m).
+    #[serde(default, with = "humantime_serde")]
+    pub refresh: Option<Duration>,
+    /// `max-age` is honoured between these (defaults 30s and 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub min_refresh: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_refresh: Option<Duration>,
+    /// Least time between fetches triggered by unknown `kid`s (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+    /// How long the last good keys serve while fetching fails (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub max_stale: Option<Duration>,
+    /// Per fetch (default 5s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Largest accepted document (default 1 MiB).
+    pub max_bytes: Option<usize>,
 }
 
 /// The verified-token cache of a provider.
@@ -69,6 +96,8 @@ pub struct KeySourceSection {
     pub pem_file: Option<String>,
     /// A JWKS document on disk.
     pub jwks_file: Option<String>,
+    /// A JWKS served by the provider (https; http only on loopback).
+    pub jwks_uri: Option<String>,
     /// An HMAC secret read from this file (trailing newline removed).
     pub hmac_secret_file: Option<String>,
     /// An HMAC secret read from this environment variable.

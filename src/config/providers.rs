@@ -1,11 +1,14 @@
 //! `identity_providers`: checked and compiled into `auth::jwt::Provider`s, keys loaded.
 
 use super::file::{ClaimsSection, ProviderSection};
+use crate::auth::jwks::{JwksSettings, RemoteKeys};
 use crate::auth::jwt::{
-    KeySet, Provider, ProviderRules, TokenCache, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES,
+    KeySet, KeySource, Provider, ProviderRules, TokenCache, DEFAULT_LEEWAY_SECS,
+    DEFAULT_MAX_TOKEN_BYTES,
 };
 use crate::auth::ClaimMap;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest accepted `max_token_bytes`: a token rides in one header.
@@ -66,7 +69,11 @@ pub(super) fn compile(
         ok &= fail(format!("{at}.cache.ttl"), "at most 1h".into());
     }
     let cache = TokenCache::new(p.cache.capacity.unwrap_or(100_000), cache_ttl.as_secs());
-    let keys = load_keys(p, &algorithms, at, base, &mut fail);
+    let keys = if let Some(uri) = &p.keys.jwks_uri {
+        remote_keys(name, p, uri, &algorithms, at, &cache, &mut fail)
+    } else {
+        load_keys(p, &algorithms, at, base, &mut fail).map(|k| KeySource::Static(Arc::new(k)))
+    };
     let claims = claim_map(&p.claims, &format!("{at}.claims"), &mut fail);
     match (ok, keys, claims) {
         (true, Some(keys), Some(claims)) => Some(Provider {
@@ -92,6 +99,7 @@ fn load_keys(
     let sources = [
         k.pem_file.is_some(),
         k.jwks_file.is_some(),
+        k.jwks_uri.is_some(),
         k.hmac_secret_file.is_some(),
         k.hmac_secret_env.is_some(),
     ]
@@ -101,7 +109,8 @@ fn load_keys(
     if sources != 1 {
         fail(
             at,
-            "give exactly one of pem_file, jwks_file, hmac_secret_file, hmac_secret_env".into(),
+            "give exactly one of pem_file, jwks_file, jwks_uri, hmac_secret_file, hmac_secret_env"
+                .into(),
         );
         return None;
     }
@@ -175,6 +184,105 @@ fn load_keys(
         Ok(()) => Some(keys),
         Err(msg) => {
             fail(at, msg);
+            None
+        }
+    }
+}
+
+fn remote_keys(
+    name: &str,
+    p: &ProviderSection,
+    uri: &str,
+    algorithms: &[Algorithm],
+    at: &str,
+    cache: &TokenCache,
+    fail: &mut impl FnMut(String, String) -> bool,
+) -> Option<KeySource> {
+    let at = format!("{at}.keys");
+    let others = [
+        p.keys.pem_file.is_some(),
+        p.keys.jwks_file.is_some(),
+        p.keys.hmac_secret_file.is_some(),
+        p.keys.hmac_secret_env.is_some(),
+    ];
+    if others.iter().any(|o| *o) {
+        fail(
+            at,
+            "give exactly one of pem_file, jwks_file, jwks_uri, hmac_secret_file, hmac_secret_env"
+                .into(),
+        );
+        return None;
+    }
+    if algorithms
+        .iter()
+        .any(|a| a.family() == AlgorithmFamily::Hmac)
+    {
+        fail(
+            at,
+            "a JWKS never carries HMAC secrets; use hmac_secret_file".into(),
+        );
+        return None;
+    }
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        fail(format!("{at}.jwks_uri"), format!("\"{uri}\" is not a URL"));
+        return None;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+        fail(
+            format!("{at}.jwks_uri"),
+            "must be https (plain http only to a loopback address)".into(),
+        );
+        return None;
+    }
+    let j = &p.jwks;
+    let settings = JwksSettings {
+        uri: uri.to_string(),
+        refresh: j.refresh.unwrap_or(Duration::from_secs(300)),
+        min_refresh: j.min_refresh.unwrap_or(Duration::from_secs(30)),
+        max_refresh: j.max_refresh.unwrap_or(Duration::from_secs(3600)),
+        cooldown: j.cooldown.unwrap_or(Duration::from_secs(10)),
+        max_stale: j.max_stale.unwrap_or(Duration::from_secs(3600)),
+        timeout: j.timeout.unwrap_or(Duration::from_secs(5)),
+        max_bytes: j.max_bytes.unwrap_or(1024 * 1024),
+    };
+    let jat = at.replace(".keys", ".jwks");
+    let mut ok = true;
+    for (key, v) in [
+        ("refresh", settings.refresh),
+        ("min_refresh", settings.min_refresh),
+        ("cooldown", settings.cooldown),
+        ("timeout", settings.timeout),
+    ] {
+        if v < Duration::from_millis(100) {
+            ok &= fail(format!("{jat}.{key}"), "must be at least 100ms".into());
+        }
+    }
+    if settings.min_refresh > settings.max_refresh {
+        ok &= fail(
+            format!("{jat}.min_refresh"),
+            "must not exceed max_refresh".into(),
+        );
+    }
+    if settings.max_bytes < 1024 || settings.max_bytes > 16 * 1024 * 1024 {
+        ok &= fail(
+            format!("{jat}.max_bytes"),
+            "between 1024 and 16777216".into(),
+        );
+    }
+    if !ok {
+        return None;
+    }
+    let cache = cache.clone();
+    match RemoteKeys::new(name, settings, Box::new(move || cache.invalidate_all())) {
+        Ok(r) => Some(KeySource::Remote(Arc::new(r))),
+        Err(e) => {
+            fail(at, e);
             None
         }
     }

@@ -3,7 +3,8 @@
 //! listeners.
 //!
 //! Readiness means this instance can take traffic: every upstream pool with a health check has
-//! finished its first round (until then Pingora treats every backend as healthy). A pool with
+//! finished its first round (until then Pingora treats every backend as healthy), and every
+//! identity provider that fetches its keys has usable ones. A pool with
 //! no healthy backend does not make the gateway unready; that would take down every other
 //! route too. The body shows each pool's healthy count.
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub struct AdminApp {
     pub pools: Vec<Arc<Pool>>,
+    pub remote_keys: Vec<Arc<crate::auth::jwks::RemoteKeys>>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -60,6 +62,12 @@ impl AdminApp {
                 }),
             );
         }
+        let mut providers = serde_json::Map::new();
+        for r in &self.remote_keys {
+            let usable = r.ready();
+            ready &= usable;
+            providers.insert(r.provider.clone(), json!({ "keys_usable": usable }));
+        }
         let status = if ready {
             StatusCode::OK
         } else {
@@ -67,7 +75,11 @@ impl AdminApp {
         };
         json_response(
             status,
-            json!({ "status": if ready { "ready" } else { "starting" }, "upstreams": upstreams }),
+            json!({
+                "status": if ready { "ready" } else { "not_ready" },
+                "upstreams": upstreams,
+                "identity_providers": providers,
+            }),
         )
     }
 }

@@ -63,6 +63,17 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         server.add_boxed_service(svc);
     }
 
+    let mut remote_keys = Vec::new();
+    for p in &config.providers {
+        if let crate::auth::jwt::KeySource::Remote(r) = &p.keys {
+            remote_keys.push(r.clone());
+            server.add_service(pingora::services::background::background_service(
+                &format!("jwks {}", p.name),
+                crate::auth::jwks::JwksRefresher { keys: r.clone() },
+            ));
+        }
+    }
+
     let access_log = match &config.access_log {
         Some(path) => Some(
             AccessLog::start(path).map_err(|e| format!("cannot open access log {path}: {e}"))?,
@@ -93,7 +104,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
 
     let mut admin = Service::new(
         "portcullis admin".to_string(),
-        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp { pools }),
+        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp { pools, remote_keys }),
     );
     admin.add_tcp(&config.admin_address.to_string());
     admin.threads = Some(1);

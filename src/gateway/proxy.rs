@@ -91,7 +91,7 @@ impl ProxyHttp for Gateway {
                         .await;
                 };
                 let outcome = match bearer_token(&req.headers) {
-                    Ok(token) => provider.authenticate(token, unix_now()),
+                    Ok(token) => provider.authenticate(token, unix_now()).await,
                     Err(BearerProblem::Ambiguous) => {
                         count_auth(&provider.name, Err(response::AMBIGUOUS_CREDENTIALS.code));
                         let challenge = r#"Bearer realm="portcullis", error="invalid_request""#;
@@ -111,6 +111,20 @@ impl ProxyHttp for Gateway {
                         count_auth(&provider.name, Ok(()));
                         ctx.identity = Some(identity);
                         return Ok(false);
+                    }
+                    Err(AuthError::KeysUnavailable) => {
+                        // Fail closed, and say it is the gateway's dependency, not the token.
+                        let e = AuthError::KeysUnavailable;
+                        count_auth(&provider.name, Err(e.code()));
+                        let kind = ErrorKind {
+                            status: 503,
+                            code: e.code(),
+                            message: e.message(),
+                        };
+                        let retry = provider.retry_after_secs().to_string();
+                        return self
+                            .answer(session, ctx, kind, &[("retry-after", retry)])
+                            .await;
                     }
                     Err(e) => {
                         count_auth(&provider.name, Err(e.code()));

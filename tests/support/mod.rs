@@ -491,3 +491,95 @@ pub fn statuses(raw: &str) -> Vec<u16> {
         .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
         .collect()
 }
+
+/// A test identity provider: serves a JWKS over HTTP on loopback, and can rotate keys, fail,
+/// or answer slowly. Counts the JWKS requests it receives.
+pub struct TestIdp {
+    pub addr: SocketAddr,
+    pub state: Arc<std::sync::Mutex<IdpState>>,
+    pub fetches: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+pub struct IdpState {
+    pub jwks: String,
+    pub status: u16,
+    pub delay: Duration,
+}
+
+impl TestIdp {
+    pub fn start(jwks: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(std::sync::Mutex::new(IdpState {
+            jwks,
+            status: 200,
+            delay: Duration::ZERO,
+        }));
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, count, flag) = (state.clone(), fetches.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let (st, count) = (st.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = [0u8; 4096];
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let (body, status, delay) = {
+                        let s = st.lock().unwrap();
+                        (s.jwks.clone(), s.status, s.delay)
+                    };
+                    std::thread::sleep(delay);
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(body.as_bytes());
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            fetches,
+            stop,
+        }
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    pub fn fetch_count(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    pub fn set_jwks(&self, jwks: String) {
+        self.state.lock().unwrap().jwks = jwks;
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.state.lock().unwrap().status = status;
+    }
+}
+
+impl Drop for TestIdp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,302 @@
+//! Keys fetched from a provider's `jwks_uri`, kept current in the background and refetched
+//! (at most once per cooldown, one fetch at a time) when a token names a `kid` we do not
+//! have. When fetching fails the last good keys keep serving for `max_stale`; after that the
+//! provider fails closed (503), never open.
+
+use super::jwt::KeySet;
+use crate::metrics::metrics;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    pub uri: String,
+    /// Refresh interval when the server gives no `Cache-Control: max-age`.
+    pub refresh: Duration,
+    /// `max-age` is honoured within these bounds.
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    /// Least time between two fetches triggered by unknown `kid`s.
+    pub cooldown: Duration,
+    /// How long the last good keys serve while fetching fails.
+    pub max_stale: Duration,
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+struct State {
+    keys: Arc<KeySet>,
+    /// SHA-256 of the last document, to tell a changed key set from the same one.
+    digest: [u8; 32],
+    /// When keys were last fetched successfully.
+    fetched_at: Option<Instant>,
+    /// When a fetch was last started.
+    attempted_at: Option<Instant>,
+    next_refresh: Duration,
+}
+
+/// One provider's remote key set.
+pub struct RemoteKeys {
+    pub provider: String,
+    pub settings: JwksSettings,
+    state: RwLock<State>,
+    fetching: tokio::sync::Mutex<()>,
+    client: reqwest::Client,
+    /// Called after the key set changed (the token cache drops what it verified).
+    on_change: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for RemoteKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteKeys")
+            .field("provider", &self.provider)
+            .field("uri", &self.settings.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+type Fetched = (KeySet, Vec<String>, Option<Duration>, [u8; 32]);
+
+/// Why no keys can be used right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl RemoteKeys {
+    pub fn new(
+        provider: &str,
+        settings: JwksSettings,
+        on_change: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let refresh = settings.refresh;
+        Ok(Self {
+            provider: provider.to_string(),
+            settings,
+            state: RwLock::new(State {
+                keys: Arc::new(KeySet::default()),
+                digest: [0; 32],
+                fetched_at: None,
+                attempted_at: None,
+                next_refresh: refresh,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+            client,
+            on_change,
+        })
+    }
+
+    /// The keys to verify with, unless they are missing or older than `max_stale`.
+    pub fn current(&self) -> Result<Arc<KeySet>, Unavailable> {
+        let state = self.state.read().map_err(|_| Unavailable)?;
+        match state.fetched_at {
+            Some(at) if at.elapsed() <= self.settings.max_stale => Ok(state.keys.clone()),
+            _ => Err(Unavailable),
+        }
+    }
+
+    /// True once keys have been fetched and are not past `max_stale`.
+    pub fn ready(&self) -> bool {
+        self.current().is_ok()
+    }
+
+    /// Seconds a client should wait before retrying when keys are unavailable.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.settings.cooldown.as_secs().max(1)
+    }
+
+    /// A token named a `kid` we do not have: refetch, unless another request is already
+    /// fetching (then wait for it) or the last fetch was within the cooldown. Returns the
+    /// keys to retry with when a fetch happened.
+    pub async fn refetch_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
+        let started_waiting = Instant::now();
+        let _guard = self.fetching.lock().await;
+        let recently = {
+            let state = self.state.read().ok()?;
+            state
+                .attempted_at
+                .is_some_and(|at| at.elapsed() < self.settings.cooldown)
+                .then(|| state.attempted_at)
+                .flatten()
+        };
+        if let Some(at) = recently {
+            // A fetch that finished while we waited serves us too.
+            return (at >= started_waiting)
+                .then(|| self.current().ok())
+                .flatten();
+        }
+        self.fetch_locked("unknown_kid").await.ok()?;
+        self.current().ok()
+    }
+
+    /// A scheduled refresh; returns how long to wait until the next one.
+    pub async fn refresh(&self) -> Duration {
+        let _guard = self.fetching.lock().await;
+        match self.fetch_locked("scheduled").await {
+            Ok(next) => next,
+            // Retry sooner than the full interval, but not in a tight loop.
+            Err(()) => self.settings.cooldown.max(Duration::from_millis(100)),
+        }
+    }
+
+    async fn fetch_locked(&self, why: &'static str) -> Result<Duration, ()> {
+        if let Ok(mut s) = self.state.write() {
+            s.attempted_at = Some(Instant::now());
+        }
+        let outcome = self.fetch_once().await;
+        let m = metrics();
+        match outcome {
+            Ok((keys, warnings, max_age, digest)) => {
+                for w in &warnings {
+                    tracing::warn!(provider = %self.provider, "JWKS: {w}");
+                }
+                let next = max_age
+                    .map(|a| a.clamp(self.settings.min_refresh, self.settings.max_refresh))
+                    .unwrap_or(self.settings.refresh);
+                let count = keys.len();
+                let changed = {
+                    let Ok(mut s) = self.state.write() else {
+                        return Err(());
+                    };
+                    let changed = s.digest != digest;
+                    s.digest = digest;
+                    s.keys = Arc::new(keys);
+                    s.fetched_at = Some(Instant::now());
+                    s.next_refresh = next;
+                    changed
+                };
+                if changed {
+                    (self.on_change)();
+                    tracing::info!(provider = %self.provider, keys = count, reason = why, "JWKS keys updated");
+                }
+                m.jwks_fetches
+                    .with_label_values(&[self.provider.as_str(), "success"])
+                    .inc();
+                m.jwt_keys
+                    .with_label_values(&[self.provider.as_str()])
+                    .set(count as i64);
+                Ok(next)
+            }
+            Err(reason) => {
+                m.jwks_fetches
+                    .with_label_values(&[self.provider.as_str(), reason])
+                    .inc();
+                let stale = self.current().is_err();
+                if stale {
+                    tracing::error!(provider = %self.provider, %reason, "JWKS fetch failed and no usable keys remain; requests for this provider get 503");
+                } else {
+                    tracing::warn!(provider = %self.provider, %reason, "JWKS fetch failed; serving the last good keys");
+                }
+                Err(())
+            }
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<Fetched, &'static str> {
+        let resp = self
+            .client
+            .get(&self.settings.uri)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "unreachable"
+                }
+            })?;
+        if !resp.status().is_success() {
+            return Err("bad_status");
+        }
+        let max_age = resp
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.settings.max_bytes as u64)
+        {
+            return Err("too_large");
+        }
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while let Some(chunk) = resp.chunk().await.map_err(|_| "unreachable")? {
+            body.extend_from_slice(&chunk);
+            if body.len() > self.settings.max_bytes {
+                return Err("too_large");
+            }
+        }
+        let (keys, warnings) = KeySet::from_jwks(&body).map_err(|_| "invalid")?;
+        if keys.is_empty() {
+            return Err("no_usable_keys");
+        }
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(&body).into();
+        Ok((keys, warnings, max_age, digest))
+    }
+
+    /// Seconds since the last successful fetch (for the metric).
+    pub fn age_secs(&self) -> Option<f64> {
+        let s = self.state.read().ok()?;
+        s.fetched_at.map(|at| at.elapsed().as_secs_f64())
+    }
+}
+
+/// `max-age=N` from a Cache-Control value.
+fn max_age(v: &str) -> Option<Duration> {
+    v.split(',').find_map(|d| {
+        let d = d.trim();
+        let (k, n) = d.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| n.trim().parse().ok().map(Duration::from_secs))
+            .flatten()
+    })
+}
+
+/// Keeps one provider's keys current; a Pingora background service.
+pub struct JwksRefresher {
+    pub keys: Arc<RemoteKeys>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for JwksRefresher {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            let wait = self.keys.refresh().await;
+            if let Some(age) = self.keys.age_secs() {
+                metrics()
+                    .jwks_age
+                    .with_label_values(&[self.keys.provider.as_str()])
+                    .set(age);
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_max_age_is_read() {
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(max_age("MAX-AGE = 60"), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-store"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

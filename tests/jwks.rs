@@ -1,0 +1,233 @@
+//! Keys from a `jwks_uri`: rotation, floods of unknown `kid`s, outages and recovery, against a
+//! real JWKS server on loopback that counts its requests.
+
+use crate::support::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use serde_json::json;
+use std::time::Duration;
+
+const ISS: &str = "https://idp.test";
+const AUD: &str = "api://orders";
+
+struct Key {
+    kid: String,
+    rsa: Rsa<Private>,
+}
+
+impl Key {
+    fn new(kid: &str) -> Self {
+        Self {
+            kid: kid.into(),
+            rsa: Rsa::generate(2048).unwrap(),
+        }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        json!({
+            "kty": "RSA", "kid": self.kid, "alg": "RS256", "use": "sig",
+            "n": URL_SAFE_NO_PAD.encode(self.rsa.n().to_vec()),
+            "e": URL_SAFE_NO_PAD.encode(self.rsa.e().to_vec()),
+        })
+    }
+
+    fn token_with_kid(&self, kid: &str, sub: &str) -> String {
+        let pem = PKey::from_rsa(self.rsa.clone())
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({"iss": ISS, "aud": AUD, "sub": sub, "iat": now, "exp": now + 600});
+        encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+    }
+
+    fn token(&self, sub: &str) -> String {
+        self.token_with_kid(&self.kid, sub)
+    }
+}
+
+fn jwks(keys: &[&Key]) -> String {
+    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}).to_string()
+}
+
+fn gateway(idp: &TestIdp, echo: &Echo, jwks_settings: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"identity_providers:
+  corp:
+    issuer: {ISS}
+    audiences: [{AUD}]
+    algorithms: [RS256]
+    keys:
+      jwks_uri: {uri}
+    jwks:
+{jwks_settings}
+upstreams:
+  echo:
+    backends: ["{origin}"]
+routes:
+  - name: orders
+    match: {{ path_prefix: /orders }}
+    upstream: echo
+    auth: {{ jwt: corp }}
+"#,
+        uri = idp.jwks_uri(),
+        origin = echo.addr
+    ))
+}
+
+fn status_with(gw: &Gateway, token: &str) -> (u16, serde_json::Value) {
+    let resp = client()
+        .get(gw.url("/orders/1"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.json().unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+#[test]
+fn rotation_is_picked_up_with_exactly_one_refetch() {
+    let k1 = Key::new("k1");
+    let k2 = Key::new("k2");
+    let idp = TestIdp::start(jwks(&[&k1]));
+    let echo = Echo::start();
+    let gw = gateway(&idp, &echo, "      refresh: 1h\n      cooldown: 200ms\n");
+    assert_eq!(idp.fetch_count(), 1, "keys are fetched once at start-up");
+    assert_eq!(status_with(&gw, &k1.token("alice")).0, 200);
+
+    idp.set_jwks(jwks(&[&k1, &k2]));
+    std::thread::sleep(Duration::from_millis(250));
+    let (status, body) = status_with(&gw, &k2.token("bob"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(idp.fetch_count(), 2, "one refetch for the new kid");
+    // Known keys and cached tokens cost the identity provider nothing.
+    for _ in 0..5 {
+        assert_eq!(status_with(&gw, &k2.token("bob")).0, 200);
+        assert_eq!(status_with(&gw, &k1.token("carol")).0, 200);
+    }
+    assert_eq!(idp.fetch_count(), 2);
+    assert!(gw
+        .metrics()
+        .contains(r#"portcullis_jwks_fetches_total{outcome="success",provider="corp"} 2"#));
+}
+
+#[test]
+fn a_flood_of_unknown_kids_costs_at_most_one_fetch_per_cooldown() {
+    let k1 = Key::new("k1");
+    let idp = TestIdp::start(jwks(&[&k1]));
+    let echo = Echo::start();
+    let gw = gateway(&idp, &echo, "      refresh: 1h\n      cooldown: 2s\n");
+    // Let the start-up fetch's cooldown pass, so the flood is free to cause a fetch.
+    std::thread::sleep(Duration::from_millis(2100));
+    let before = idp.fetch_count();
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = gw.url("/orders/1");
+            let tokens: Vec<String> = (0..8)
+                .map(|i| k1.token_with_kid(&format!("random-{w}-{i}"), "mallory"))
+                .collect();
+            std::thread::spawn(move || {
+                let c = client();
+                tokens
+                    .iter()
+                    .map(|t| {
+                        let r = c
+                            .get(&url)
+                            .header("Authorization", format!("Bearer {t}"))
+                            .send()
+                            .unwrap();
+                        let status = r.status().as_u16();
+                        let v: serde_json::Value = r.json().unwrap();
+                        (status, v["error"].as_str().unwrap_or("").to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for w in workers {
+        for (status, code) in w.join().unwrap() {
+            assert_eq!((status, code.as_str()), (401, "token_unknown_key"));
+        }
+    }
+    let extra = idp.fetch_count() - before;
+    if started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(
+            extra, 1,
+            "32 random kids within one cooldown: exactly one fetch"
+        );
+    } else {
+        assert!(extra <= 2, "{extra} fetches in {:?}", started.elapsed());
+    }
+    assert!(echo.received().is_empty());
+}
+
+#[test]
+fn an_outage_serves_last_good_keys_until_max_stale_then_fails_closed_and_recovers() {
+    let k1 = Key::new("k1");
+    let idp = TestIdp::start(jwks(&[&k1]));
+    let echo = Echo::start();
+    let gw = gateway(
+        &idp,
+        &echo,
+        "      refresh: 300ms\n      min_refresh: 300ms\n      cooldown: 200ms\n      max_stale: 2s\n",
+    );
+    let token = k1.token("alice");
+    assert_eq!(status_with(&gw, &token).0, 200);
+
+    idp.set_status(500);
+    // Still inside max_stale: the last good keys serve, new tokens too.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status_with(&gw, &k1.token("bob")).0, 200);
+
+    // Past max_stale: fail closed with 503, not 401 and not an allow, even for a token
+    // that was verified (and cached) before.
+    assert!(
+        gw.eventually(Duration::from_secs(10), || status_with(&gw, &token).0
+            == 503)
+    );
+    let resp = client()
+        .get(gw.url("/orders/1"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    let v = error_body(&resp.text().unwrap());
+    assert_eq!(v["error"], "auth_unavailable");
+    let ready = client().get(gw.admin_url("/health/ready")).send().unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready while a provider has no usable keys"
+    );
+    assert!(gw
+        .metrics()
+        .contains(r#"portcullis_jwks_fetches_total{outcome="bad_status",provider="corp"}"#));
+
+    // The provider comes back: so do the keys.
+    idp.set_status(200);
+    assert!(
+        gw.eventually(Duration::from_secs(10), || status_with(&gw, &token).0
+            == 200)
+    );
+    assert_eq!(
+        client()
+            .get(gw.admin_url("/health/ready"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    // Only the requests made while keys were good reached the origin.
+    assert!(echo.received().len() >= 2);
+}
