@@ -14,7 +14,7 @@
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
 //! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
-//! | `portcullis_jwks_fetches_total` | counter | `provider`, `outcome` | JWKS fetches: `success`, `timeout`, `unreachable`, `bad_status`, `too_large`, `invalid`, `no_usable_keys` |
+//! | `portcullis_jwks_fetches_total` | counter | `provider`, `outcome` | JWKS fetches: `success`, `timeout`, `unreachable`, `bad_status`, `too_large`, `invalid`, `no_usable_keys`, `discovery_invalid` |
 //! | `portcullis_jwks_age_seconds` | gauge | `provider` | seconds since the last successful JWKS fetch |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 

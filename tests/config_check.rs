@@ -179,6 +179,16 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "identity_providers.corp.claims.headers.X-Department: claim headers must be in the identity namespace",
     ),
     (
+        "jwks over plain http to a remote host",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [RS256], keys: {jwks_uri: \"http://idp.example.com/jwks\"}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.keys.jwks_uri: the jwks_uri must be https",
+    ),
+    (
+        "hmac from a jwks",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [HS256], keys: {jwks_uri: \"https://idp.example.com/jwks\"}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.keys: a JWKS never carries HMAC secrets",
+    ),
+    (
         "not yaml",
         "listeners: [{address: 127.0.0.1:8080\n",
         "did not find expected",

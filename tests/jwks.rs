@@ -231,3 +231,60 @@ fn an_outage_serves_last_good_keys_until_max_stale_then_fails_closed_and_recover
     // Only the requests made while keys were good reached the origin.
     assert!(echo.received().len() >= 2);
 }
+
+#[test]
+fn oidc_discovery_finds_the_jwks() {
+    let k1 = Key::new("k1");
+    let idp = TestIdp::start(jwks(&[&k1]));
+    idp.enable_discovery();
+    let echo = Echo::start();
+    let issuer = idp.issuer();
+    let gw = Gateway::start(&format!(
+        r#"identity_providers:
+  corp:
+    issuer: {issuer}
+    audiences: [{AUD}]
+    algorithms: [RS256]
+    keys:
+      oidc_discovery: true
+upstreams:
+  echo:
+    backends: ["{origin}"]
+routes:
+  - name: orders
+    match: {{ path_prefix: /orders }}
+    upstream: echo
+    auth: {{ jwt: corp }}
+"#,
+        origin = echo.addr
+    ));
+    assert_eq!(
+        idp.fetch_count(),
+        1,
+        "the JWKS named by discovery was fetched"
+    );
+    let pem = PKey::from_rsa(k1.rsa.clone())
+        .unwrap()
+        .private_key_to_pem_pkcs8()
+        .unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("k1".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = encode(
+        &header,
+        &json!({"iss": issuer, "aud": AUD, "sub": "dora", "exp": now + 60}),
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let resp = client()
+        .get(gw.url("/orders/1"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(r.header("x-user-id"), Some("dora"));
+}

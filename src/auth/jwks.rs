@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct JwksSettings {
+    /// The JWKS address, or the OIDC discovery document that names it.
     pub uri: String,
+    /// `uri` is `{issuer}/.well-known/openid-configuration`; its `jwks_uri` is fetched.
+    pub discovery: bool,
     /// Refresh interval when the server gives no `Cache-Control: max-age`.
     pub refresh: Duration,
     /// `max-age` is honoured within these bounds.
@@ -33,6 +36,8 @@ struct State {
     /// When a fetch was last started.
     attempted_at: Option<Instant>,
     next_refresh: Duration,
+    /// With discovery: the `jwks_uri` it gave.
+    discovered_uri: Option<String>,
 }
 
 /// One provider's remote key set.
@@ -84,6 +89,7 @@ impl RemoteKeys {
                 fetched_at: None,
                 attempted_at: None,
                 next_refresh: refresh,
+                discovered_uri: None,
             }),
             fetching: tokio::sync::Mutex::new(()),
             client,
@@ -197,10 +203,51 @@ impl RemoteKeys {
         }
     }
 
+    /// The JWKS address: configured, or read from the discovery document (once, then kept;
+    /// a failed JWKS fetch asks discovery again next time).
+    async fn jwks_uri(&self) -> Result<String, &'static str> {
+        if !self.settings.discovery {
+            return Ok(self.settings.uri.clone());
+        }
+        if let Some(uri) = self
+            .state
+            .read()
+            .ok()
+            .and_then(|s| s.discovered_uri.clone())
+        {
+            return Ok(uri);
+        }
+        let body = self.get_bounded(&self.settings.uri).await.map(|(b, _)| b)?;
+        let doc = super::strict_json::from_slice(&body).map_err(|_| "discovery_invalid")?;
+        let uri = doc
+            .get("jwks_uri")
+            .and_then(|u| u.as_str())
+            .filter(|u| allowed_uri(u))
+            .ok_or("discovery_invalid")?
+            .to_string();
+        if let Ok(mut s) = self.state.write() {
+            s.discovered_uri = Some(uri.clone());
+        }
+        Ok(uri)
+    }
+
     async fn fetch_once(&self) -> Result<Fetched, &'static str> {
+        let uri = self.jwks_uri().await?;
+        let result = self.fetch_jwks(&uri).await;
+        if result.is_err() && self.settings.discovery {
+            // The provider may have moved its keys; look them up again next time.
+            if let Ok(mut s) = self.state.write() {
+                s.discovered_uri = None;
+            }
+        }
+        result
+    }
+
+    /// GET with the size bound; the body and the Cache-Control max-age.
+    async fn get_bounded(&self, uri: &str) -> Result<(Vec<u8>, Option<Duration>), &'static str> {
         let resp = self
             .client
-            .get(&self.settings.uri)
+            .get(uri)
             .header("accept", "application/json")
             .send()
             .await
@@ -233,6 +280,11 @@ impl RemoteKeys {
                 return Err("too_large");
             }
         }
+        Ok((body, max_age))
+    }
+
+    async fn fetch_jwks(&self, uri: &str) -> Result<Fetched, &'static str> {
+        let (body, max_age) = self.get_bounded(uri).await?;
         let (keys, warnings) = KeySet::from_jwks(&body).map_err(|_| "invalid")?;
         if keys.is_empty() {
             return Err("no_usable_keys");
@@ -247,6 +299,20 @@ impl RemoteKeys {
         let s = self.state.read().ok()?;
         s.fetched_at.map(|at| at.elapsed().as_secs_f64())
     }
+}
+
+/// An address keys may be fetched from: https, or plain http to a loopback address.
+pub fn allowed_uri(uri: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 /// `max-age=N` from a Cache-Control value.
@@ -298,5 +364,17 @@ mod tests {
         assert_eq!(max_age("MAX-AGE = 60"), Some(Duration::from_secs(60)));
         assert_eq!(max_age("no-store"), None);
         assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn keys_come_only_from_https_or_loopback_http() {
+        assert!(allowed_uri("https://idp.example.com/jwks"));
+        assert!(allowed_uri("http://127.0.0.1:8080/jwks"));
+        assert!(allowed_uri("http://[::1]/jwks"));
+        assert!(allowed_uri("http://localhost/jwks"));
+        assert!(!allowed_uri("http://idp.example.com/jwks"));
+        assert!(!allowed_uri("http://169.254.169.254/latest"));
+        assert!(!allowed_uri("file:///etc/passwd"));
+        assert!(!allowed_uri("not a url"));
     }
 }

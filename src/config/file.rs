@@ -98,6 +98,9 @@ pub struct KeySourceSection {
     pub jwks_file: Option<String>,
     /// A JWKS served by the provider (https; http only on loopback).
     pub jwks_uri: Option<String>,
+    /// Find `jwks_uri` in `{issuer}/.well-known/openid-configuration` (OIDC discovery).
+    #[serde(default)]
+    pub oidc_discovery: bool,
     /// An HMAC secret read from this file (trailing newline removed).
     pub hmac_secret_file: Option<String>,
     /// An HMAC secret read from this environment variable.

@@ -69,7 +69,19 @@ pub(super) fn compile(
         ok &= fail(format!("{at}.cache.ttl"), "at most 1h".into());
     }
     let cache = TokenCache::new(p.cache.capacity.unwrap_or(100_000), cache_ttl.as_secs());
-    let keys = if let Some(uri) = &p.keys.jwks_uri {
+    let discovery_uri = p.keys.oidc_discovery.then(|| {
+        format!(
+            "{}/.well-known/openid-configuration",
+            p.issuer.trim_end_matches('/')
+        )
+    });
+    let keys = if p.keys.oidc_discovery && p.keys.jwks_uri.is_some() {
+        fail(
+            format!("{at}.keys"),
+            "give jwks_uri or oidc_discovery, not both".into(),
+        );
+        None
+    } else if let Some(uri) = p.keys.jwks_uri.as_ref().or(discovery_uri.as_ref()) {
         remote_keys(name, p, uri, &algorithms, at, &cache, &mut fail)
     } else {
         load_keys(p, &algorithms, at, base, &mut fail).map(|k| KeySource::Static(Arc::new(k)))
@@ -223,26 +235,29 @@ fn remote_keys(
         );
         return None;
     }
-    let Ok(url) = reqwest::Url::parse(uri) else {
-        fail(format!("{at}.jwks_uri"), format!("\"{uri}\" is not a URL"));
-        return None;
-    };
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+    if !crate::auth::jwks::allowed_uri(uri) {
+        let key = if p.keys.oidc_discovery {
+            "issuer (for oidc_discovery)"
+        } else {
+            "jwks_uri"
+        };
         fail(
-            format!("{at}.jwks_uri"),
-            "must be https (plain http only to a loopback address)".into(),
+            format!(
+                "{at}.{}",
+                if p.keys.oidc_discovery {
+                    "oidc_discovery"
+                } else {
+                    "jwks_uri"
+                }
+            ),
+            format!("the {key} must be https (plain http only to a loopback address)"),
         );
         return None;
     }
     let j = &p.jwks;
     let settings = JwksSettings {
         uri: uri.to_string(),
+        discovery: p.keys.oidc_discovery,
         refresh: j.refresh.unwrap_or(Duration::from_secs(300)),
         min_refresh: j.min_refresh.unwrap_or(Duration::from_secs(30)),
         max_refresh: j.max_refresh.unwrap_or(Duration::from_secs(3600)),

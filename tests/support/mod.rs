@@ -505,6 +505,8 @@ pub struct IdpState {
     pub jwks: String,
     pub status: u16,
     pub delay: Duration,
+    /// Served at `/.well-known/openid-configuration` when set.
+    pub discovery: Option<String>,
 }
 
 impl TestIdp {
@@ -516,6 +518,7 @@ impl TestIdp {
             jwks,
             status: 200,
             delay: Duration::ZERO,
+            discovery: None,
         }));
         let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -538,10 +541,16 @@ impl TestIdp {
                             Ok(n) => req.extend_from_slice(&buf[..n]),
                         }
                     }
-                    count.fetch_add(1, Ordering::SeqCst);
+                    let discovery_path = req.starts_with(b"GET /.well-known/openid-configuration ");
                     let (body, status, delay) = {
                         let s = st.lock().unwrap();
-                        (s.jwks.clone(), s.status, s.delay)
+                        match (&s.discovery, discovery_path) {
+                            (Some(d), true) => (d.clone(), 200, Duration::ZERO),
+                            _ => {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                (s.jwks.clone(), s.status, s.delay)
+                            }
+                        }
                     };
                     std::thread::sleep(delay);
                     let head = format!(
@@ -565,12 +574,26 @@ impl TestIdp {
         format!("http://{}/jwks.json", self.addr)
     }
 
+    /// JWKS requests (discovery requests not counted).
     pub fn fetch_count(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
 
     pub fn set_jwks(&self, jwks: String) {
         self.state.lock().unwrap().jwks = jwks;
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serve an OIDC discovery document naming this server's JWKS.
+    pub fn enable_discovery(&self) {
+        let doc = serde_json::json!({
+            "issuer": self.issuer(),
+            "jwks_uri": self.jwks_uri(),
+        });
+        self.state.lock().unwrap().discovery = Some(doc.to_string());
     }
 
     pub fn set_status(&self, status: u16) {
