@@ -87,6 +87,26 @@ pub struct KeySet {
 
 /// The minimum HMAC secret: as long as the hash (RFC 7518 §3.2), at least 32 bytes.
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+/// The smallest RSA modulus accepted (RFC 7518 §3.3).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Size of an RSA modulus given as base64url (a JWK's `n`), without leading zero bytes.
+fn rsa_modulus_bits(n_b64: &str) -> Option<usize> {
+    let n = URL_SAFE_NO_PAD.decode(n_b64).ok()?;
+    let first = n.iter().position(|b| *b != 0)?;
+    let lead = n[first].leading_zeros() as usize;
+    Some((n.len() - first) * 8 - lead)
+}
+
+/// Size of an RSA key in a PEM public key or certificate, when it can be read.
+fn pem_rsa_bits(pem: &[u8]) -> Option<usize> {
+    use pingora::tls::pkey::PKey;
+    use pingora::tls::x509::X509;
+    let key = PKey::public_key_from_pem(pem)
+        .ok()
+        .or_else(|| X509::from_pem(pem).ok().and_then(|c| c.public_key().ok()))?;
+    key.rsa().ok().map(|_| key.bits() as usize)
+}
 
 impl KeySet {
     pub fn len(&self) -> usize {
@@ -131,7 +151,16 @@ impl KeySet {
         pem: &[u8],
     ) -> Result<(), String> {
         let key = match family {
-            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+            AlgorithmFamily::Rsa => {
+                if let Some(bits) = pem_rsa_bits(pem) {
+                    if bits < MIN_RSA_BITS {
+                        return Err(format!(
+                            "an RSA key of {bits} bits is too small (at least {MIN_RSA_BITS})"
+                        ));
+                    }
+                }
+                DecodingKey::from_rsa_pem(pem)
+            }
             AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
             AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
             AlgorithmFamily::Hmac => return Err("an HMAC secret is not a PEM key".into()),
@@ -159,7 +188,20 @@ impl KeySet {
                 |k| format!("kid \"{}\"", printable(k)),
             );
             let family = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+                AlgorithmParameters::RSA(rsa) => {
+                    let bits = rsa_modulus_bits(&rsa.n).unwrap_or(0);
+                    let e_is_one = URL_SAFE_NO_PAD
+                        .decode(&rsa.e)
+                        .map(|e| e.iter().skip_while(|b| **b == 0).eq([1u8].iter()))
+                        .unwrap_or(true);
+                    if bits < MIN_RSA_BITS || e_is_one {
+                        warnings.push(format!(
+                            "{name}: RSA key of {bits} bits or with e = 1 skipped (at least {MIN_RSA_BITS} bits)"
+                        ));
+                        continue;
+                    }
+                    AlgorithmFamily::Rsa
+                }
                 AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
                 AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
                 AlgorithmParameters::OctetKey(_) => {

@@ -774,3 +774,30 @@ fn a_disabled_cache_verifies_every_time() {
     assert!(!Arc::ptr_eq(&a, &b));
     assert_eq!(p.cache.len(), 0);
 }
+
+#[test]
+fn k11_small_rsa_keys_and_e_of_one_are_refused() {
+    let small = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
+    let mut set = KeySet::default();
+    let err = set
+        .add_pem(
+            None,
+            AlgorithmFamily::Rsa,
+            &small.public_key_to_pem().unwrap(),
+        )
+        .unwrap_err();
+    assert!(err.contains("1024 bits is too small"), "{err}");
+
+    let rsa = small.rsa().unwrap();
+    let good = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let good_rsa = good.rsa().unwrap();
+    let jwks = serde_json::json!({"keys": [
+        {"kty": "RSA", "kid": "small", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())},
+        {"kty": "RSA", "kid": "e1", "n": b64(&good_rsa.n().to_vec()), "e": b64(&[1])},
+        {"kty": "RSA", "kid": "ok", "n": b64(&good_rsa.n().to_vec()), "e": b64(&good_rsa.e().to_vec())},
+    ]});
+    let (set, warnings) = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap();
+    assert_eq!(set.len(), 1, "{warnings:?}");
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(rsa_modulus_bits(&b64(&good_rsa.n().to_vec())) == Some(2048));
+}

@@ -8,6 +8,9 @@ pub mod jwks;
 pub mod jwt;
 pub mod strict_json;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 /// Why a credential was refused: a stable code for the JSON body and metrics, and a human
 /// message. Neither ever contains the credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
