@@ -475,13 +475,13 @@ pub struct Verified {
     pub claims: Map<String, Value>,
 }
 
-/// Verify a compact JWS at time `now` (Unix seconds).
-pub fn verify(
+/// The JWS layer alone: shape, encoding, header rules, key choice and signature. Returns the
+/// payload bytes and the `kid`. `verify` adds the claim checks on top.
+pub fn verify_jws(
     token: &str,
     rules: &ProviderRules,
     keys: &KeySet,
-    now: u64,
-) -> Result<Verified, AuthError> {
+) -> Result<(Vec<u8>, Option<String>), AuthError> {
     if token.is_empty() {
         return Err(AuthError::MissingToken);
     }
@@ -495,7 +495,8 @@ pub fn verify(
         // JWE (5 parts), JSON serialization, a 2-part token: all refused (J14-J16).
         return Err(AuthError::MalformedToken);
     };
-    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+    // An empty payload is a valid JWS (and then fails as claims); header and signature are not.
+    if h64.is_empty() || s64.is_empty() {
         return Err(AuthError::MalformedToken);
     }
     // Strict base64url without padding: `=`, `+`, `/` and non-canonical last symbols are
@@ -560,9 +561,19 @@ pub fn verify(
     let message_len = h64.len() + 1 + p64.len();
     let message = &token.as_bytes()[..message_len];
     match jsonwebtoken::crypto::verify(s64, message, &key.key, alg) {
-        Ok(true) => {}
-        _ => return Err(AuthError::BadSignature),
+        Ok(true) => Ok((payload_bytes, kid.map(str::to_string))),
+        _ => Err(AuthError::BadSignature),
     }
+}
+
+/// Verify a compact JWS at time `now` (Unix seconds): signature, then claims.
+pub fn verify(
+    token: &str,
+    rules: &ProviderRules,
+    keys: &KeySet,
+    now: u64,
+) -> Result<Verified, AuthError> {
+    let (payload_bytes, kid) = verify_jws(token, rules, keys)?;
 
     let Value::Object(claims) =
         strict_json::from_slice(&payload_bytes).map_err(|_| AuthError::MalformedToken)?
@@ -596,7 +607,7 @@ pub fn verify(
         subject,
         issuer,
         expires_at,
-        kid: kid.map(str::to_string),
+        kid,
         claims,
     })
 }

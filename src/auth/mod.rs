@@ -10,6 +10,8 @@ pub mod strict_json;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod wycheproof_tests;
 
 /// Why a credential was refused: a stable code for the JSON body and metrics, and a human
 /// message. Neither ever contains the credential.
