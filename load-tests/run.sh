@@ -34,6 +34,36 @@ mkdir -p "$RUN_DIR"
 # The targets, in the order of the table, and the port each listens on.
 TARGETS=(origin nginx haproxy pingora-bare portcullis)
 declare -A PORT=([origin]=18080 [nginx]=18081 [haproxy]=18082 [pingora-bare]=18091 [portcullis]=18089)
+# JWT on every request (JWT=0 leaves these out): HAProxy's jwt_verify beside Portcullis with its
+# verified-token cache off and on, for RS256, ES256 and HS256. PROC names the process measured,
+# URLPATH the path requested, TOKEN_ALG the token sent.
+declare -A PROC=() URLPATH=() TOKEN_ALG=()
+if [ "${JWT:-1}" = 1 ]; then
+    for alg in rs256 es256 hs256; do
+        TARGETS+=("haproxy-$alg" "portcullis-$alg-nocache" "portcullis-$alg")
+        PROC[haproxy-$alg]=haproxy
+        PROC[portcullis-$alg-nocache]=portcullis
+        PROC[portcullis-$alg]=portcullis
+        URLPATH[portcullis-$alg-nocache]=/jwt/$alg-nocache
+        URLPATH[portcullis-$alg]=/jwt/$alg
+        TOKEN_ALG[haproxy-$alg]=$alg
+        TOKEN_ALG[portcullis-$alg-nocache]=$alg
+        TOKEN_ALG[portcullis-$alg]=$alg
+        PORT[portcullis-$alg-nocache]=18089
+        PORT[portcullis-$alg]=18089
+    done
+    PORT[haproxy-rs256]=18083
+    PORT[haproxy-hs256]=18084
+    PORT[haproxy-es256]=18085
+fi
+proc_of() { echo "${PROC[$1]:-$1}"; }
+url_of() { echo "http://127.0.0.1:${PORT[$1]}${URLPATH[$1]:-/}"; }
+# wrk/curl arguments for the target's Authorization header, if any.
+auth_args() {
+    local alg=${TOKEN_ALG[$1]:-}
+    [ -n "$alg" ] && printf '%s\n' -H "Authorization: Bearer $(cat "$RUN_DIR/$alg.token")"
+    return 0
+}
 ADMIN_PORT=19901
 declare -A PID=()
 
@@ -116,6 +146,40 @@ done
 # nginx's workers run as an unprivileged user when started as root: let them into the run dir.
 chmod 755 "$RUN_DIR"
 
+# Keys, the HMAC secret and one token per algorithm (iss/aud/exp as both proxies check them),
+# signed with openssl; ES256 signatures are converted from DER to JOSE's r||s.
+openssl genrsa -out "$RUN_DIR/rs256.pem" 2048 2>/dev/null
+openssl rsa -in "$RUN_DIR/rs256.pem" -pubout -out "$RUN_DIR/rs256-public.pem" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out "$RUN_DIR/es256.pem" 2>/dev/null
+openssl ec -in "$RUN_DIR/es256.pem" -pubout -out "$RUN_DIR/es256-public.pem" 2>/dev/null
+printf '%s' "bench-hs256-secret-0123456789abcdef" >"$RUN_DIR/hs256.secret"
+python3 - "$RUN_DIR" <<'PY'
+import base64, hashlib, hmac, json, subprocess, sys, time
+run = sys.argv[1]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+now = int(time.time())
+claims = {"iss": "https://issuer.bench.local", "aud": "bench-api", "sub": "bench-user",
+          "iat": now, "exp": now + 86400}
+def der_to_jose(der):
+    # SEQUENCE { INTEGER r, INTEGER s }
+    i = 2 if der[1] < 0x80 else 3
+    out = b""
+    for _ in range(2):
+        n = der[i + 1]; v = der[i + 2:i + 2 + n].lstrip(b"\0"); out += v.rjust(32, b"\0"); i += 2 + n
+    return out
+for alg in ("rs256", "es256", "hs256"):
+    header = {"alg": alg.upper(), "typ": "JWT"}
+    msg = (b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())).encode()
+    if alg == "hs256":
+        sig = hmac.new(open(f"{run}/hs256.secret", "rb").read(), msg, hashlib.sha256).digest()
+    else:
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", f"{run}/{alg}.pem"],
+                             input=msg, capture_output=True, check=True).stdout
+        if alg == "es256":
+            sig = der_to_jose(sig)
+    open(f"{run}/{alg}.token", "w").write(msg.decode() + "." + b64(sig))
+PY
+
 "$NGINX" -t -q -c "$RUN_DIR/origin.conf" -p "$RUN_DIR" >&2 || die "origin.conf is invalid"
 "$NGINX" -t -q -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR" >&2 || die "nginx-proxy.conf is invalid"
 "$HAPROXY" -c -q -f "$RUN_DIR/haproxy.cfg" >&2 || die "haproxy.cfg is invalid"
@@ -153,7 +217,8 @@ start portcullis "$PORTCULLIS" run -c "$RUN_DIR/portcullis.yaml"
 for name in nginx haproxy pingora-bare portcullis; do wait_port "$name" "${PORT[$name]}"; done
 
 for name in "${TARGETS[@]}"; do
-    body=$(curl -sS --max-time 5 -o - -w ' %{http_code}' "http://127.0.0.1:${PORT[$name]}/") \
+    mapfile -t auth < <(auth_args "$name")
+    body=$(curl -sS --max-time 5 -o - -w ' %{http_code}' "${auth[@]}" "$(url_of "$name")") \
         || die "$name: request failed"
     [ "$body" = $'ok\n 200' ] || die "$name answered '$body', expected 'ok' and 200"
 done
@@ -196,9 +261,11 @@ run_wrk() { # output-file wrk-arguments...
 measure() { # name round
     local name=$1 round=$2 out cpu0 cpu1 rps avg p99 reqs non2xx sockerr cpu_us
     out=$RUN_DIR/wrk-$name-$round.txt
-    cpu0=$(cpu_ticks "${PID[$name]}")
-    run_wrk "$out" -d"${DURATION}s" --timeout 5s --latency "http://127.0.0.1:${PORT[$name]}/"
-    cpu1=$(cpu_ticks "${PID[$name]}")
+    local auth
+    mapfile -t auth < <(auth_args "$name")
+    cpu0=$(cpu_ticks "${PID[$(proc_of "$name")]}")
+    run_wrk "$out" -d"${DURATION}s" --timeout 5s --latency "${auth[@]}" "$(url_of "$name")"
+    cpu1=$(cpu_ticks "${PID[$(proc_of "$name")]}")
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     avg=$(to_ms "$(awk '$1 == "Latency" && NF > 3 {print $2; exit}' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$out")")
@@ -259,7 +326,8 @@ fi
 
 log "warm-up: ${WARMUP}s per target"
 for name in "${TARGETS[@]}"; do
-    run_wrk /dev/null -d"${WARMUP}s" "http://127.0.0.1:${PORT[$name]}/"
+    mapfile -t auth < <(auth_args "$name")
+    run_wrk /dev/null -d"${WARMUP}s" "${auth[@]}" "$(url_of "$name")"
 done
 
 n=${#TARGETS[@]}
@@ -272,9 +340,10 @@ done
 
 declare -A RSS=() PSS=()
 for name in "${TARGETS[@]}"; do
-    kill -0 "${PID[$name]}" 2>/dev/null || die "$name (pid ${PID[$name]}) died during the test"
-    RSS[$name]=$(rss_kib "${PID[$name]}")
-    PSS[$name]=$(pss_kib "${PID[$name]}")
+    pid=${PID[$(proc_of "$name")]}
+    kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) died during the test"
+    RSS[$name]=$(rss_kib "$pid")
+    PSS[$name]=$(pss_kib "$pid")
 done
 
 # ---------------------------------------------------------------- the table
