@@ -276,3 +276,47 @@ fn t1_two_authorization_headers_are_refused() {
     assert_eq!(resp.status(), 401);
     assert!(echo.received().is_empty());
 }
+
+/// Security catalogue T4: a token in `Proxy-Authorization` is not a credential for the route,
+/// and the header never reaches the backend.
+#[test]
+fn t4_proxy_authorization_is_neither_used_nor_forwarded() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let good = idp.good_token();
+    let resp = client()
+        .get(gw.url("/orders/1"))
+        .header("Proxy-Authorization", format!("Bearer {good}"))
+        .send()
+        .unwrap();
+    unauthorized(resp, "token_missing");
+    let r: Echoed = client()
+        .get(gw.url("/public/1"))
+        .header("Proxy-Authorization", format!("Bearer {good}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r.header("proxy-authorization"), None);
+}
+
+/// Security catalogue T5: after a successful authentication the token is not forwarded; the
+/// backend gets the verified identity instead.
+#[test]
+fn t5_authorization_is_not_forwarded_after_authentication() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let good = idp.good_token();
+    let r: Echoed = client()
+        .post(gw.url("/orders/1"))
+        .header("Authorization", format!("Bearer {good}"))
+        .body("x")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r.header("authorization"), None);
+    assert_eq!(r.header("x-user-id"), Some("alice"));
+}

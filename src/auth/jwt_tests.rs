@@ -801,3 +801,55 @@ fn k11_small_rsa_keys_and_e_of_one_are_refused() {
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(rsa_modulus_bits(&b64(&good_rsa.n().to_vec())) == Some(2048));
 }
+
+#[test]
+fn es384_tokens_verify_with_a_p384_key() {
+    let group = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut set = KeySet::default();
+    set.add_pem(None, AlgorithmFamily::Ec, &key.public_key_to_pem().unwrap())
+        .unwrap();
+    let signing = EncodingKey::from_ec_pem(&key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let t = sign_raw(
+        r#"{"alg":"ES384"}"#,
+        &good_claims(),
+        Algorithm::ES384,
+        &signing,
+    );
+    assert!(verify(&t, &rules(&[Algorithm::ES384]), &set, NOW).is_ok());
+    // The same key under ES256 is refused (the algorithm must fit the key).
+    assert!(verify(&t, &rules(&[Algorithm::ES256]), &set, NOW).is_err());
+}
+
+#[test]
+fn j8_tokens_signed_with_common_secrets_are_refused() {
+    // The configured secret is long and random; tokens forged with well-known secrets fail.
+    for weak in [
+        "secret",
+        "your-256-bit-secret",
+        "changeme",
+        "password",
+        "0123456789abcdef0123456789abcdef",
+        "",
+    ] {
+        let forged = sign_raw(
+            r#"{"alg":"HS256","kid":"h-1"}"#,
+            &good_claims(),
+            Algorithm::HS256,
+            &EncodingKey::from_secret(weak.as_bytes()),
+        );
+        assert_eq!(
+            verify(&forged, &rules(&[Algorithm::HS256]), &hmac_keys(), NOW).unwrap_err(),
+            AuthError::BadSignature,
+            "{weak:?}"
+        );
+    }
+    // And such secrets cannot be configured: shorter than 32 bytes is refused at load.
+    let mut set = KeySet::default();
+    for weak in ["secret", "your-256-bit-secret", "changeme"] {
+        assert!(
+            set.add_hmac_secret(None, weak.as_bytes()).is_err(),
+            "{weak}"
+        );
+    }
+}
