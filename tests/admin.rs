@@ -18,6 +18,13 @@ fn metrics_expose_the_documented_series_after_traffic() {
     assert_eq!(c.get(gw.url("/missing")).send().unwrap().status(), 404);
     assert_eq!(c.get(gw.url("/dead")).send().unwrap().status(), 502);
 
+    // Request metrics are recorded in the logging phase, just after the response is sent:
+    // wait until the last request is counted.
+    assert!(
+        gw.eventually(std::time::Duration::from_secs(5), || gw.metrics().contains(
+            "portcullis_requests_total{method=\"GET\",route=\"dead\",status_class=\"5xx\"} 1"
+        ))
+    );
     let resp = c.get(gw.admin_url("/metrics")).send().unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
