@@ -242,6 +242,15 @@ impl KeySet {
         Ok((keys, warnings))
     }
 
+    /// Check a raw signature (base64url) over `message` with the only key of `alg`'s family:
+    /// the primitive layer alone, for test vectors.
+    #[cfg(test)]
+    pub(crate) fn verify_raw(&self, alg: Algorithm, message: &[u8], sig_b64: &str) -> bool {
+        self.find(None, alg.family()).is_some_and(|k| {
+            jsonwebtoken::crypto::verify(sig_b64, message, &k.key, alg).unwrap_or(false)
+        })
+    }
+
     /// The key for a token: by `kid` when it has one; without one, the only key of the
     /// algorithm's family (more than one is ambiguous, K7).
     fn find(&self, kid: Option<&str>, family: AlgorithmFamily) -> Option<&Arc<VerifyKey>> {

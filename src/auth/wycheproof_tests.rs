@@ -80,3 +80,70 @@ fn wycheproof_json_web_signature_vectors() {
     );
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// Run one of Wycheproof's per-primitive files (a PEM public key per group, hex message and
+/// signature per test). `acceptable` vectors may go either way and are not counted.
+fn primitive_vectors(file: &str, family: jsonwebtoken::AlgorithmFamily, alg: Algorithm) {
+    let path = format!(
+        "{}/tests/data/wycheproof/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let (mut run, mut mismatches) = (0, Vec::new());
+    for group in doc["testGroups"].as_array().unwrap() {
+        let pem = group["publicKeyPem"].as_str().unwrap();
+        let mut keys = KeySet::default();
+        keys.add_pem(None, family, pem.as_bytes()).unwrap();
+        for t in group["tests"].as_array().unwrap() {
+            let expected = match t["result"].as_str().unwrap() {
+                "valid" => true,
+                "invalid" => false,
+                _ => continue,
+            };
+            let msg = hex(t["msg"].as_str().unwrap());
+            let sig = URL_SAFE_NO_PAD.encode(hex(t["sig"].as_str().unwrap()));
+            run += 1;
+            if keys.verify_raw(alg, &msg, &sig) != expected {
+                mismatches.push(format!("tcId {} ({})", t["tcId"], t["comment"]));
+            }
+        }
+    }
+    assert!(run > 100, "only {run} vectors of {file} ran");
+    assert!(mismatches.is_empty(), "{file}: {}", mismatches.join(", "));
+}
+
+/// Catalogue J9/J10: ECDSA P-256 in JOSE's r||s form — r or s of 0, 1, n, n+1, wrong sizes.
+#[test]
+fn j10_wycheproof_ecdsa_p256_p1363_vectors() {
+    primitive_vectors(
+        "ecdsa_secp256r1_sha256_p1363_test.json",
+        jsonwebtoken::AlgorithmFamily::Ec,
+        Algorithm::ES256,
+    );
+}
+
+/// Catalogue J11: RSA PKCS#1 v1.5 with modified padding, BER encodings, wrong hash OIDs.
+#[test]
+fn j11_wycheproof_rsa_pkcs1_2048_sha256_vectors() {
+    primitive_vectors(
+        "rsa_signature_2048_sha256_test.json",
+        jsonwebtoken::AlgorithmFamily::Rsa,
+        Algorithm::RS256,
+    );
+}
+
+/// Catalogue J13: Ed25519 with truncated, appended or non-canonical signatures.
+#[test]
+fn j13_wycheproof_ed25519_vectors() {
+    primitive_vectors(
+        "ed25519_test.json",
+        jsonwebtoken::AlgorithmFamily::Ed,
+        Algorithm::EdDSA,
+    );
+}
