@@ -40,19 +40,26 @@ const PROTECTED: &[&str] = &[
 ];
 
 /// `X-User-ID`, `x_user_id`, `X.USER.ID` all normalise to `x-user-id`.
-fn normalised(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' | b'.' => '-',
-            _ => b.to_ascii_lowercase() as char,
-        })
-        .collect()
+fn normalised(b: u8) -> u8 {
+    match b {
+        b'_' | b'.' => b'-',
+        _ => b.to_ascii_lowercase(),
+    }
 }
 
-/// Whether a header name belongs to the identity namespace the gateway owns.
+fn starts_normalised(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && name.iter().zip(prefix).all(|(a, p)| normalised(*a) == *p)
+}
+
+/// Whether a header name belongs to the identity namespace the gateway owns. Runs for every
+/// header of every request, so it compares in place instead of building a normalised copy.
 pub fn is_identity_header(name: &str) -> bool {
-    let n = normalised(name);
-    n.starts_with("x-user-") || n.starts_with("x-auth-") || n == "x-tenant-id" || n == "x-client-id"
+    let n = name.as_bytes();
+    let exact = |target: &[u8]| n.len() == target.len() && starts_normalised(n, target);
+    starts_normalised(n, b"x-user-")
+        || starts_normalised(n, b"x-auth-")
+        || exact(b"x-tenant-id")
+        || exact(b"x-client-id")
 }
 
 /// Remove every client-sent header of the identity namespace.

@@ -189,6 +189,26 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "identity_providers.corp.keys: a JWKS never carries HMAC secrets",
     ),
     (
+        "jwks_uri and oidc_discovery together",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [RS256], keys: {jwks_uri: \"https://i/jwks\", oidc_discovery: true}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.keys: give exactly one of",
+    ),
+    (
+        "discovery from a plain-http issuer",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: \"http://idp.example.com\", audiences: [a], algorithms: [RS256], keys: {oidc_discovery: true}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.keys.oidc_discovery: the issuer (for oidc_discovery) must be https",
+    ),
+    (
+        "jwks timings and cache ttl out of range",
+        "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [RS256], keys: {jwks_uri: \"https://i/jwks\"}, jwks: {cooldown: 10ms}, cache: {ttl: 2h}}}\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "identity_providers.corp.jwks.cooldown: must be at least 100ms",
+    ),
+    (
+        "missing upstream CA file",
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1], tls: {sni: a.internal, ca_file: /nonexistent/ca.pem}}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "upstreams.a.tls.ca_file: cannot read \"/nonexistent/ca.pem\"",
+    ),
+    (
         "not yaml",
         "listeners: [{address: 127.0.0.1:8080\n",
         "did not find expected",

@@ -35,6 +35,10 @@ impl Key {
     }
 
     fn token_with_kid(&self, kid: &str, sub: &str) -> String {
+        self.token_from(ISS, kid, sub)
+    }
+
+    fn token_from(&self, iss: &str, kid: &str, sub: &str) -> String {
         let pem = PKey::from_rsa(self.rsa.clone())
             .unwrap()
             .private_key_to_pem_pkcs8()
@@ -45,7 +49,7 @@ impl Key {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let claims = json!({"iss": ISS, "aud": AUD, "sub": sub, "iat": now, "exp": now + 600});
+        let claims = json!({"iss": iss, "aud": AUD, "sub": sub, "iat": now, "exp": now + 600});
         encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
     }
 
@@ -263,22 +267,7 @@ routes:
         1,
         "the JWKS named by discovery was fetched"
     );
-    let pem = PKey::from_rsa(k1.rsa.clone())
-        .unwrap()
-        .private_key_to_pem_pkcs8()
-        .unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("k1".into());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = encode(
-        &header,
-        &json!({"iss": issuer, "aud": AUD, "sub": "dora", "exp": now + 60}),
-        &EncodingKey::from_rsa_pem(&pem).unwrap(),
-    )
-    .unwrap();
+    let token = k1.token_from(&issuer, "k1", "dora");
     let resp = client()
         .get(gw.url("/orders/1"))
         .header("Authorization", format!("Bearer {token}"))

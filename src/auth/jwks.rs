@@ -120,23 +120,18 @@ impl RemoteKeys {
     /// fetching (then wait for it) or the last fetch was within the cooldown. Returns the
     /// keys to retry with when a fetch happened.
     pub async fn refetch_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
-        let started_waiting = Instant::now();
         let _guard = self.fetching.lock().await;
-        let recently = {
-            let state = self.state.read().ok()?;
-            state
-                .attempted_at
-                .is_some_and(|at| at.elapsed() < self.settings.cooldown)
-                .then(|| state.attempted_at)
-                .flatten()
-        };
-        if let Some(at) = recently {
-            // A fetch that finished while we waited serves us too.
-            return (at >= started_waiting)
-                .then(|| self.current().ok())
-                .flatten();
+        let in_cooldown = self
+            .state
+            .read()
+            .ok()?
+            .attempted_at
+            .is_some_and(|at| at.elapsed() < self.settings.cooldown);
+        if !in_cooldown {
+            self.fetch_locked("unknown_kid").await.ok()?;
         }
-        self.fetch_locked("unknown_kid").await.ok()?;
+        // Either our fetch, or one that finished while we waited: retry with what is current
+        // (a kid that is still unknown fails at the lookup, before any signature work).
         self.current().ok()
     }
 

@@ -69,19 +69,28 @@ pub(super) fn compile(
         ok &= fail(format!("{at}.cache.ttl"), "at most 1h".into());
     }
     let cache = TokenCache::new(p.cache.capacity.unwrap_or(100_000), cache_ttl.as_secs());
-    let discovery_uri = p.keys.oidc_discovery.then(|| {
+    let k = &p.keys;
+    let sources = [
+        k.pem_file.is_some(),
+        k.jwks_file.is_some(),
+        k.jwks_uri.is_some(),
+        k.oidc_discovery,
+        k.hmac_secret_file.is_some(),
+        k.hmac_secret_env.is_some(),
+    ];
+    let discovery_uri = k.oidc_discovery.then(|| {
         format!(
             "{}/.well-known/openid-configuration",
             p.issuer.trim_end_matches('/')
         )
     });
-    let keys = if p.keys.oidc_discovery && p.keys.jwks_uri.is_some() {
+    let keys = if sources.iter().filter(|s| **s).count() != 1 {
         fail(
             format!("{at}.keys"),
-            "give jwks_uri or oidc_discovery, not both".into(),
+            "give exactly one of pem_file, jwks_file, jwks_uri, oidc_discovery, hmac_secret_file, hmac_secret_env".into(),
         );
         None
-    } else if let Some(uri) = p.keys.jwks_uri.as_ref().or(discovery_uri.as_ref()) {
+    } else if let Some(uri) = k.jwks_uri.as_ref().or(discovery_uri.as_ref()) {
         remote_keys(name, p, uri, &algorithms, at, &cache, &mut fail)
     } else {
         load_keys(p, &algorithms, at, base, &mut fail).map(|k| KeySource::Static(Arc::new(k)))
@@ -108,24 +117,6 @@ fn load_keys(
 ) -> Option<KeySet> {
     let k = &p.keys;
     let at = format!("{at}.keys");
-    let sources = [
-        k.pem_file.is_some(),
-        k.jwks_file.is_some(),
-        k.jwks_uri.is_some(),
-        k.hmac_secret_file.is_some(),
-        k.hmac_secret_env.is_some(),
-    ]
-    .iter()
-    .filter(|s| **s)
-    .count();
-    if sources != 1 {
-        fail(
-            at,
-            "give exactly one of pem_file, jwks_file, jwks_uri, hmac_secret_file, hmac_secret_env"
-                .into(),
-        );
-        return None;
-    }
     let hmac = algorithms
         .first()
         .is_some_and(|a| a.family() == AlgorithmFamily::Hmac);
@@ -210,21 +201,8 @@ fn remote_keys(
     cache: &TokenCache,
     fail: &mut impl FnMut(String, String) -> bool,
 ) -> Option<KeySource> {
+    let jwks_at = format!("{at}.jwks");
     let at = format!("{at}.keys");
-    let others = [
-        p.keys.pem_file.is_some(),
-        p.keys.jwks_file.is_some(),
-        p.keys.hmac_secret_file.is_some(),
-        p.keys.hmac_secret_env.is_some(),
-    ];
-    if others.iter().any(|o| *o) {
-        fail(
-            at,
-            "give exactly one of pem_file, jwks_file, jwks_uri, hmac_secret_file, hmac_secret_env"
-                .into(),
-        );
-        return None;
-    }
     if algorithms
         .iter()
         .any(|a| a.family() == AlgorithmFamily::Hmac)
@@ -266,7 +244,6 @@ fn remote_keys(
         timeout: j.timeout.unwrap_or(Duration::from_secs(5)),
         max_bytes: j.max_bytes.unwrap_or(1024 * 1024),
     };
-    let jat = at.replace(".keys", ".jwks");
     let mut ok = true;
     for (key, v) in [
         ("refresh", settings.refresh),
@@ -275,18 +252,18 @@ fn remote_keys(
         ("timeout", settings.timeout),
     ] {
         if v < Duration::from_millis(100) {
-            ok &= fail(format!("{jat}.{key}"), "must be at least 100ms".into());
+            ok &= fail(format!("{jwks_at}.{key}"), "must be at least 100ms".into());
         }
     }
     if settings.min_refresh > settings.max_refresh {
         ok &= fail(
-            format!("{jat}.min_refresh"),
+            format!("{jwks_at}.min_refresh"),
             "must not exceed max_refresh".into(),
         );
     }
     if settings.max_bytes < 1024 || settings.max_bytes > 16 * 1024 * 1024 {
         ok &= fail(
-            format!("{jat}.max_bytes"),
+            format!("{jwks_at}.max_bytes"),
             "between 1024 and 16777216".into(),
         );
     }

@@ -238,14 +238,8 @@ impl ProxyHttp for Gateway {
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(str::to_string);
-        identity::set_forwarded(
-            upstream_request,
-            client_ip.as_deref(),
-            https,
-            host.as_deref(),
-        )?;
+            .or_else(|| req.uri.authority().map(|a| a.as_str()));
+        identity::set_forwarded(upstream_request, client_ip.as_deref(), https, host)?;
         upstream_request.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         Ok(())
     }
