@@ -161,6 +161,7 @@ fn jwt(c: &mut Criterion) {
             keys: KeySource::Static(std::sync::Arc::new(keys.clone())),
             claims: portcullis::auth::ClaimMap::default(),
             cache: TokenCache::new(capacity, 300),
+            series: portcullis::metrics::ProviderSeries::new("bench"),
         };
         let cold = provider(0);
         c.bench_function(&format!("jwt {alg:?} verify, no cache"), |b| {

@@ -19,7 +19,7 @@
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
@@ -175,6 +175,29 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| match build() {
 
 pub fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// One provider's hot-path series, resolved once so that a request does not hash labels.
+#[derive(Clone, Debug)]
+pub struct ProviderSeries {
+    pub cache_hit: IntCounter,
+    pub cache_miss: IntCounter,
+    pub verify_duration: Histogram,
+    pub allowed: IntCounter,
+}
+
+impl ProviderSeries {
+    pub fn new(provider: &str) -> Self {
+        let m = metrics();
+        Self {
+            cache_hit: m.jwt_cache.with_label_values(&[provider, "hit"]),
+            cache_miss: m.jwt_cache.with_label_values(&[provider, "miss"]),
+            verify_duration: m.jwt_verify_duration.with_label_values(&[provider]),
+            allowed: m
+                .auth_decisions
+                .with_label_values(&[provider, "allow", "ok"]),
+        }
+    }
 }
 
 /// `2xx`-style label for a status code; `0` (no response) counts as `none`.

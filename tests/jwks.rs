@@ -63,15 +63,29 @@ fn jwks(keys: &[&Key]) -> String {
 }
 
 fn gateway(idp: &TestIdp, echo: &Echo, jwks_settings: &str) -> Gateway {
+    let keys = format!("      jwks_uri: {}\n", idp.jwks_uri());
+    gateway_with(ISS, &keys, echo, jwks_settings)
+}
+
+/// A gateway whose provider finds its keys through the IdP's discovery document.
+fn discovery_gateway(idp: &TestIdp, echo: &Echo, jwks_settings: &str) -> Gateway {
+    gateway_with(
+        &idp.issuer(),
+        "      oidc_discovery: true\n",
+        echo,
+        jwks_settings,
+    )
+}
+
+fn gateway_with(issuer: &str, keys: &str, echo: &Echo, jwks_settings: &str) -> Gateway {
     Gateway::start(&format!(
         r#"identity_providers:
   corp:
-    issuer: {ISS}
+    issuer: {issuer}
     audiences: [{AUD}]
     algorithms: [RS256]
     keys:
-      jwks_uri: {uri}
-    jwks:
+{keys}    jwks:
 {jwks_settings}
 upstreams:
   echo:
@@ -82,7 +96,6 @@ routes:
     upstream: echo
     auth: {{ jwt: corp }}
 "#,
-        uri = idp.jwks_uri(),
         origin = echo.addr
     ))
 }
@@ -243,25 +256,7 @@ fn oidc_discovery_finds_the_jwks() {
     idp.enable_discovery();
     let echo = Echo::start();
     let issuer = idp.issuer();
-    let gw = Gateway::start(&format!(
-        r#"identity_providers:
-  corp:
-    issuer: {issuer}
-    audiences: [{AUD}]
-    algorithms: [RS256]
-    keys:
-      oidc_discovery: true
-upstreams:
-  echo:
-    backends: ["{origin}"]
-routes:
-  - name: orders
-    match: {{ path_prefix: /orders }}
-    upstream: echo
-    auth: {{ jwt: corp }}
-"#,
-        origin = echo.addr
-    ));
+    let gw = discovery_gateway(&idp, &echo, "");
     assert_eq!(
         idp.fetch_count(),
         1,
@@ -276,4 +271,172 @@ routes:
     assert_eq!(resp.status(), 200);
     let r: Echoed = resp.json().unwrap();
     assert_eq!(r.header("x-user-id"), Some("dora"));
+}
+
+#[test]
+fn an_unknown_kid_is_remembered_only_until_the_next_refetch_may_happen() {
+    let k1 = Key::new("k1");
+    let k2 = Key::new("k2");
+    let idp = TestIdp::start(jwks(&[&k1]));
+    let echo = Echo::start();
+    let gw = gateway(&idp, &echo, "      refresh: 1h\n      cooldown: 1s\n");
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // k2 is not published yet: one refetch, still unknown.
+    let before = idp.fetch_count();
+    assert_eq!(
+        status_with(&gw, &k2.token("bob")).1["error"],
+        "token_unknown_key"
+    );
+    assert_eq!(idp.fetch_count(), before + 1);
+
+    // Published now, but within the cooldown the gateway neither fetches nor accepts it...
+    idp.set_jwks(jwks(&[&k1, &k2]));
+    for _ in 0..5 {
+        assert_eq!(status_with(&gw, &k2.token("bob")).0, 401);
+    }
+    assert_eq!(
+        idp.fetch_count(),
+        before + 1,
+        "no fetch within the cooldown"
+    );
+
+    // ...and once the cooldown is over, the next token with it causes one fetch and passes.
+    assert!(gw.eventually(Duration::from_secs(5), || status_with(
+        &gw,
+        &k2.token("bob")
+    )
+    .0 == 200));
+    assert_eq!(idp.fetch_count(), before + 2);
+}
+
+fn fetches(gw: &Gateway, outcome: &str) -> f64 {
+    gw.metric(&format!(
+        r#"portcullis_jwks_fetches_total{{outcome="{outcome}",provider="corp"}}"#
+    ))
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn failed_jwks_fetches_are_counted_by_outcome_and_the_last_good_keys_keep_serving() {
+    let k1 = Key::new("k1");
+    let good = jwks(&[&k1]);
+    let idp = TestIdp::start(good.clone());
+    let echo = Echo::start();
+    let gw = gateway(
+        &idp,
+        &echo,
+        "      refresh: 200ms\n      min_refresh: 200ms\n      cooldown: 100ms\n      timeout: 300ms\n      max_bytes: 2048\n",
+    );
+    let hmac_only = r#"{"keys":[{"kty":"oct","kid":"s","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}]}"#;
+    let padded = format!(
+        r#"{{"keys":[{}],"padding":"{}"}}"#,
+        k1.jwk(),
+        "x".repeat(4096)
+    );
+    let scenarios: [(&str, String, Duration); 4] = [
+        ("invalid", "this is not JSON".into(), Duration::ZERO),
+        ("no_usable_keys", hmac_only.into(), Duration::ZERO),
+        ("too_large", padded, Duration::ZERO),
+        ("timeout", good.clone(), Duration::from_secs(1)),
+    ];
+    for (outcome, body, delay) in scenarios {
+        assert_eq!(fetches(&gw, outcome), 0.0);
+        {
+            let mut s = idp.state.lock().unwrap();
+            s.jwks = body;
+            s.delay = delay;
+        }
+        assert!(
+            gw.eventually(Duration::from_secs(10), || fetches(&gw, outcome) >= 1.0),
+            "no fetch counted as {outcome}"
+        );
+        // The keys fetched before keep verifying, new tokens too.
+        let (status, body) = status_with(&gw, &k1.token(outcome));
+        assert_eq!(status, 200, "{outcome}: {body}");
+        assert_eq!(
+            gw.metric(r#"portcullis_jwt_keys{provider="corp"}"#),
+            Some(1.0),
+            "{outcome}: the last good key set stays loaded"
+        );
+        {
+            let mut s = idp.state.lock().unwrap();
+            s.jwks = good.clone();
+            s.delay = Duration::ZERO;
+        }
+        let successes = fetches(&gw, "success");
+        assert!(
+            gw.eventually(Duration::from_secs(10), || fetches(&gw, "success")
+                > successes)
+        );
+    }
+    assert!(echo.received().len() >= 4);
+}
+
+#[test]
+fn a_discovery_document_naming_an_unsafe_jwks_address_is_refused() {
+    let k1 = Key::new("k1");
+    let idp = TestIdp::start(jwks(&[&k1]));
+    idp.enable_discovery();
+    let echo = Echo::start();
+    let issuer = idp.issuer();
+    let gw = discovery_gateway(
+        &idp,
+        &echo,
+        "      refresh: 200ms\n      min_refresh: 200ms\n      cooldown: 100ms\n",
+    );
+    let token = k1.token_from(&issuer, "k1", "dora");
+    assert_eq!(status_with(&gw, &token).0, 200);
+
+    // The provider "moves" its keys: the JWKS fails, so discovery is asked again, and now
+    // names a plain-HTTP address off this host, which is never fetched.
+    let before = idp.fetch_count();
+    idp.state.lock().unwrap().discovery = Some(
+        json!({"issuer": issuer, "jwks_uri": "http://keys.example.com/jwks.json"}).to_string(),
+    );
+    idp.set_status(500);
+    assert!(gw.eventually(Duration::from_secs(10), || fetches(
+        &gw,
+        "discovery_invalid"
+    ) >= 1.0));
+    let garbage_fetches = idp.fetch_count();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        idp.fetch_count(),
+        garbage_fetches,
+        "no JWKS fetch while discovery is invalid"
+    );
+    assert!(garbage_fetches > before);
+    assert_eq!(
+        status_with(&gw, &token).0,
+        200,
+        "last good keys keep serving"
+    );
+
+    // Discovery is fixed: keys are fetched from the right place again.
+    idp.enable_discovery();
+    idp.set_status(200);
+    let successes = fetches(&gw, "success");
+    assert!(
+        gw.eventually(Duration::from_secs(10), || fetches(&gw, "success")
+            > successes)
+    );
+}
+
+#[test]
+fn jwks_age_grows_between_refreshes_and_keys_are_counted() {
+    let k1 = Key::new("k1");
+    let k2 = Key::new("k2");
+    let idp = TestIdp::start(jwks(&[&k1, &k2]));
+    let echo = Echo::start();
+    let gw = gateway(&idp, &echo, "      refresh: 1h\n");
+    let series = r#"portcullis_jwks_age_seconds{provider="corp"}"#;
+    let first = gw.metric(series).expect("age reported");
+    std::thread::sleep(Duration::from_millis(1200));
+    let later = gw.metric(series).expect("age reported");
+    assert!(later >= first + 1.0, "age {first} then {later}");
+    assert_eq!(
+        gw.metric(r#"portcullis_jwt_keys{provider="corp"}"#),
+        Some(2.0)
+    );
 }

@@ -267,14 +267,127 @@ fn t1_two_authorization_headers_are_refused() {
     );
     let v = error_body(raw_body(&raw));
     assert_eq!(v["error"], "ambiguous_credentials");
-    // T2: comma-joined values in one header are not a token either.
-    let resp = client()
-        .get(gw.url("/orders/1"))
-        .header("Authorization", format!("Bearer {good}, Bearer junk"))
+    assert!(echo.received().is_empty());
+}
+
+/// Security catalogue T2: comma-joined credentials in one header are not a token.
+#[test]
+fn t2_comma_joined_bearer_values_are_refused() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let good = idp.good_token();
+    for value in [
+        format!("Bearer {good}, Bearer junk"),
+        format!("Bearer junk, Bearer {good}"),
+        format!("Bearer {good},Bearer {good}"),
+    ] {
+        let resp = client()
+            .get(gw.url("/orders/1"))
+            .header("Authorization", value)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            error_body(&resp.text().unwrap())["error"],
+            "token_malformed"
+        );
+    }
+    assert!(echo.received().is_empty());
+}
+
+/// The status and error code for one raw `Authorization` header value.
+fn raw_auth(gw: &Gateway, value: &str) -> (u16, String) {
+    let raw = raw_request(
+        gw.addr,
+        format!("GET /orders/1 HTTP/1.1\r\nHost: a\r\nAuthorization:{value}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let status = statuses(&raw).first().copied().unwrap_or(0);
+    let code = if status == 200 {
+        String::new()
+    } else {
+        error_body(raw_body(&raw))["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    (status, code)
+}
+
+/// Security catalogue E4: the scheme name is case-insensitive (RFC 9110 §11.1); the token
+/// follows exactly one space and its bytes are taken as they are. Whitespace around the whole
+/// field value is not part of it (RFC 9110 §5.5), so it changes nothing.
+#[test]
+fn e4_bearer_scheme_case_and_whitespace() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let good = idp.good_token();
+    for (value, expected) in [
+        (format!(" Bearer {good}"), (200, "")),
+        (format!(" bearer {good}"), (200, "")),
+        (format!(" BEARER {good}"), (200, "")),
+        (format!("  Bearer {good}  "), (200, "")),
+        (format!("\tBearer {good}\t"), (200, "")),
+        (format!(" Bearer  {good}"), (401, "token_malformed")),
+        (format!(" Bearer\t{good}"), (401, "token_missing")),
+        (
+            format!(" Bearer {}", good.to_uppercase()),
+            (401, "token_malformed"),
+        ),
+        (" Bearer".to_string(), (401, "token_missing")),
+        (" Bearer ".to_string(), (401, "token_missing")),
+        (format!(" Basic {good}"), (401, "token_missing")),
+        (format!(" Bearer{good}"), (401, "token_missing")),
+    ] {
+        let got = raw_auth(&gw, &value);
+        assert_eq!((got.0, got.1.as_str()), expected, "Authorization:{value:?}");
+    }
+    assert_eq!(echo.received().len(), 5);
+}
+
+/// Security catalogue T3: the token is read from the `Authorization` header only. One in the
+/// query string or a cookie is not a credential, so it can neither stand in for the header nor
+/// compete with it.
+#[test]
+fn t3_tokens_elsewhere_than_the_authorization_header_are_not_credentials() {
+    let idp = idp();
+    let echo = Echo::start();
+    let gw = idp.gateway(&echo);
+    let good = idp.good_token();
+    let in_query = client()
+        .get(gw.url(&format!("/orders/1?access_token={good}")))
         .send()
         .unwrap();
-    assert_eq!(resp.status(), 401);
+    assert_eq!(in_query.status(), 401);
+    assert_eq!(
+        error_body(&in_query.text().unwrap())["error"],
+        "token_missing"
+    );
+    let in_cookie = client()
+        .get(gw.url("/orders/1"))
+        .header("Cookie", format!("access_token={good}; token={good}"))
+        .send()
+        .unwrap();
+    assert_eq!(in_cookie.status(), 401);
     assert!(echo.received().is_empty());
+
+    // With a good header, a junk token in the query is not looked at; the header decides.
+    let both = client()
+        .get(gw.url("/orders/1?access_token=junk"))
+        .header("Authorization", format!("Bearer {good}"))
+        .send()
+        .unwrap();
+    assert_eq!(both.status(), 200);
+    // And a bad header is not rescued by a good token in the query.
+    let rescued = client()
+        .get(gw.url(&format!("/orders/1?access_token={good}")))
+        .header("Authorization", "Bearer junk")
+        .send()
+        .unwrap();
+    assert_eq!(rescued.status(), 401);
+    assert_eq!(echo.received().len(), 1);
 }
 
 /// Security catalogue T4: a token in `Proxy-Authorization` is not a credential for the route,

@@ -46,6 +46,9 @@ pub struct RemoteKeys {
     pub settings: JwksSettings,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
+    /// `kid`s (by SHA-256) still unknown after a refetch, each until the next refetch may
+    /// happen: a flood of random `kid`s then costs a hash lookup, not a lock or a fetch.
+    unknown_kids: moka::sync::Cache<[u8; 32], Instant>,
     client: reqwest::Client,
     /// Called after the key set changed (the token cache drops what it verified).
     on_change: Box<dyn Fn() + Send + Sync>,
@@ -80,6 +83,7 @@ impl RemoteKeys {
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         let refresh = settings.refresh;
+        let refresh_settings = settings.clone();
         Ok(Self {
             provider: provider.to_string(),
             settings,
@@ -92,6 +96,10 @@ impl RemoteKeys {
                 discovered_uri: None,
             }),
             fetching: tokio::sync::Mutex::new(()),
+            unknown_kids: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(settings_cooldown(&refresh_settings))
+                .build(),
             client,
             on_change,
         })
@@ -118,8 +126,15 @@ impl RemoteKeys {
 
     /// A token named a `kid` we do not have: refetch, unless another request is already
     /// fetching (then wait for it) or the last fetch was within the cooldown. Returns the
-    /// keys to retry with when a fetch happened.
-    pub async fn refetch_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
+    /// keys to retry with, or `None` when this `kid` is already known to be unknown.
+    pub async fn refetch_for_unknown_kid(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+        if self
+            .unknown_kids
+            .get(&kid_digest(kid))
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return None;
+        }
         let _guard = self.fetching.lock().await;
         let in_cooldown = self
             .state
@@ -133,6 +148,17 @@ impl RemoteKeys {
         // Either our fetch, or one that finished while we waited: retry with what is current
         // (a kid that is still unknown fails at the lookup, before any signature work).
         self.current().ok()
+    }
+
+    /// The `kid` is still unknown after a refetch: remember it until the cooldown of the
+    /// last fetch ends (the earliest moment a new fetch could find it).
+    pub fn remember_unknown_kid(&self, kid: Option<&str>) {
+        let attempted = self.state.read().ok().and_then(|s| s.attempted_at);
+        if let Some(until) = attempted.map(|at| at + self.settings.cooldown) {
+            if Instant::now() < until {
+                self.unknown_kids.insert(kid_digest(kid), until);
+            }
+        }
     }
 
     /// A scheduled refresh; returns how long to wait until the next one.
@@ -296,6 +322,24 @@ impl RemoteKeys {
     }
 }
 
+fn kid_digest(kid: Option<&str>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    // A missing kid and an empty one are different lookups.
+    match kid {
+        Some(k) => {
+            h.update([1]);
+            h.update(k.as_bytes());
+        }
+        None => h.update([0]),
+    }
+    h.finalize().into()
+}
+
+fn settings_cooldown(s: &JwksSettings) -> Duration {
+    s.cooldown.max(Duration::from_millis(1))
+}
+
 /// An address keys may be fetched from: https, or plain http to a loopback address.
 pub fn allowed_uri(uri: &str) -> bool {
     let Ok(url) = reqwest::Url::parse(uri) else {
@@ -332,12 +376,6 @@ impl pingora::services::background::BackgroundService for JwksRefresher {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         loop {
             let wait = self.keys.refresh().await;
-            if let Some(age) = self.keys.age_secs() {
-                metrics()
-                    .jwks_age
-                    .with_label_values(&[self.keys.provider.as_str()])
-                    .set(age);
-            }
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(wait) => {}

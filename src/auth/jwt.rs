@@ -276,6 +276,7 @@ pub struct Provider {
     pub keys: KeySource,
     pub claims: super::ClaimMap,
     pub cache: TokenCache,
+    pub series: crate::metrics::ProviderSeries,
 }
 
 impl Provider {
@@ -306,10 +307,7 @@ impl Provider {
         }
         let key = self.cache.key(token);
         if let Some(hit) = self.cache.get(&key, now) {
-            crate::metrics::metrics()
-                .jwt_cache
-                .with_label_values(&[self.name.as_str(), "hit"])
-                .inc();
+            self.series.cache_hit.inc();
             return Ok(hit);
         }
         let keys = match &self.keys {
@@ -320,13 +318,16 @@ impl Provider {
         let mut verified = verify(token, &self.rules, &keys, now);
         if let (Err(AuthError::UnknownKey), KeySource::Remote(remote)) = (&verified, &self.keys) {
             // Maybe the provider rotated keys: one refetch, shared and rate-limited.
-            if let Some(fresh) = remote.refetch_for_unknown_kid().await {
+            let kid = header_kid(token);
+            if let Some(fresh) = remote.refetch_for_unknown_kid(kid.as_deref()).await {
                 verified = verify(token, &self.rules, &fresh, now);
+                if matches!(verified, Err(AuthError::UnknownKey)) {
+                    remote.remember_unknown_kid(kid.as_deref());
+                }
             }
         }
-        crate::metrics::metrics()
-            .jwt_verify_duration
-            .with_label_values(&[self.name.as_str()])
+        self.series
+            .verify_duration
             .observe(started.elapsed().as_secs_f64());
         let verified = verified?;
         let mut identity = self.claims.identity(&verified.claims)?;
@@ -334,10 +335,7 @@ impl Provider {
         identity.expires_at = verified.expires_at;
         let identity = Arc::new(identity);
         if self.cache.enabled() {
-            crate::metrics::metrics()
-                .jwt_cache
-                .with_label_values(&[self.name.as_str(), "miss"])
-                .inc();
+            self.series.cache_miss.inc();
             self.cache.insert(key, identity.clone(), now);
         }
         Ok(identity)
@@ -572,6 +570,20 @@ pub fn verify_jws(
     match jsonwebtoken::crypto::verify(s64, message, &key.key, alg) {
         Ok(true) => Ok((payload_bytes, kid.map(str::to_string))),
         _ => Err(AuthError::BadSignature),
+    }
+}
+
+/// The `kid` of a token's header, for the unknown-key path only (the token has already
+/// passed `verify_jws` up to the key lookup, so its header decodes).
+fn header_kid(token: &str) -> Option<String> {
+    let h64 = token.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(h64).ok()?;
+    match strict_json::from_slice(&bytes).ok()? {
+        Value::Object(mut header) => match header.remove("kid") {
+            Some(Value::String(kid)) => Some(kid),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -533,13 +533,39 @@ fn c6_audience_must_be_a_string_or_strings_containing_ours() {
         NOW + 600
     ));
     assert_eq!(check_pk(&missing).unwrap_err(), AuthError::WrongAudience);
+}
+
+/// RFC 7519 lets `aud` be an array; it is enough that one entry is ours (a policy choice,
+/// documented in conf/README.md).
+#[test]
+fn c8_an_audience_array_containing_ours_is_accepted() {
     let several = claims_token(&format!(
         r#"{{"iss":"{ISS}","aud":["api://other","{AUD}"],"sub":"a","exp":{}}}"#,
         NOW + 600
     ));
     assert!(
         check_pk(&several).is_ok(),
-        "C8: any-match on an array of strings"
+        "any-match on an array of strings"
+    );
+}
+
+/// A provider must name its audiences: one without them cannot be configured, and even if
+/// its rules were built by hand, a token with an `aud` would be refused, never waved through.
+#[test]
+fn c9_a_provider_without_audiences_refuses_rather_than_skips_the_check() {
+    let mut no_aud = rules(&[Algorithm::RS256]);
+    no_aud.audiences.clear();
+    assert_eq!(
+        no_aud.check().unwrap_err(),
+        "at least one audience is required"
+    );
+    let t = claims_token(&format!(
+        r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"a","exp":{}}}"#,
+        NOW + 600
+    ));
+    assert_eq!(
+        verify(&t, &no_aud, &public_keys(), NOW).unwrap_err(),
+        AuthError::WrongAudience
     );
 }
 
@@ -715,6 +741,24 @@ fn e6_e7_deep_nesting_and_non_object_json_are_refused() {
     assert_eq!(check_pk(&t).unwrap_err(), AuthError::MalformedToken);
 }
 
+/// Wycheproof tc372/373 call a `?` inside a segment valid (a lenient decoder skips it); we
+/// decode strictly and refuse, a documented deviation (conf/README.md, tests/data/wycheproof).
+#[test]
+fn e9_junk_inside_a_base64_segment_is_refused() {
+    let t = token(Algorithm::RS256, &good_claims());
+    let parts: Vec<&str> = t.split('.').collect();
+    for (i, junk) in [(0, "?"), (1, "?"), (2, "?"), (2, " "), (1, "\n"), (0, "*")] {
+        let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+        let mid = p[i].len() / 2;
+        p[i].insert_str(mid, junk);
+        assert_eq!(
+            check_pk(&p.join(".")).unwrap_err(),
+            AuthError::MalformedToken,
+            "{junk:?} in part {i}"
+        );
+    }
+}
+
 #[test]
 fn e8_whitespace_inside_header_json_is_fine() {
     let key = encoding_key(Algorithm::RS256);
@@ -734,6 +778,7 @@ fn provider(capacity: u64) -> Provider {
         keys: KeySource::Static(Arc::new(public_keys())),
         claims: crate::auth::ClaimMap::default(),
         cache: TokenCache::new(capacity, 300),
+        series: crate::metrics::ProviderSeries::new("test"),
     }
 }
 

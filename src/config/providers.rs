@@ -103,6 +103,7 @@ pub(super) fn compile(
             keys,
             claims,
             cache,
+            series: crate::metrics::ProviderSeries::new(name),
         }),
         _ => None,
     }

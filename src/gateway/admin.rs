@@ -95,11 +95,22 @@ impl ServeHttp for AdminApp {
             );
         }
         match req.uri.path() {
-            "/metrics" => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                crate::metrics::render(),
-            ),
+            "/metrics" => {
+                // Ages are read at scrape time, so they grow between refreshes as they should.
+                for r in &self.remote_keys {
+                    if let Some(age) = r.age_secs() {
+                        crate::metrics::metrics()
+                            .jwks_age
+                            .with_label_values(&[r.provider.as_str()])
+                            .set(age);
+                    }
+                }
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    crate::metrics::render(),
+                )
+            }
             "/health/live" => json_response(StatusCode::OK, json!({"status": "live"})),
             "/health/ready" => self.ready(),
             _ => json_response(
