@@ -9,6 +9,8 @@
 # Environment:
 #   ROUNDS          rounds; every round measures every target once, order rotated (default 3)
 #   DURATION        seconds of each measured wrk run (default 5)
+#   ONLY            space-separated targets to measure (default: all), e.g.
+#                   ONLY="nginx portcullis portcullis-rs256" load-tests/run.sh
 #   WARMUP          seconds of the unmeasured wrk run per target before round 1 (default 2)
 #   WRK_THREADS     wrk -t (default 2)
 #   WRK_CONNECTIONS wrk -c (default 64)
@@ -55,6 +57,14 @@ if [ "${JWT:-1}" = 1 ]; then
     PORT[haproxy-rs256]=18083
     PORT[haproxy-hs256]=18084
     PORT[haproxy-es256]=18085
+fi
+if [ -n "${ONLY:-}" ]; then
+    selected=()
+    for t in "${TARGETS[@]}"; do
+        case " $ONLY " in *" $t "*) selected+=("$t") ;; esac
+    done
+    [ ${#selected[@]} -gt 0 ] || { echo "ONLY names no known target" >&2; exit 2; }
+    TARGETS=("${selected[@]}")
 fi
 proc_of() { echo "${PROC[$1]:-$1}"; }
 url_of() { echo "http://127.0.0.1:${PORT[$1]}${URLPATH[$1]:-/}"; }

@@ -28,6 +28,9 @@ pub struct Entry<'a> {
     pub bytes_received: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+    /// A report-mode policy would have refused with this code (the request was forwarded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_report: Option<&'a str>,
 }
 
 #[derive(Clone)]

@@ -12,6 +12,7 @@ pub mod echo;
 pub mod gateway;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod request_id;
 pub mod routing;
 pub mod upstream;

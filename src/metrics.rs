@@ -11,6 +11,7 @@
 //! | `portcullis_config_last_reload_timestamp_seconds` | gauge | | Unix time at which the running configuration was loaded |
 //! | `portcullis_access_log_dropped_total` | counter | | access-log lines dropped because the writer could not keep up |
 //! | `portcullis_auth_decisions_total` | counter | `provider`, `result`, `reason` | authentication outcomes on protected routes: `result` is `allow` or `deny`, `reason` the stable error code (`ok` when allowed) |
+//! | `portcullis_policy_decisions_total` | counter | `route`, `decision`, `reason`, `mode` | every decision on a matched route: `decision` is `allow`, `deny` or `unavailable`, `reason` the stable code (`ok` when allowed), `mode` `enforce` or `report` (report-mode refusals are counted, then forwarded) |
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
 //! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
@@ -34,6 +35,7 @@ pub struct Metrics {
     pub config_last_reload: IntGauge,
     pub access_log_dropped: IntCounter,
     pub auth_decisions: IntCounterVec,
+    pub policy_decisions: IntCounterVec,
     pub jwt_cache: IntCounterVec,
     pub jwt_verify_duration: HistogramVec,
     pub jwt_keys: IntGaugeVec,
@@ -97,6 +99,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["provider", "result", "reason"],
     )?;
+    let policy_decisions = IntCounterVec::new(
+        Opts::new(
+            "portcullis_policy_decisions_total",
+            "Route policy decisions by route, decision, reason and mode",
+        ),
+        &["route", "decision", "reason", "mode"],
+    )?;
     let jwt_cache = IntCounterVec::new(
         Opts::new("portcullis_jwt_cache_total", "Verified-token cache lookups"),
         &["provider", "result"],
@@ -138,6 +147,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(config_last_reload.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
     registry.register(Box::new(auth_decisions.clone()))?;
+    registry.register(Box::new(policy_decisions.clone()))?;
     registry.register(Box::new(jwt_cache.clone()))?;
     registry.register(Box::new(jwt_verify_duration.clone()))?;
     registry.register(Box::new(jwt_keys.clone()))?;
@@ -157,6 +167,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_last_reload,
         access_log_dropped,
         auth_decisions,
+        policy_decisions,
         jwt_cache,
         jwt_verify_duration,
         jwt_keys,

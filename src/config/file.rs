@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub access_log: AccessLogSection,
     #[serde(default)]
     pub identity_providers: BTreeMap<String, ProviderSection>,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` entries are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
 }
@@ -127,24 +130,78 @@ pub struct ClaimsSection {
     pub headers: BTreeMap<String, String>,
 }
 
-/// `auth: public` or `auth: { jwt: PROVIDER }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `auth: public`, or a policy: credentials, requirements, networks, mode.
+#[derive(Debug)]
 pub enum RouteAuthSection {
-    Named(NamedAuth),
-    Jwt(JwtAuth),
+    Public,
+    Policy(Box<PolicySection>),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NamedAuth {
-    Public,
+impl<'de> Deserialize<'de> for RouteAuthSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // A string or a mapping; decided by hand so that a mistyped key inside the mapping
+        // is reported as such, not as "did not match any variant".
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) if s == "public" => Ok(Self::Public),
+            serde_yaml::Value::String(s) => Err(D::Error::custom(format!(
+                "\"{s}\" is not a policy: use `public` or a mapping such as `{{ jwt: PROVIDER }}`"
+            ))),
+            v @ serde_yaml::Value::Mapping(_) => PolicySection::deserialize(v)
+                .map(|p| Self::Policy(Box::new(p)))
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "use `public` or a mapping such as `{ jwt: PROVIDER }`",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JwtAuth {
-    pub jwt: String,
+pub struct PolicySection {
+    /// `true`: no credential needed (network rules and `mode` still apply).
+    #[serde(default)]
+    pub public: bool,
+    pub jwt: Option<String>,
+    pub any: Option<Vec<CredentialSection>>,
+    pub all: Option<Vec<CredentialSection>>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Method -> the permission it needs on this route.
+    #[serde(default)]
+    pub method_permissions: BTreeMap<String, String>,
+    pub networks: Option<NetworksSection>,
+    pub mode: Option<ModeSection>,
+    #[serde(default)]
+    pub keep_authorization: bool,
+}
+
+/// One credential inside `any` / `all`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSection {
+    pub jwt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworksSection {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeSection {
+    Enforce,
+    Report,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,6 +3,7 @@
 //! `routes[2].upstream: unknown upstream "userz"`, and all of them are reported at once.
 
 pub mod file;
+mod policies;
 mod providers;
 
 use file::{BackendEntry, ConfigFile, HashKeySection};
@@ -59,15 +60,11 @@ pub struct Config {
     pub providers: Vec<crate::auth::jwt::Provider>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
+    /// Proxies whose `X-Forwarded-For` entries are believed when they are the peer.
+    pub trusted_proxies: Vec<crate::policy::networks::Cidr>,
 }
 
-/// What a route requires of the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteAuth {
-    Public,
-    /// Index into `Config::providers`.
-    Jwt(usize),
-}
+pub use crate::policy::Policy;
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -148,7 +145,7 @@ pub struct RouteSpec {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
-    pub auth: RouteAuth,
+    pub auth: Policy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,27 +410,23 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             }
             None => (None, None, None),
         };
+        let known = |name: &str| file.identity_providers.contains_key(name);
         let auth = match &r.auth {
             None => {
                 problem(
                     format!("{at}.auth"),
-                    "every route states its auth: `public` or `{ jwt: PROVIDER }`".into(),
+                    "every route states its auth: `public` or a policy such as `{ jwt: PROVIDER }`"
+                        .into(),
                 );
                 None
             }
-            Some(file::RouteAuthSection::Named(file::NamedAuth::Public)) => Some(RouteAuth::Public),
-            Some(file::RouteAuthSection::Jwt(j)) => match provider_index.get(&j.jwt) {
-                Some(i) => Some(RouteAuth::Jwt(*i)),
-                None => {
-                    if !file.identity_providers.contains_key(&j.jwt) {
-                        problem(
-                            format!("{at}.auth.jwt"),
-                            format!("unknown identity provider \"{}\"", j.jwt),
-                        );
-                    }
-                    None
-                }
-            },
+            Some(section) => policies::compile(
+                section,
+                &format!("{at}.auth"),
+                &provider_index,
+                &known,
+                &mut problem,
+            ),
         };
         if let (Some(path), Some(upstream), Some(auth)) = (path, upstream, auth) {
             let spec = RouteSpec {
@@ -460,6 +453,14 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         }
     }
 
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in file.trusted_proxies.iter().enumerate() {
+        match t.parse::<crate::policy::networks::Cidr>() {
+            Ok(c) => trusted_proxies.push(c),
+            Err(e) => problem(format!("trusted_proxies[{i}]"), e),
+        }
+    }
+
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -472,6 +473,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             providers,
             upstreams,
             routes,
+            trusted_proxies,
         }),
         None => Err(Problems(vec![Problem {
             path: "admin.address".into(),

@@ -81,8 +81,11 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         None => None,
     };
     let gateway = proxy::Gateway {
-        routes: RouteTable::new(&config.routes),
-        providers: config.providers.clone(),
+        engine: crate::policy::engine::Engine {
+            routes: RouteTable::new(&config.routes),
+            providers: config.providers.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        },
         pools: pools.clone(),
         access_log,
     };

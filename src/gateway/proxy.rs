@@ -3,12 +3,14 @@
 
 use super::response::{self, write_error, ErrorKind};
 use crate::access_log::{self, AccessLog};
-use crate::auth::{jwt::Provider, AuthError, Identity};
-use crate::config::{HashKey, RouteAuth, Timeouts};
+use crate::auth::Identity;
+use crate::config::{HashKey, Timeouts};
 use crate::identity;
 use crate::metrics::{method_label, metrics, status_class};
+use crate::policy::engine::{Engine, RequestFacts};
+use crate::policy::Trace;
 use crate::request_id;
-use crate::routing::{Route, RouteMatch, RouteTable};
+use crate::routing::Route;
 use crate::upstream::Pool;
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -18,8 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub struct Gateway {
-    pub routes: RouteTable,
-    pub providers: Vec<Provider>,
+    pub engine: Engine,
     pub pools: Vec<Arc<Pool>>,
     pub access_log: Option<AccessLog>,
 }
@@ -36,6 +37,10 @@ pub struct RequestCtx {
     error: Option<ErrorKind>,
     /// The verified caller, on protected routes.
     identity: Option<std::sync::Arc<Identity>>,
+    /// The canonical path and query to forward, when it differs from what was sent.
+    rewritten: Option<String>,
+    /// A report-mode policy would have refused with this code; the request was forwarded.
+    reported: Option<&'static str>,
 }
 
 #[async_trait]
@@ -51,6 +56,8 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             error: None,
             identity: None,
+            rewritten: None,
+            reported: None,
         }
     }
 
@@ -78,76 +85,34 @@ impl ProxyHttp for Gateway {
                 .await;
         }
 
-        let (kind, allow) = match self.routes.find(host, req.uri.path(), &req.method) {
-            RouteMatch::Found(route) => {
-                ctx.pool = self.pools.get(route.upstream).cloned();
-                ctx.route = Some(route.clone());
-                let RouteAuth::Jwt(p) = route.auth else {
-                    return Ok(false);
-                };
-                let Some(provider) = self.providers.get(p) else {
-                    return self
-                        .answer(session, ctx, response::INTERNAL_ERROR, &[])
-                        .await;
-                };
-                let outcome = match bearer_token(&req.headers) {
-                    Ok(token) => provider.authenticate(token, unix_now()).await,
-                    Err(BearerProblem::Ambiguous) => {
-                        count_denial(&provider.name, response::AMBIGUOUS_CREDENTIALS.code);
-                        let challenge = r#"Bearer realm="portcullis", error="invalid_request""#;
-                        return self
-                            .answer(
-                                session,
-                                ctx,
-                                response::AMBIGUOUS_CREDENTIALS,
-                                &[("www-authenticate", challenge.to_string())],
-                            )
-                            .await;
-                    }
-                    Err(BearerProblem::Missing) => Err(AuthError::MissingToken),
-                };
-                match outcome {
-                    Ok(identity) => {
-                        provider.series.allowed.inc();
-                        ctx.identity = Some(identity);
-                        return Ok(false);
-                    }
-                    Err(AuthError::KeysUnavailable) => {
-                        // Fail closed, and say it is the gateway's dependency, not the token.
-                        let e = AuthError::KeysUnavailable;
-                        count_denial(&provider.name, e.code());
-                        let kind = ErrorKind {
-                            status: 503,
-                            code: e.code(),
-                            message: e.message(),
-                        };
-                        let retry = provider.retry_after_secs().to_string();
-                        return self
-                            .answer(session, ctx, kind, &[("retry-after", retry)])
-                            .await;
-                    }
-                    Err(e) => {
-                        count_denial(&provider.name, e.code());
-                        let kind = ErrorKind {
-                            status: 401,
-                            code: e.code(),
-                            message: e.message(),
-                        };
-                        return self.answer(session, ctx, kind, &[challenge(e)]).await;
-                    }
-                }
-            }
-            RouteMatch::MethodNotAllowed(methods) => {
-                let allow = methods
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (response::METHOD_NOT_ALLOWED, vec![("allow", allow)])
-            }
-            RouteMatch::NotFound => (response::ROUTE_NOT_FOUND, vec![]),
+        let facts = RequestFacts {
+            method: &req.method,
+            host,
+            path: req.uri.path(),
+            headers: &req.headers,
+            peer: client_ip_of(session),
+            now: unix_now(),
+            extra_permission: None,
         };
-        self.answer(session, ctx, kind, &allow).await
+        let outcome = self.engine.decide(&facts, &mut Trace::default()).await;
+        if let Some(path) = &outcome.path {
+            if path.as_ref() != req.uri.path() {
+                ctx.rewritten = Some(match req.uri.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_string(),
+                });
+            }
+        }
+        ctx.reported = outcome.reported.as_ref().map(|d| d.code);
+        ctx.identity = outcome.identity;
+        if let Some(route) = &outcome.route {
+            ctx.pool = self.pools.get(route.upstream).cloned();
+        }
+        ctx.route = outcome.route;
+        match outcome.denial {
+            None => Ok(false),
+            Some(d) => self.refuse(session, ctx, d).await,
+        }
     }
 
     async fn upstream_peer(
@@ -227,8 +192,22 @@ impl ProxyHttp for Gateway {
         identity::strip_identity_headers(upstream_request);
         if let Some(id) = &ctx.identity {
             identity::inject_identity(upstream_request, id)?;
-            // The backend gets the verified identity, not the token.
+        }
+        // The backend gets the verified identity, not the token (unless the route asks).
+        if ctx
+            .route
+            .as_deref()
+            .is_some_and(|r| !r.auth.is_public() && !r.auth.keep_authorization)
+        {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
+        if let Some(target) = ctx.rewritten.take() {
+            // Forward exactly the path that was routed and decided on.
+            let uri = http::Uri::builder()
+                .path_and_query(target)
+                .build()
+                .map_err(|e| Error::because(InternalError, "canonical path", e))?;
+            upstream_request.set_uri(uri);
         }
         let client_ip = client_ip_of(session).map(|ip| ip.to_string());
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -342,11 +321,39 @@ impl ProxyHttp for Gateway {
             bytes_sent: session.body_bytes_sent(),
             bytes_received: session.body_bytes_read(),
             error,
+            policy_report: ctx.reported,
         });
     }
 }
 
 impl Gateway {
+    /// Answer a refusal of the engine: status, code, message and its headers.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        d: crate::policy::Denial,
+    ) -> Result<bool> {
+        let mut extra: Vec<(&'static str, String)> = Vec::new();
+        if let Some(c) = d.challenge {
+            extra.push(("www-authenticate", c));
+        }
+        if let Some(r) = d.retry_after {
+            extra.push(("retry-after", r.to_string()));
+        }
+        if let Some(a) = d.allow {
+            extra.push(("allow", a));
+        }
+        let kind = ErrorKind {
+            status: d.status,
+            code: d.code,
+            message: "",
+        };
+        ctx.error = Some(kind);
+        response::write_error_message(session, &kind, &d.message, &ctx.request_id, &extra).await?;
+        Ok(true)
+    }
+
     /// Answer with an error of the gateway's own, ending the request.
     async fn answer(
         &self,
@@ -359,47 +366,6 @@ impl Gateway {
         write_error(session, &kind, &ctx.request_id, extra).await?;
         Ok(true)
     }
-}
-
-enum BearerProblem {
-    Missing,
-    Ambiguous,
-}
-
-/// The bearer token of the request: one `Authorization` header, scheme `Bearer` in any
-/// case, one space, then the token (catalogue T1, T2, E4). Other schemes count as no token.
-fn bearer_token(headers: &http::HeaderMap) -> std::result::Result<&str, BearerProblem> {
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let value = match (values.next(), values.next()) {
-        (None, _) => return Err(BearerProblem::Missing),
-        (Some(_), Some(_)) => return Err(BearerProblem::Ambiguous),
-        (Some(v), None) => v,
-    };
-    let value = value.to_str().map_err(|_| BearerProblem::Missing)?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token),
-        _ => Err(BearerProblem::Missing),
-    }
-}
-
-/// RFC 6750 §3: no error code when no credentials were given.
-fn challenge(e: AuthError) -> (&'static str, String) {
-    let value = if e == AuthError::MissingToken {
-        r#"Bearer realm="portcullis""#.to_string()
-    } else {
-        format!(
-            r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
-            e.message()
-        )
-    };
-    ("www-authenticate", value)
-}
-
-fn count_denial(provider: &str, code: &'static str) {
-    metrics()
-        .auth_decisions
-        .with_label_values(&[provider, "deny", code])
-        .inc();
 }
 
 fn unix_now() -> u64 {

@@ -79,10 +79,10 @@ struct Body<'a> {
     request_id: &'a str,
 }
 
-pub fn json_body(kind: &ErrorKind, request_id: &str) -> Bytes {
+pub fn json_body(code: &str, message: &str, request_id: &str) -> Bytes {
     let body = Body {
-        error: kind.code,
-        message: kind.message,
+        error: code,
+        message,
         request_id,
     };
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -95,7 +95,18 @@ pub async fn write_error(
     request_id: &str,
     extra: &[(&'static str, String)],
 ) -> pingora::Result<()> {
-    let body = json_body(kind, request_id);
+    write_error_message(session, kind, kind.message, request_id, extra).await
+}
+
+/// Like `write_error`, with a message of its own (e.g. what a 403 required).
+pub async fn write_error_message(
+    session: &mut Session,
+    kind: &ErrorKind,
+    message: &str,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let body = json_body(kind.code, message, request_id);
     let mut resp = ResponseHeader::build(kind.status, Some(5 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -119,7 +130,7 @@ mod tests {
 
     #[test]
     fn body_is_the_documented_json() {
-        let b = json_body(&ROUTE_NOT_FOUND, "abc");
+        let b = json_body(ROUTE_NOT_FOUND.code, ROUTE_NOT_FOUND.message, "abc");
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["error"], "route_not_found");
         assert_eq!(v["request_id"], "abc");

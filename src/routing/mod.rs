@@ -12,7 +12,10 @@
 //! case-insensitively, without the port. When a host and path match but no route takes the
 //! method, the answer is 405 with the methods that would have matched.
 
-use crate::config::{PathMatch, RouteAuth, RouteSpec};
+pub mod canon;
+
+use crate::config::{PathMatch, RouteSpec};
+use crate::policy::Policy;
 use http::Method;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,9 @@ pub struct Route {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
-    pub auth: RouteAuth,
+    pub auth: Policy,
+    /// `portcullis_policy_decisions_total` for this route's allowed requests, resolved once.
+    pub allowed: prometheus::IntCounter,
 }
 
 impl Route {
@@ -93,7 +98,10 @@ impl RouteTable {
                     connect_timeout: s.connect_timeout,
                     read_timeout: s.read_timeout,
                     write_timeout: s.write_timeout,
-                    auth: s.auth,
+                    auth: s.auth.clone(),
+                    allowed: crate::metrics::metrics()
+                        .policy_decisions
+                        .with_label_values(&[&s.name, "allow", "ok", s.auth.mode.label()]),
                 })
             })
             .collect();
@@ -169,7 +177,7 @@ mod tests {
             connect_timeout: None,
             read_timeout: None,
             write_timeout: None,
-            auth: RouteAuth::Public,
+            auth: Policy::public(),
         }
     }
 

@@ -1,0 +1,547 @@
+//! Route policies: what a route demands of a request, and the decision for one request.
+//!
+//! A policy names the credentials a route accepts (`public`, `jwt`, `any`, `all`), what the
+//! authenticated identity must hold (roles: any of; scopes and permissions: all of; one
+//! permission per method), which client networks may call it, and whether a refusal is
+//! enforced or only reported (shadow mode). Evaluation order: network rules, credentials,
+//! then requirements; the first refusal is the answer.
+//!
+//! Nothing here knows about Pingora: `evaluate` takes plain request facts and returns a
+//! decision, so the proxy, `portcullis explain` and `portcullis stdio` share it.
+
+pub mod engine;
+pub mod networks;
+
+use crate::auth::jwt::Provider;
+use crate::auth::{AuthError, Identity};
+use networks::Cidr;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What a route requires, compiled from its `auth` section.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub credential: Credential,
+    pub require: Requirements,
+    pub networks: Option<NetworkRule>,
+    pub mode: Mode,
+    /// Forward the client's `Authorization` header (default: removed on protected routes).
+    pub keep_authorization: bool,
+}
+
+impl Policy {
+    pub fn public() -> Self {
+        Self {
+            credential: Credential::Public,
+            require: Requirements::default(),
+            networks: None,
+            mode: Mode::Enforce,
+            keep_authorization: false,
+        }
+    }
+
+    pub fn is_public(&self) -> bool {
+        matches!(self.credential, Credential::Public)
+    }
+}
+
+/// The credentials a route accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Public,
+    /// A bearer JWT from this provider (index into the providers).
+    Jwt(usize),
+    /// The first of these that the request carries and that verifies.
+    Any(Vec<Credential>),
+    /// Every one of these must verify.
+    All(Vec<Credential>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// Any one of these roles.
+    pub roles: Vec<String>,
+    /// All of these scopes.
+    pub scopes: Vec<String>,
+    /// All of these permissions.
+    pub permissions: Vec<String>,
+    /// The permission each method needs, e.g. `DELETE` -> `delete`.
+    pub method_permissions: Vec<(http::Method, String)>,
+}
+
+impl Requirements {
+    pub fn is_empty(&self) -> bool {
+        self.roles.is_empty()
+            && self.scopes.is_empty()
+            && self.permissions.is_empty()
+            && self.method_permissions.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkRule {
+    /// When not empty, the client must be in one of these.
+    pub allow: Vec<Cidr>,
+    /// The client must be in none of these.
+    pub deny: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    /// Decide, log and count, but forward anyway.
+    Report,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Report => "report",
+        }
+    }
+}
+
+/// A refusal: the status, a stable code, a message for the caller, and the headers that go
+/// with it. Nothing in it comes from the credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: Cow<'static, str>,
+    /// `WWW-Authenticate` value, when one applies.
+    pub challenge: Option<String>,
+    /// `Retry-After` seconds, for 503.
+    pub retry_after: Option<u64>,
+    /// `Allow` methods, for 405.
+    pub allow: Option<String>,
+}
+
+impl Denial {
+    fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn decision_label(&self) -> &'static str {
+        if self.status == 503 {
+            "unavailable"
+        } else {
+            "deny"
+        }
+    }
+}
+
+/// The result of evaluating a route's policy for one request.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Who the caller is, when a credential verified (also when a requirement then failed).
+    pub identity: Option<Arc<Identity>>,
+    /// Why the request is refused; `None` when it is allowed.
+    pub denial: Option<Denial>,
+}
+
+/// What `evaluate` looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub method: &'a http::Method,
+    pub headers: &'a http::HeaderMap,
+    /// The client, as decided from the peer address and trusted proxies; `None` when it
+    /// cannot be told (then any network rule refuses).
+    pub client_ip: Option<IpAddr>,
+    pub now: u64,
+    /// One more permission the caller must hold (the decision protocol's
+    /// `required_permission`).
+    pub extra_permission: Option<&'a str>,
+}
+
+/// A record of what was checked, for `portcullis explain`. Off on the hot path.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub enabled: bool,
+    pub steps: Vec<(String, String)>,
+}
+
+impl Trace {
+    pub fn on() -> Self {
+        Self {
+            enabled: true,
+            steps: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, what: impl FnOnce() -> String, outcome: impl FnOnce() -> String) {
+        if self.enabled {
+            self.steps.push((what(), outcome()));
+        }
+    }
+}
+
+const REALM: &str = "portcullis";
+
+/// Evaluate `policy` for a request.
+pub async fn evaluate(
+    policy: &Policy,
+    providers: &[Provider],
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Verdict {
+    if let Some(rule) = &policy.networks {
+        let allowed = network_allows(rule, facts.client_ip);
+        trace.note(
+            || "network rule".into(),
+            || {
+                let client = facts
+                    .client_ip
+                    .map_or("unknown".to_string(), |ip| ip.to_string());
+                format!(
+                    "client {client}: {}",
+                    if allowed { "allowed" } else { "refused" }
+                )
+            },
+        );
+        if !allowed {
+            return Verdict {
+                identity: None,
+                denial: Some(Denial::new(
+                    403,
+                    "network_denied",
+                    "Requests from this network are not allowed on this route.",
+                )),
+            };
+        }
+    }
+    let identity = match authenticate(&policy.credential, providers, facts, trace).await {
+        Ok(identity) => identity,
+        Err(denial) => {
+            return Verdict {
+                identity: None,
+                denial: Some(denial),
+            }
+        }
+    };
+    let denial = identity
+        .as_deref()
+        .and_then(|id| check_requirements(&policy.require, id, facts, trace));
+    Verdict { identity, denial }
+}
+
+fn network_allows(rule: &NetworkRule, client: Option<IpAddr>) -> bool {
+    // An address we cannot tell is refused by any rule: fail closed.
+    let Some(ip) = client else { return false };
+    if rule.deny.iter().any(|c| c.contains(ip)) {
+        return false;
+    }
+    rule.allow.is_empty() || rule.allow.iter().any(|c| c.contains(ip))
+}
+
+/// A credential's failure, with whether the request carried that credential at all.
+struct Failure {
+    denial: Denial,
+    /// Higher is more specific: a dependency outage, then a verdict on a carried
+    /// credential, then "this credential is not for this provider", then "not carried".
+    rank: u8,
+}
+
+async fn authenticate(
+    credential: &Credential,
+    providers: &[Provider],
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Result<Option<Arc<Identity>>, Denial> {
+    match credential {
+        Credential::Public => {
+            trace.note(
+                || "credential".into(),
+                || "public route: none needed".into(),
+            );
+            Ok(None)
+        }
+        _ => match Box::pin(verify_credential(credential, providers, facts, trace)).await {
+            Ok(id) => Ok(Some(id)),
+            Err(f) => Err(f.denial),
+        },
+    }
+}
+
+async fn verify_credential(
+    credential: &Credential,
+    providers: &[Provider],
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Result<Arc<Identity>, Failure> {
+    match credential {
+        Credential::Public => Err(Failure {
+            denial: Denial::new(500, "internal_error", "A public credential inside any/all."),
+            rank: 0,
+        }),
+        Credential::Jwt(i) => {
+            let Some(provider) = providers.get(*i) else {
+                return Err(Failure {
+                    denial: Denial::new(500, "internal_error", "Unknown identity provider."),
+                    rank: 0,
+                });
+            };
+            let outcome = match bearer_token(facts.headers) {
+                Ok(token) => provider.authenticate(token, facts.now).await,
+                Err(BearerProblem::Ambiguous) => {
+                    count_denial(&provider.name, "ambiguous_credentials");
+                    trace.note(
+                        || format!("jwt ({})", provider.name),
+                        || "ambiguous: more than one Authorization header".into(),
+                    );
+                    let mut d = Denial::new(
+                        400,
+                        "ambiguous_credentials",
+                        "The request carries more than one Authorization header.",
+                    );
+                    d.challenge = Some(format!(
+                        r#"Bearer realm="{REALM}", error="invalid_request""#
+                    ));
+                    return Err(Failure { denial: d, rank: 3 });
+                }
+                Err(BearerProblem::Missing) => Err(AuthError::MissingToken),
+            };
+            match outcome {
+                Ok(identity) => {
+                    provider.series.allowed.inc();
+                    trace.note(
+                        || format!("jwt ({})", provider.name),
+                        || format!("verified: subject {}", identity.subject),
+                    );
+                    Ok(identity)
+                }
+                Err(e) => {
+                    count_denial(&provider.name, e.code());
+                    trace.note(
+                        || format!("jwt ({})", provider.name),
+                        || format!("refused: {} ({})", e.code(), e.message()),
+                    );
+                    Err(jwt_failure(e, provider))
+                }
+            }
+        }
+        Credential::Any(options) => {
+            let mut best: Option<Failure> = None;
+            for option in options {
+                match Box::pin(verify_credential(option, providers, facts, trace)).await {
+                    Ok(id) => return Ok(id),
+                    Err(f) => {
+                        if best.as_ref().is_none_or(|b| f.rank > b.rank) {
+                            best = Some(f);
+                        }
+                    }
+                }
+            }
+            Err(best.unwrap_or(Failure {
+                denial: Denial::new(401, "credentials_missing", "No credential was given."),
+                rank: 0,
+            }))
+        }
+        Credential::All(parts) => {
+            let mut first: Option<Arc<Identity>> = None;
+            let mut extra: Vec<Arc<Identity>> = Vec::new();
+            for part in parts {
+                let id = Box::pin(verify_credential(part, providers, facts, trace)).await?;
+                if first.is_none() {
+                    first = Some(id);
+                } else {
+                    extra.push(id);
+                }
+            }
+            let Some(first) = first else {
+                return Err(Failure {
+                    denial: Denial::new(500, "internal_error", "An empty `all`."),
+                    rank: 0,
+                });
+            };
+            if extra.is_empty() {
+                return Ok(first);
+            }
+            // The first credential names the caller; what the others vouch for adds to what
+            // the caller may do.
+            let mut merged = (*first).clone();
+            for id in &extra {
+                for (into, from) in [
+                    (&mut merged.roles, &id.roles),
+                    (&mut merged.scopes, &id.scopes),
+                    (&mut merged.permissions, &id.permissions),
+                ] {
+                    for v in from {
+                        if !into.contains(v) {
+                            into.push(v.clone());
+                        }
+                    }
+                }
+            }
+            Ok(Arc::new(merged))
+        }
+    }
+}
+
+fn jwt_failure(e: AuthError, provider: &Provider) -> Failure {
+    if e == AuthError::KeysUnavailable {
+        let mut d = Denial::new(503, e.code(), e.message());
+        d.retry_after = Some(provider.retry_after_secs());
+        return Failure { denial: d, rank: 4 };
+    }
+    let rank = match e {
+        AuthError::MissingToken => 1,
+        AuthError::WrongIssuer | AuthError::UnknownKey => 2,
+        _ => 3,
+    };
+    let mut d = Denial::new(401, e.code(), e.message());
+    d.challenge = Some(challenge(e));
+    Failure { denial: d, rank }
+}
+
+/// RFC 6750 §3: no error code when no credentials were given.
+fn challenge(e: AuthError) -> String {
+    if e == AuthError::MissingToken {
+        format!(r#"Bearer realm="{REALM}""#)
+    } else {
+        format!(
+            r#"Bearer realm="{REALM}", error="invalid_token", error_description="{}""#,
+            e.message()
+        )
+    }
+}
+
+fn count_denial(provider: &str, code: &'static str) {
+    crate::metrics::metrics()
+        .auth_decisions
+        .with_label_values(&[provider, "deny", code])
+        .inc();
+}
+
+enum BearerProblem {
+    Missing,
+    Ambiguous,
+}
+
+/// The bearer token of the request: one `Authorization` header, scheme `Bearer` in any
+/// case, one space, then the token (catalogue T1, T2, E4). Other schemes count as no token.
+fn bearer_token(headers: &http::HeaderMap) -> Result<&str, BearerProblem> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(BearerProblem::Missing),
+        (Some(_), Some(_)) => return Err(BearerProblem::Ambiguous),
+        (Some(v), None) => v,
+    };
+    let value = value.to_str().map_err(|_| BearerProblem::Missing)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token),
+        _ => Err(BearerProblem::Missing),
+    }
+}
+
+fn list(values: &[impl AsRef<str>]) -> String {
+    let mut s = String::from("[");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(v.as_ref());
+    }
+    s.push(']');
+    s
+}
+
+fn insufficient(code: &'static str, message: String, scope: Option<&[String]>) -> Denial {
+    let mut d = Denial::new(403, code, message);
+    let scope = scope.map_or(String::new(), |s| format!(r#", scope="{}""#, s.join(" ")));
+    d.challenge = Some(format!(
+        r#"Bearer realm="{REALM}", error="insufficient_scope"{scope}"#
+    ));
+    d
+}
+
+fn check_requirements(
+    req: &Requirements,
+    id: &Identity,
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Option<Denial> {
+    if !req.roles.is_empty() {
+        let ok = req.roles.iter().any(|r| id.roles.contains(r));
+        trace.note(
+            || format!("roles: any of {}", list(&req.roles)),
+            || format!("{} (have {})", pass(ok), list(&id.roles)),
+        );
+        if !ok {
+            return Some(insufficient(
+                "insufficient_role",
+                format!(
+                    "Insufficient roles: required one of {}, have {}",
+                    list(&req.roles),
+                    list(&id.roles)
+                ),
+                None,
+            ));
+        }
+    }
+    if !req.scopes.is_empty() {
+        let ok = req.scopes.iter().all(|s| id.scopes.contains(s));
+        trace.note(
+            || format!("scopes: all of {}", list(&req.scopes)),
+            || format!("{} (have {})", pass(ok), list(&id.scopes)),
+        );
+        if !ok {
+            return Some(insufficient(
+                "insufficient_scope",
+                format!(
+                    "Insufficient scopes: required {}, have {}",
+                    list(&req.scopes),
+                    list(&id.scopes)
+                ),
+                Some(&req.scopes),
+            ));
+        }
+    }
+    let mut needed: Vec<&str> = req.permissions.iter().map(String::as_str).collect();
+    for (method, permission) in &req.method_permissions {
+        if method == facts.method && !needed.contains(&permission.as_str()) {
+            needed.push(permission);
+        }
+    }
+    if let Some(p) = facts.extra_permission {
+        if !needed.contains(&p) {
+            needed.push(p);
+        }
+    }
+    if !needed.is_empty() {
+        let ok = needed.iter().all(|p| id.permissions.iter().any(|h| h == p));
+        trace.note(
+            || format!("permissions: all of {}", list(&needed)),
+            || format!("{} (have {})", pass(ok), list(&id.permissions)),
+        );
+        if !ok {
+            return Some(insufficient(
+                "insufficient_permissions",
+                format!(
+                    "Insufficient permissions: required {}, have {}",
+                    list(&needed),
+                    list(&id.permissions)
+                ),
+                None,
+            ));
+        }
+    }
+    None
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "satisfied"
+    } else {
+        "not satisfied"
+    }
+}
+

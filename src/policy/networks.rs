@@ -1,0 +1,192 @@
+//! Client networks: CIDR blocks, and which address is the client when trusted proxies sit in
+//! front of the gateway.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An address block such as `10.0.0.0/8` or `2001:db8::/32`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("\"{s}\" is not an IP address or CIDR block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("\"{s}\": the prefix length must be 0-{max}"))?,
+        };
+        let cidr = Self { network, prefix };
+        // `10.1.2.3/8` is almost always a typo for `10.0.0.0/8` or `10.1.2.3/32`.
+        if cidr.masked(network) != network {
+            return Err(format!(
+                "\"{s}\" has host bits set; did you mean {}/{prefix}?",
+                cidr.masked(network)
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+impl Cidr {
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((bits & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((bits & mask).into())
+            }
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
+    }
+}
+
+/// The client of a request. Without trusted proxies, or when the peer is not one, it is the
+/// peer. When the peer is a trusted proxy, `X-Forwarded-For` is read from the right (the
+/// entry the nearest proxy appended) skipping trusted proxies; the first other address is
+/// the client. An entry that is not an address stops the walk: nothing left of it can be
+/// trusted, so the client is unknown (and network rules refuse).
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded_for: &http::HeaderMap,
+    trusted: &[Cidr],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return Some(peer);
+    }
+    let mut entries: Vec<&str> = Vec::new();
+    for v in forwarded_for.get_all("x-forwarded-for") {
+        let Ok(s) = v.to_str() else { return None };
+        entries.extend(s.split(',').map(str::trim));
+    }
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.parse::<IpAddr>() else {
+            return None;
+        };
+        client = ip;
+        if !trusted.iter().any(|c| c.contains(ip)) {
+            return Some(ip);
+        }
+    }
+    // Every hop is trusted: the leftmost is the best we know.
+    Some(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_contain_what_they_should() {
+        assert!(cidr("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!cidr("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(cidr("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(cidr("192.168.1.7").contains(ip("192.168.1.7")));
+        assert!(!cidr("192.168.1.7").contains(ip("192.168.1.8")));
+        assert!(cidr("2001:db8::/32").contains(ip("2001:db8:1::1")));
+        assert!(!cidr("2001:db8::/32").contains(ip("2001:db9::1")));
+        assert!(cidr("127.0.0.0/8").contains(ip("::ffff:127.0.0.1")));
+        assert!(!cidr("::/0").contains(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn bad_blocks_are_refused_with_a_reason() {
+        assert!(Cidr::from_str("10.0.0.0/33").unwrap_err().contains("0-32"));
+        assert!(Cidr::from_str("10.1.2.3/8")
+            .unwrap_err()
+            .contains("did you mean 10.0.0.0/8"));
+        assert!(Cidr::from_str("example.com").is_err());
+        assert!(Cidr::from_str("10.0.0.0/x").is_err());
+    }
+
+    fn xff(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_trusted_proxies() {
+        let trusted = [cidr("10.0.0.0/8")];
+        // A direct client cannot claim another address.
+        assert_eq!(
+            client_ip(Some(ip("203.0.113.9")), &xff(&["127.0.0.1"]), &trusted),
+            Some(ip("203.0.113.9"))
+        );
+        // Behind a trusted proxy the rightmost untrusted entry is the client; what the
+        // client itself wrote further left is ignored.
+        assert_eq!(
+            client_ip(
+                Some(ip("10.0.0.2")),
+                &xff(&["127.0.0.1, 198.51.100.7", "10.0.0.5"]),
+                &trusted
+            ),
+            Some(ip("198.51.100.7"))
+        );
+        // No trusted proxies configured: the header means nothing.
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.2")), &xff(&["198.51.100.7"]), &[]),
+            Some(ip("10.0.0.2"))
+        );
+        // Garbage in the chain: unknown, not guessed.
+        assert_eq!(
+            client_ip(
+                Some(ip("10.0.0.2")),
+                &xff(&["198.51.100.7, unknown"]),
+                &trusted
+            ),
+            None
+        );
+        // Only trusted hops: the leftmost.
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.2")), &xff(&["10.0.0.9"]), &trusted),
+            Some(ip("10.0.0.9"))
+        );
+    }
+}
