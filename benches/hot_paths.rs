@@ -63,23 +63,31 @@ fn header_hygiene(c: &mut Criterion) {
     ] {
         base.append_header(k, v).unwrap();
     }
-    c.bench_function("strip hop-by-hop + set forwarded", |b| {
-        b.iter_batched(
-            || base.clone(),
-            |mut req| {
-                portcullis::identity::strip_hop_by_hop(&mut req);
-                portcullis::identity::set_forwarded(
-                    &mut req,
-                    Some("127.0.0.1"),
-                    false,
-                    Some("api.example.com"),
-                )
-                .unwrap();
-                req
-            },
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    let namespace = portcullis::identity::IdentityNamespace::default();
+    let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    c.bench_function(
+        "strip hop-by-hop + identity namespace + set forwarded",
+        |b| {
+            b.iter_batched(
+                || base.clone(),
+                |mut req| {
+                    portcullis::identity::strip_hop_by_hop(&mut req);
+                    namespace.strip(&mut req);
+                    let xff = portcullis::policy::networks::forwarded_for(peer, &req.headers, &[]);
+                    portcullis::identity::set_forwarded(
+                        &mut req,
+                        Some(xff),
+                        Some(peer),
+                        false,
+                        Some("api.example.com"),
+                    )
+                    .unwrap();
+                    req
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
 }
 
 /// JWT verification per algorithm, cold (signature and claims every time) and cached (the
@@ -175,5 +183,66 @@ fn jwt(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, routing, request_id, header_hygiene, jwt);
+/// The whole decision for a JWT-protected route, as the proxy makes it per request:
+/// canonical path, route lookup, client address, the (cached) token, a role requirement.
+fn decision(c: &mut Criterion) {
+    use futures::executor::block_on;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use portcullis::policy::engine::{Engine, RequestFacts};
+    let dir = tempfile::tempdir().unwrap();
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let pem = dir.path().join("idp.pem");
+    std::fs::write(&pem, key.public_key_to_pem().unwrap()).unwrap();
+    let yaml = format!(
+        "listeners: [{{address: 127.0.0.1:8080}}]\nidentity_providers: {{corp: {{issuer: https://i, audiences: [api], algorithms: [RS256], keys: {{pem_file: {}}}, claims: {{roles: roles}}}}}}\nupstreams: {{a: {{backends: [127.0.0.1:9000]}}}}\nroutes:\n  - {{name: health, match: {{path: /health}}, upstream: a, auth: public}}\n  - {{name: orders, match: {{path_prefix: /api/orders}}, upstream: a, auth: {{jwt: corp, roles: [admin, user]}}}}\n",
+        pem.display()
+    );
+    let cfg = config::parse(&yaml).expect("bench config");
+    let engine = Engine {
+        routes: RouteTable::new(&cfg.routes),
+        providers: cfg.providers.clone(),
+        trusted_proxies: Vec::new(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signing =
+        jsonwebtoken::EncodingKey::from_rsa_pem(&key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let claims = serde_json::json!({
+        "iss": "https://i", "aud": "api", "sub": "bench-user", "iat": now, "exp": now + 3600,
+        "roles": ["user"],
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &signing,
+    )
+    .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", "api.example.com".parse().unwrap());
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let method = Method::GET;
+    let facts = RequestFacts {
+        method: &method,
+        host: Some("api.example.com"),
+        path: "/api/orders/42",
+        headers: &headers,
+        peer: Some("127.0.0.1".parse().unwrap()),
+        now,
+        extra_permission: None,
+    };
+    let first = block_on(engine.decide(&facts, &mut Default::default()));
+    assert!(first.denial.is_none(), "{:?}", first.denial);
+    c.bench_function("decide: JWT route, cached token, role check", |b| {
+        b.iter(|| {
+            black_box(block_on(
+                engine.decide(black_box(&facts), &mut Default::default()),
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, routing, request_id, header_hygiene, jwt, decision);
 criterion_main!(benches);

@@ -1,10 +1,15 @@
 //! Header hygiene between the client and the backend: what the gateway removes from a
 //! request before it is forwarded, the proxy headers it sets, and the identity it asserts.
 //!
-//! The gateway owns the identity namespace: `X-User-*`, `X-Auth-*`, `X-Tenant-ID` and
-//! `X-Client-ID`, in any case and with `_` or `.` in place of `-` (`x_user_id`, `X.User.ID`),
-//! however many times sent. Every such header from the client is removed on every route,
-//! public or not, before the verified identity (if any) is added.
+//! The gateway owns the identity namespace (`IdentityNamespace`): by default `X-User-*`,
+//! `X-Tenant-*`, `X-Auth-*`, `X-Client-*`, `X-Consumer-*`, `X-Identity-*`, `X-SSL-*`, the
+//! client-certificate headers (`X-Forwarded-Client-Cert`, `Client-Cert`, `Client-Cert-Chain`)
+//! and the user headers other stacks trust (`X-Forwarded-User`, `X-Remote-User`,
+//! `Remote-User`, `X-Credential-Identifier`, `X-Authenticated-Userid`), plus what the
+//! configuration adds. Names compare in any case and with any punctuation in place of `-`
+//! (`x_user_id`, `X.User.ID`, `X~User~ID`), however many times sent. Every such header from
+//! the client is removed on every route, public or not, before the verified identity (if any)
+//! is added.
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and are never forwarded:
 //! `Connection`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE`, `Trailer`,
@@ -39,39 +44,120 @@ const PROTECTED: &[&str] = &[
     "x-request-id",
 ];
 
-/// `X-User-ID`, `x_user_id`, `X.USER.ID` all normalise to `x-user-id`.
+/// `X-User-ID`, `x_user_id`, `X.USER.ID`, `X~User~ID` all normalise to `x-user-id`.
 fn normalised(b: u8) -> u8 {
-    match b {
-        b'_' | b'.' => b'-',
-        _ => b.to_ascii_lowercase(),
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
     }
+}
+
+fn normalise(name: &str) -> Vec<u8> {
+    name.bytes().map(normalised).collect()
 }
 
 fn starts_normalised(name: &[u8], prefix: &[u8]) -> bool {
     name.len() >= prefix.len() && name.iter().zip(prefix).all(|(a, p)| normalised(*a) == *p)
 }
 
-/// Whether a header name belongs to the identity namespace the gateway owns. Runs for every
-/// header of every request, so it compares in place instead of building a normalised copy.
-pub fn is_identity_header(name: &str) -> bool {
-    let n = name.as_bytes();
-    let exact = |target: &[u8]| n.len() == target.len() && starts_normalised(n, target);
-    starts_normalised(n, b"x-user-")
-        || starts_normalised(n, b"x-auth-")
-        || exact(b"x-tenant-id")
-        || exact(b"x-client-id")
+fn equals_normalised(name: &[u8], target: &[u8]) -> bool {
+    name.len() == target.len() && starts_normalised(name, target)
 }
 
-/// Remove every client-sent header of the identity namespace.
-pub fn strip_identity_headers(req: &mut RequestHeader) {
-    let forged: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| is_identity_header(k.as_str()))
-        .cloned()
-        .collect();
-    for name in &forged {
-        req.remove_header(name);
+/// Prefixes the gateway owns by default.
+const DEFAULT_PREFIXES: &[&str] = &[
+    "x-user-",
+    "x-tenant-",
+    "x-auth-",
+    "x-client-",
+    "x-consumer-",
+    "x-identity-",
+    "x-ssl-",
+];
+
+/// Single names the gateway owns by default: certificate headers and the user headers that
+/// other proxies set and backends often trust.
+const DEFAULT_NAMES: &[&str] = &[
+    "x-forwarded-client-cert",
+    "client-cert",
+    "client-cert-chain",
+    "x-forwarded-user",
+    "x-remote-user",
+    "remote-user",
+    "x-credential-identifier",
+    "x-authenticated-userid",
+];
+
+/// Headers the gateway sets from a verified identity; never let through from a client.
+pub const INJECTED: &[&str] = &[
+    "x-user-id",
+    "x-user-email",
+    "x-user-roles",
+    "x-user-permissions",
+    "x-user-scopes",
+    "x-tenant-id",
+    "x-client-id",
+    "x-auth-method",
+    "x-auth-provider",
+];
+
+/// The header names the gateway owns, compiled once.
+#[derive(Debug, Clone)]
+pub struct IdentityNamespace {
+    prefixes: Vec<Vec<u8>>,
+    names: Vec<Vec<u8>>,
+    /// Client headers inside the namespace that may pass anyway (configured).
+    allow: Vec<Vec<u8>>,
+}
+
+impl Default for IdentityNamespace {
+    fn default() -> Self {
+        Self::new(&[], &[], &[])
+    }
+}
+
+impl IdentityNamespace {
+    /// The defaults plus configured `prefixes` and `names`, minus `allow`.
+    pub fn new(prefixes: &[String], names: &[String], allow: &[String]) -> Self {
+        let mut p: Vec<Vec<u8>> = DEFAULT_PREFIXES.iter().map(|s| normalise(s)).collect();
+        p.extend(prefixes.iter().map(|s| normalise(s)));
+        let mut n: Vec<Vec<u8>> = DEFAULT_NAMES.iter().map(|s| normalise(s)).collect();
+        n.extend(names.iter().map(|s| normalise(s)));
+        Self {
+            prefixes: p,
+            names: n,
+            allow: allow.iter().map(|s| normalise(s)).collect(),
+        }
+    }
+
+    /// Whether a header name belongs to the namespace. Runs for every header of every
+    /// request, so it compares in place instead of building a normalised copy.
+    pub fn contains(&self, name: &str) -> bool {
+        let n = name.as_bytes();
+        let owned = self.prefixes.iter().any(|p| starts_normalised(n, p))
+            || self.names.iter().any(|t| equals_normalised(n, t));
+        owned && !self.allow.iter().any(|a| equals_normalised(n, a))
+    }
+
+    /// Whether `name` is one the gateway sets itself (so it can never be allowed through).
+    pub fn is_injected(name: &str) -> bool {
+        INJECTED
+            .iter()
+            .any(|t| equals_normalised(name.as_bytes(), t.as_bytes()))
+    }
+
+    /// Remove every client-sent header of the namespace.
+    pub fn strip(&self, req: &mut RequestHeader) {
+        let forged: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| self.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for name in &forged {
+            req.remove_header(name);
+        }
     }
 }
 
@@ -145,29 +231,30 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
     }
 }
 
-/// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (replacing whatever the client sent for those two).
+/// Set `X-Forwarded-For` (computed by `policy::networks::forwarded_for`), `X-Real-IP`
+/// (the client as decided), `X-Forwarded-Proto` and `X-Forwarded-Host`, replacing whatever
+/// the client sent for them; a client's `Forwarded` header (RFC 7239) is removed, since the
+/// gateway does not vouch for it.
 pub fn set_forwarded(
     req: &mut RequestHeader,
-    client_ip: Option<&str>,
+    forwarded_for: Option<String>,
+    client: Option<std::net::IpAddr>,
     https: bool,
     host: Option<&str>,
 ) -> pingora::Result<()> {
-    if let Some(ip) = client_ip {
-        // Several X-Forwarded-For headers are one comma-separated list (RFC 9110 §5.3).
-        let mut chain = String::new();
-        for v in req.headers.get_all("x-forwarded-for") {
-            if let Ok(s) = v.to_str() {
-                let s = s.trim();
-                if !s.is_empty() {
-                    chain.push_str(s);
-                    chain.push_str(", ");
-                }
-            }
+    match forwarded_for {
+        Some(chain) => req.insert_header("x-forwarded-for", chain)?,
+        None => {
+            req.remove_header("x-forwarded-for");
         }
-        chain.push_str(ip);
-        req.insert_header("x-forwarded-for", chain)?;
     }
+    match client {
+        Some(ip) => req.insert_header("x-real-ip", ip.to_string())?,
+        None => {
+            req.remove_header("x-real-ip");
+        }
+    }
+    req.remove_header("forwarded");
     req.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
     match host {
         Some(h) => req.insert_header("x-forwarded-host", h.to_string())?,
@@ -225,10 +312,39 @@ mod tests {
             ("X-Userland", "kept"),
             ("X-Request-ID", "kept"),
         ]);
-        strip_identity_headers(&mut r);
+        IdentityNamespace::default().strip(&mut r);
         let mut left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
         left.sort();
         assert_eq!(left, ["x-request-id", "x-userland"]);
+    }
+
+    #[test]
+    fn the_namespace_is_configurable_but_never_lets_injected_names_through() {
+        let ns = IdentityNamespace::new(
+            &["X-Gw-".into()],
+            &["X-Employee".into()],
+            &["X-Client-Version".into()],
+        );
+        for owned in [
+            "x-gw-route",
+            "X_Employee",
+            "x~user~id",
+            "X+User+ID",
+            "X!Tenant!Region",
+            "x-ssl-client-dn",
+            "Client-Cert",
+            "X-Forwarded-Client-Cert",
+            "remote_user",
+            "x-consumer-username",
+            "X-Identity-Assertion",
+        ] {
+            assert!(ns.contains(owned), "{owned}");
+        }
+        for free in ["x-client-version", "X-Employees", "x-request-id", "accept"] {
+            assert!(!ns.contains(free), "{free}");
+        }
+        assert!(IdentityNamespace::is_injected("X_User_ID"));
+        assert!(!IdentityNamespace::is_injected("X-Client-Version"));
     }
 
     #[test]
@@ -247,15 +363,27 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_appended_and_proto_host_replaced() {
+    fn forwarding_headers_are_the_gateways_not_the_clients() {
         let mut r = req(&[
             ("X-Forwarded-For", "1.1.1.1"),
             ("X-Forwarded-For", "2.2.2.2"),
             ("X-Forwarded-Proto", "https"),
+            ("X-Real-IP", "10.0.0.1"),
+            ("Forwarded", "for=10.0.0.1"),
         ]);
-        set_forwarded(&mut r, Some("127.0.0.1"), false, Some("api.example.com")).unwrap();
+        let client: std::net::IpAddr = "203.0.113.4".parse().unwrap();
+        set_forwarded(
+            &mut r,
+            Some("203.0.113.4".into()),
+            Some(client),
+            false,
+            Some("api.example.com"),
+        )
+        .unwrap();
         let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
-        assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 127.0.0.1"]);
+        assert_eq!(xff, ["203.0.113.4"]);
+        assert_eq!(r.headers["x-real-ip"], "203.0.113.4");
+        assert!(r.headers.get("forwarded").is_none());
         assert_eq!(r.headers["x-forwarded-proto"], "http");
         assert_eq!(r.headers["x-forwarded-host"], "api.example.com");
     }

@@ -11,6 +11,7 @@ mod errors;
 mod health;
 mod jwks;
 mod jwt;
+mod policy;
 mod proxying;
 mod smuggling;
 mod tls;

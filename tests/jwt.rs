@@ -2,56 +2,20 @@
 //! in front of a real origin that records what it receives.
 
 use crate::support::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
 use serde_json::json;
 
-const ISS: &str = "https://idp.test";
-const AUD: &str = "api://orders";
+const ISS: &str = SIGNING_ISS;
+const AUD: &str = SIGNING_AUD;
 
-struct Idp {
-    signing: EncodingKey,
-    public_pem: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+fn idp() -> SigningIdp {
+    SigningIdp::new()
 }
 
-fn idp() -> Idp {
-    let dir = tempfile::tempdir().unwrap();
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let public_pem = dir.path().join("idp.pem");
-    std::fs::write(&public_pem, key.public_key_to_pem().unwrap()).unwrap();
-    let signing = EncodingKey::from_rsa_pem(&key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    Idp {
-        signing,
-        public_pem,
-        _dir: dir,
-    }
+trait OrdersGateway {
+    fn gateway(&self, echo: &Echo) -> Gateway;
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-impl Idp {
-    fn token(&self, claims: serde_json::Value) -> String {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some("k1".into());
-        encode(&header, &claims, &self.signing).unwrap()
-    }
-
-    fn good_token(&self) -> String {
-        self.token(json!({
-            "iss": ISS, "aud": AUD, "sub": "alice", "iat": now(), "exp": now() + 300,
-            "realm_access": {"roles": ["orders-admin", "user"]},
-            "scope": "orders:read orders:write",
-            "tid": "acme",
-        }))
-    }
-
+impl OrdersGateway for SigningIdp {
     fn gateway(&self, echo: &Echo) -> Gateway {
         Gateway::start(&format!(
             r#"identity_providers:

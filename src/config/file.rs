@@ -23,6 +23,9 @@ pub struct ConfigFile {
     /// Proxies in front of the gateway whose `X-Forwarded-For` entries are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Additions to (and exceptions from) the identity namespace the gateway owns.
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersSection,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
 }
@@ -128,6 +131,20 @@ pub struct ClaimsSection {
     /// Header name -> claim path, for anything else the backend needs.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersSection {
+    /// More prefixes the gateway owns, e.g. `X-Gw-`.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// More single header names the gateway owns.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Client headers inside the namespace that may pass (never the ones the gateway sets).
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// `auth: public`, or a policy: credentials, requirements, networks, mode.

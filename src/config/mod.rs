@@ -62,6 +62,8 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// Proxies whose `X-Forwarded-For` entries are believed when they are the peer.
     pub trusted_proxies: Vec<crate::policy::networks::Cidr>,
+    /// The header names the gateway owns.
+    pub identity_namespace: crate::identity::IdentityNamespace,
 }
 
 pub use crate::policy::Policy;
@@ -285,6 +287,32 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         }
     }
 
+    let ih = &file.identity_headers;
+    for (key, list) in [
+        ("prefixes", &ih.prefixes),
+        ("names", &ih.names),
+        ("allow", &ih.allow),
+    ] {
+        for (i, name) in list.iter().enumerate() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() || name.len() < 3 {
+                problem(
+                    format!("identity_headers.{key}[{i}]"),
+                    format!("\"{name}\" is not a header name (or prefix)"),
+                );
+            }
+        }
+    }
+    for (i, name) in ih.allow.iter().enumerate() {
+        if crate::identity::IdentityNamespace::is_injected(name) {
+            problem(
+                format!("identity_headers.allow[{i}]"),
+                format!("{name} is set by the gateway from the verified identity; a client's copy is never forwarded"),
+            );
+        }
+    }
+    let identity_namespace =
+        crate::identity::IdentityNamespace::new(&ih.prefixes, &ih.names, &ih.allow);
+
     let mut providers = Vec::new();
     let mut provider_index = BTreeMap::new();
     for (name, p) in &file.identity_providers {
@@ -295,7 +323,9 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
                 "names use only letters, digits, `-` and `_`".into(),
             );
         }
-        if let Some(provider) = providers::compile(name, p, &at, base, &mut problem) {
+        if let Some(provider) =
+            providers::compile(name, p, &at, base, &identity_namespace, &mut problem)
+        {
             provider_index.insert(name.clone(), providers.len());
             providers.push(provider);
         }
@@ -474,6 +504,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             upstreams,
             routes,
             trusted_proxies,
+            identity_namespace,
         }),
         None => Err(Problems(vec![Problem {
             path: "admin.address".into(),

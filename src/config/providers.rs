@@ -19,6 +19,7 @@ pub(super) fn compile(
     p: &ProviderSection,
     at: &str,
     base: &std::path::Path,
+    namespace: &crate::identity::IdentityNamespace,
     problem: &mut impl FnMut(String, String),
 ) -> Option<Provider> {
     let mut ok = true;
@@ -95,7 +96,7 @@ pub(super) fn compile(
     } else {
         load_keys(p, &algorithms, at, base, &mut fail).map(|k| KeySource::Static(Arc::new(k)))
     };
-    let claims = claim_map(&p.claims, &format!("{at}.claims"), &mut fail);
+    let claims = claim_map(&p.claims, &format!("{at}.claims"), namespace, &mut fail);
     match (ok, keys, claims) {
         (true, Some(keys), Some(claims)) => Some(Provider {
             name: name.to_string(),
@@ -284,13 +285,14 @@ fn remote_keys(
 fn claim_map(
     c: &ClaimsSection,
     at: &str,
+    namespace: &crate::identity::IdentityNamespace,
     fail: &mut impl FnMut(String, String) -> bool,
 ) -> Option<ClaimMap> {
     let mut ok = true;
     let mut headers = Vec::new();
     for (name, path) in &c.headers {
         match http::HeaderName::from_bytes(name.as_bytes()) {
-            Ok(h) if crate::identity::is_identity_header(h.as_str()) => headers.push((h, path.clone())),
+            Ok(h) if namespace.contains(h.as_str()) => headers.push((h, path.clone())),
             Ok(_) => {
                 ok &= fail(
                     format!("{at}.headers.{name}"),

@@ -86,6 +86,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
             providers: config.providers.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
         },
+        namespace: config.identity_namespace.clone(),
         pools: pools.clone(),
         access_log,
     };

@@ -8,7 +8,7 @@ use crate::config::{HashKey, Timeouts};
 use crate::identity;
 use crate::metrics::{method_label, metrics, status_class};
 use crate::policy::engine::{Engine, RequestFacts};
-use crate::policy::Trace;
+use crate::policy::{networks, Trace};
 use crate::request_id;
 use crate::routing::Route;
 use crate::upstream::Pool;
@@ -21,6 +21,7 @@ use std::time::Instant;
 
 pub struct Gateway {
     pub engine: Engine,
+    pub namespace: identity::IdentityNamespace,
     pub pools: Vec<Arc<Pool>>,
     pub access_log: Option<AccessLog>,
 }
@@ -41,6 +42,8 @@ pub struct RequestCtx {
     rewritten: Option<String>,
     /// A report-mode policy would have refused with this code; the request was forwarded.
     reported: Option<&'static str>,
+    /// The client, as decided from the peer and trusted proxies.
+    client_ip: Option<IpAddr>,
 }
 
 #[async_trait]
@@ -58,6 +61,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             rewritten: None,
             reported: None,
+            client_ip: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.reported = outcome.reported.as_ref().map(|d| d.code);
+        ctx.client_ip = outcome.client_ip;
         ctx.identity = outcome.identity;
         if let Some(route) = &outcome.route {
             ctx.pool = self.pools.get(route.upstream).cloned();
@@ -189,7 +194,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         identity::strip_hop_by_hop(upstream_request);
-        identity::strip_identity_headers(upstream_request);
+        self.namespace.strip(upstream_request);
         if let Some(id) = &ctx.identity {
             identity::inject_identity(upstream_request, id)?;
         }
@@ -209,7 +214,13 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(InternalError, "canonical path", e))?;
             upstream_request.set_uri(uri);
         }
-        let client_ip = client_ip_of(session).map(|ip| ip.to_string());
+        let forwarded_for = client_ip_of(session).map(|peer| {
+            networks::forwarded_for(
+                peer,
+                &session.req_header().headers,
+                &self.engine.trusted_proxies,
+            )
+        });
         let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         // HTTP/2 carries the host in :authority rather than a Host header.
@@ -218,7 +229,7 @@ impl ProxyHttp for Gateway {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()));
-        identity::set_forwarded(upstream_request, client_ip.as_deref(), https, host)?;
+        identity::set_forwarded(upstream_request, forwarded_for, ctx.client_ip, https, host)?;
         upstream_request.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         Ok(())
     }

@@ -246,7 +246,8 @@ fn network_allows(rule: &NetworkRule, client: Option<IpAddr>) -> bool {
 struct Failure {
     denial: Denial,
     /// Higher is more specific: a dependency outage, then a verdict on a carried
-    /// credential, then "this credential is not for this provider", then "not carried".
+    /// credential (expired, wrong audience, ...), then "this credential is not this
+    /// provider's" (issuer, key, signature), then "not carried".
     rank: u8,
 }
 
@@ -394,7 +395,8 @@ fn jwt_failure(e: AuthError, provider: &Provider) -> Failure {
     }
     let rank = match e {
         AuthError::MissingToken => 1,
-        AuthError::WrongIssuer | AuthError::UnknownKey => 2,
+        // What another provider's token looks like to this one: not a verdict on the token.
+        AuthError::WrongIssuer | AuthError::UnknownKey | AuthError::BadSignature => 2,
         _ => 3,
     };
     let mut d = Denial::new(401, e.code(), e.message());
@@ -544,4 +546,3 @@ fn pass(ok: bool) -> &'static str {
         "not satisfied"
     }
 }
-

@@ -108,6 +108,38 @@ pub fn client_ip(
     Some(client)
 }
 
+/// The `X-Forwarded-For` value to send upstream: the part of the received chain that trusted
+/// proxies vouch for (from the client rightwards), then the peer. Entries a client wrote
+/// itself are dropped, so a backend reading the header never sees a forged address.
+pub fn forwarded_for(peer: IpAddr, received: &http::HeaderMap, trusted: &[Cidr]) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    if trusted.iter().any(|c| c.contains(peer)) {
+        let mut entries: Vec<&str> = Vec::new();
+        for v in received.get_all("x-forwarded-for") {
+            if let Ok(s) = v.to_str() {
+                entries.extend(s.split(',').map(str::trim).filter(|e| !e.is_empty()));
+            }
+        }
+        for entry in entries.iter().rev() {
+            let Ok(ip) = entry.parse::<IpAddr>() else {
+                break;
+            };
+            kept.push(entry);
+            if !trusted.iter().any(|c| c.contains(ip)) {
+                break;
+            }
+        }
+        kept.reverse();
+    }
+    let mut out = String::new();
+    for e in kept {
+        out.push_str(e);
+        out.push_str(", ");
+    }
+    out.push_str(&peer.to_string());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +214,19 @@ mod tests {
                 &trusted
             ),
             None
+        );
+        // What goes upstream: only the vouched-for part of the chain, then the peer.
+        assert_eq!(
+            forwarded_for(
+                ip("10.0.0.2"),
+                &xff(&["127.0.0.1, 198.51.100.7", "10.0.0.5"]),
+                &trusted
+            ),
+            "198.51.100.7, 10.0.0.5, 10.0.0.2"
+        );
+        assert_eq!(
+            forwarded_for(ip("203.0.113.9"), &xff(&["127.0.0.1"]), &trusted),
+            "203.0.113.9"
         );
         // Only trusted hops: the leftmost.
         assert_eq!(

@@ -606,3 +606,79 @@ impl Drop for TestIdp {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+pub const SIGNING_ISS: &str = "https://idp.test";
+pub const SIGNING_AUD: &str = "api://orders";
+
+/// An identity provider that signs RS256 tokens with a fresh key whose public half is a PEM
+/// file the gateway's provider points at (`kid: k1`).
+pub struct SigningIdp {
+    pub signing: jsonwebtoken::EncodingKey,
+    pub public_pem: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl SigningIdp {
+    pub fn new() -> Self {
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        let dir = tempfile::tempdir().unwrap();
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let public_pem = dir.path().join("idp.pem");
+        std::fs::write(&public_pem, key.public_key_to_pem().unwrap()).unwrap();
+        let signing =
+            jsonwebtoken::EncodingKey::from_rsa_pem(&key.private_key_to_pem_pkcs8().unwrap())
+                .unwrap();
+        Self {
+            signing,
+            public_pem,
+            _dir: dir,
+        }
+    }
+
+    pub fn token(&self, claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &self.signing).unwrap()
+    }
+
+    pub fn good_token(&self) -> String {
+        self.token(serde_json::json!({
+            "iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": "alice", "iat": now(), "exp": now() + 300,
+            "realm_access": {"roles": ["orders-admin", "user"]},
+            "scope": "orders:read orders:write",
+            "tid": "acme",
+        }))
+    }
+
+    /// A token for `sub` with these roles, scopes (space-joined) and permissions.
+    pub fn token_for(
+        &self,
+        sub: &str,
+        roles: &[&str],
+        scopes: &[&str],
+        permissions: &[&str],
+    ) -> String {
+        self.token(serde_json::json!({
+            "iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": sub, "iat": now(), "exp": now() + 300,
+            "realm_access": {"roles": roles},
+            "scope": scopes.join(" "),
+            "permissions": permissions,
+        }))
+    }
+
+    /// The `identity_providers:` section for this IdP as provider `name`.
+    pub fn provider_yaml(&self, name: &str) -> String {
+        format!(
+            "identity_providers:\n  {name}:\n    issuer: {SIGNING_ISS}\n    audiences: [{SIGNING_AUD}]\n    algorithms: [RS256]\n    keys:\n      pem_file: {}\n      kid: k1\n    claims:\n      roles: realm_access.roles\n      permissions: permissions\n      tenant: tid\n",
+            self.public_pem.display()
+        )
+    }
+}

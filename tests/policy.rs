@@ -1,0 +1,397 @@
+//! Route policies end to end: the policy matrix (public, jwt, any/all, roles, scopes,
+//! permissions, per-method permissions, networks with and without trusted proxies, report
+//! mode), through the real gateway to an echo origin that shows what arrived.
+
+use crate::support::*;
+use serde_json::json;
+
+struct World {
+    corp: SigningIdp,
+    partner: SigningIdp,
+    echo: Echo,
+    gw: Gateway,
+}
+
+fn world(trusted_proxies: &str) -> World {
+    let corp = SigningIdp::new();
+    let partner = SigningIdp::new();
+    let echo = Echo::start();
+    // `strict` is corp's key with a one-minute cap on token lifetime, for `all`.
+    let strict = corp
+        .provider_yaml("strict")
+        .replace("identity_providers:\n", "")
+        .replace("    claims:", "    max_token_age: 1m\n    claims:");
+    let partner_yaml = partner
+        .provider_yaml("partner")
+        .replace("identity_providers:\n", "");
+    let gw = Gateway::start(&format!(
+        r#"{corp}{strict}{partner_yaml}{trusted_proxies}upstreams:
+  echo:
+    backends: ["{origin}"]
+routes:
+  - name: health
+    match: {{ path: /health }}
+    upstream: echo
+    auth: public
+  - name: admin
+    match: {{ path_prefix: /api/admin }}
+    upstream: echo
+    auth: {{ jwt: corp, roles: [admin, ops] }}
+  - name: reports
+    match: {{ path_prefix: /api/reports }}
+    upstream: echo
+    auth: {{ jwt: corp, scopes: ["reports:read", "reports:export"] }}
+  - name: docs
+    match: {{ path_prefix: /api/docs }}
+    upstream: echo
+    auth:
+      jwt: corp
+      method_permissions: {{ GET: read, POST: write, DELETE: delete }}
+  - name: billing
+    match: {{ path_prefix: /api/billing }}
+    upstream: echo
+    auth: {{ jwt: corp, permissions: [billing, read] }}
+  - name: internal
+    match: {{ path_prefix: /internal }}
+    upstream: echo
+    auth: {{ public: true, networks: {{ allow: [10.0.0.0/8] }} }}
+  - name: local
+    match: {{ path_prefix: /local }}
+    upstream: echo
+    auth: {{ jwt: corp, networks: {{ allow: [127.0.0.0/8], deny: [10.9.0.0/16] }} }}
+  - name: beta
+    match: {{ path_prefix: /api/beta }}
+    upstream: echo
+    auth: {{ jwt: corp, roles: [beta], mode: report }}
+  - name: either
+    match: {{ path_prefix: /api/either }}
+    upstream: echo
+    auth: {{ any: [{{ jwt: corp }}, {{ jwt: partner }}] }}
+  - name: both
+    match: {{ path_prefix: /api/both }}
+    upstream: echo
+    auth: {{ all: [{{ jwt: corp }}, {{ jwt: strict }}] }}
+  - name: keep
+    match: {{ path_prefix: /api/keep }}
+    upstream: echo
+    auth: {{ jwt: corp, keep_authorization: true }}
+"#,
+        corp = corp.provider_yaml("corp"),
+        origin = echo.addr
+    ));
+    World {
+        corp,
+        partner,
+        echo,
+        gw,
+    }
+}
+
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+    challenge: Option<String>,
+    echoed: Option<Echoed>,
+}
+
+fn send(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = client().request(method.parse().unwrap(), gw.url(path));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = resp.text().unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or(json!(null));
+    let echoed = (status == 200).then(|| serde_json::from_str(&text).unwrap());
+    Answer {
+        status,
+        body,
+        challenge,
+        echoed,
+    }
+}
+
+fn get(w: &World, path: &str, token: Option<&str>) -> Answer {
+    send(&w.gw, "GET", path, token, &[])
+}
+
+#[test]
+fn roles_need_any_one_of_the_listed() {
+    let w = world("");
+    let ops = w.corp.token_for("olga", &["ops"], &[], &[]);
+    let a = get(&w, "/api/admin/users", Some(&ops));
+    assert_eq!(a.status, 200);
+    let e = a.echoed.unwrap();
+    assert_eq!(e.header("x-user-id"), Some("olga"));
+    assert_eq!(e.header("x-user-roles"), Some("ops"));
+    assert_eq!(e.header("authorization"), None);
+
+    let user = w.corp.token_for("ursula", &["user", "viewer"], &[], &[]);
+    let a = get(&w, "/api/admin/users", Some(&user));
+    assert_eq!(a.status, 403);
+    assert_eq!(a.body["error"], "insufficient_role");
+    assert_eq!(
+        a.body["message"],
+        "Insufficient roles: required one of [admin, ops], have [user, viewer]"
+    );
+    assert_eq!(
+        a.challenge.as_deref(),
+        Some(r#"Bearer realm="portcullis", error="insufficient_scope""#)
+    );
+    // No credential at all is 401, not 403.
+    let a = get(&w, "/api/admin/users", None);
+    assert_eq!(a.status, 401);
+    assert_eq!(a.body["error"], "token_missing");
+    assert_eq!(a.challenge.as_deref(), Some(r#"Bearer realm="portcullis""#));
+    assert_eq!(w.echo.received().len(), 1);
+}
+
+#[test]
+fn scopes_and_permissions_need_all_of_the_listed() {
+    let w = world("");
+    let both = w
+        .corp
+        .token_for("sam", &[], &["reports:read", "reports:export"], &[]);
+    assert_eq!(get(&w, "/api/reports/q3", Some(&both)).status, 200);
+    let one = w.corp.token_for("sam", &[], &["reports:read"], &[]);
+    let a = get(&w, "/api/reports/q3", Some(&one));
+    assert_eq!(a.status, 403);
+    assert_eq!(a.body["error"], "insufficient_scope");
+    assert_eq!(
+        a.body["message"],
+        "Insufficient scopes: required [reports:read, reports:export], have [reports:read]"
+    );
+    assert_eq!(
+        a.challenge.as_deref(),
+        Some(
+            r#"Bearer realm="portcullis", error="insufficient_scope", scope="reports:read reports:export""#
+        )
+    );
+
+    let payer = w.corp.token_for("pat", &[], &[], &["billing", "read"]);
+    assert_eq!(get(&w, "/api/billing/1", Some(&payer)).status, 200);
+    let reader = w.corp.token_for("pat", &[], &[], &["read"]);
+    let a = get(&w, "/api/billing/1", Some(&reader));
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        a.body["message"],
+        "Insufficient permissions: required [billing, read], have [read]"
+    );
+}
+
+#[test]
+fn each_method_needs_its_own_permission() {
+    let w = world("");
+    let reader = w.corp.token_for("rita", &[], &[], &["read"]);
+    let writer = w.corp.token_for("will", &[], &[], &["read", "write"]);
+    let cases = [
+        ("GET", &reader, 200),
+        ("POST", &reader, 403),
+        ("DELETE", &reader, 403),
+        ("POST", &writer, 200),
+        ("DELETE", &writer, 403),
+        // A method without a listed permission needs only the credential.
+        ("PUT", &reader, 200),
+    ];
+    for (method, token, status) in cases {
+        let a = send(&w.gw, method, "/api/docs/7", Some(token), &[]);
+        assert_eq!(a.status, status, "{method}");
+    }
+    let a = send(&w.gw, "DELETE", "/api/docs/7", Some(&reader), &[]);
+    assert_eq!(a.body["error"], "insufficient_permissions");
+    assert_eq!(
+        a.body["message"],
+        "Insufficient permissions: required [delete], have [read]"
+    );
+    let m = w.gw.metrics();
+    assert!(
+        m.contains(r#"portcullis_policy_decisions_total{decision="deny",mode="enforce",reason="insufficient_permissions",route="docs"} 4"#),
+        "{m}"
+    );
+    assert!(m.contains(
+        r#"portcullis_policy_decisions_total{decision="allow",mode="enforce",reason="ok",route="docs"} 3"#
+    ));
+}
+
+#[test]
+fn any_takes_the_first_credential_that_verifies_and_reports_the_most_specific_failure() {
+    let w = world("");
+    let from_partner = w.partner.token_for("pia", &[], &[], &[]);
+    let a = get(&w, "/api/either/1", Some(&from_partner));
+    assert_eq!(a.status, 200);
+    assert_eq!(a.echoed.unwrap().header("x-auth-provider"), Some("partner"));
+    let from_corp = w.corp.token_for("cora", &[], &[], &[]);
+    let a = get(&w, "/api/either/1", Some(&from_corp));
+    assert_eq!(a.echoed.unwrap().header("x-auth-provider"), Some("corp"));
+
+    // Expired at its own provider: "expired" is more telling than the other provider's
+    // "bad signature".
+    let expired = w.partner.token(json!({
+        "iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": "pia", "exp": now() - 120
+    }));
+    let a = get(&w, "/api/either/1", Some(&expired));
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (401, Some("token_expired"))
+    );
+    let a = get(&w, "/api/either/1", None);
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (401, Some("token_missing"))
+    );
+}
+
+#[test]
+fn all_needs_every_credential_to_verify() {
+    let w = world("");
+    // Five minutes of lifetime: fine for corp, too long for strict.
+    let long = w.corp.token_for("lena", &[], &[], &[]);
+    let a = get(&w, "/api/both/1", Some(&long));
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (401, Some("token_too_old"))
+    );
+    let short = w.corp.token(json!({
+        "iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": "lena", "iat": now(), "exp": now() + 30
+    }));
+    let a = get(&w, "/api/both/1", Some(&short));
+    assert_eq!(a.status, 200);
+    assert_eq!(a.echoed.unwrap().header("x-user-id"), Some("lena"));
+}
+
+#[test]
+fn networks_use_the_peer_unless_a_trusted_proxy_forwarded_the_request() {
+    // No trusted proxies: X-Forwarded-For is the client's own claim and means nothing.
+    let w = world("");
+    let a = send(
+        &w.gw,
+        "GET",
+        "/internal/x",
+        None,
+        &[("X-Forwarded-For", "10.1.2.3")],
+    );
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (403, Some("network_denied"))
+    );
+    assert_eq!(a.challenge, None);
+    let token = w.corp.token_for("lou", &[], &[], &[]);
+    assert_eq!(get(&w, "/local/x", Some(&token)).status, 200);
+    // Network rules come first: a refused network gets 403 even without a credential.
+    let a = send(&w.gw, "GET", "/internal/x", None, &[]);
+    assert_eq!(a.status, 403);
+
+    // The test client (127.0.0.1) as a trusted proxy: the rightmost untrusted entry is the
+    // client; entries to its left are whatever the client wrote.
+    let w = world("trusted_proxies: [127.0.0.1/32]\n");
+    let a = send(
+        &w.gw,
+        "GET",
+        "/internal/x",
+        None,
+        &[("X-Forwarded-For", "10.1.2.3")],
+    );
+    assert_eq!(a.status, 200);
+    let e = a.echoed.unwrap();
+    assert_eq!(e.header("x-real-ip"), Some("10.1.2.3"));
+    assert_eq!(e.header("x-forwarded-for"), Some("10.1.2.3, 127.0.0.1"));
+    let a = send(
+        &w.gw,
+        "GET",
+        "/internal/x",
+        None,
+        &[("X-Forwarded-For", "10.1.2.3, 198.51.100.7")],
+    );
+    assert_eq!(a.status, 403, "the client is 198.51.100.7, not 10.1.2.3");
+    // A deny block wins over the allow block.
+    let a = send(
+        &w.gw,
+        "GET",
+        "/local/x",
+        Some(&token),
+        &[("X-Forwarded-For", "10.9.8.7")],
+    );
+    assert_eq!(a.status, 403);
+    // An address that is not one: unknown client, refused rather than guessed.
+    let a = send(
+        &w.gw,
+        "GET",
+        "/internal/x",
+        None,
+        &[("X-Forwarded-For", "10.1.2.3, junk")],
+    );
+    assert_eq!(a.status, 403);
+}
+
+#[test]
+fn report_mode_forwards_and_counts_what_it_would_refuse() {
+    let w = world("");
+    let outsider = w.corp.token_for("otto", &["user"], &[], &[]);
+    let a = get(&w, "/api/beta/feature", Some(&outsider));
+    assert_eq!(a.status, 200, "report mode never blocks");
+    let e = a.echoed.unwrap();
+    assert_eq!(
+        e.header("x-user-id"),
+        Some("otto"),
+        "the verified identity still goes"
+    );
+    // Without a credential it is forwarded too, with no identity and nothing forged.
+    let a = send(
+        &w.gw,
+        "GET",
+        "/api/beta/feature",
+        None,
+        &[("X-User-ID", "admin")],
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(a.echoed.unwrap().header("x-user-id"), None);
+
+    let m = w.gw.metrics();
+    for reason in ["insufficient_role", "token_missing"] {
+        let series = format!(
+            r#"portcullis_policy_decisions_total{{decision="deny",mode="report",reason="{reason}",route="beta"}} 1"#
+        );
+        assert!(m.contains(&series), "{series} in {m}");
+    }
+    assert!(w.gw.eventually(std::time::Duration::from_secs(5), || w
+        .gw
+        .access_log()
+        .contains(r#""policy_report":"insufficient_role""#)));
+}
+
+#[test]
+fn authorization_is_removed_unless_the_route_keeps_it_and_public_routes_pass_it() {
+    let w = world("");
+    let token = w.corp.token_for("kim", &[], &[], &[]);
+    let kept = get(&w, "/api/keep/1", Some(&token)).echoed.unwrap();
+    assert_eq!(
+        kept.header("authorization").map(|v| v.to_string()),
+        Some(format!("Bearer {token}"))
+    );
+    assert_eq!(kept.header("x-user-id"), Some("kim"));
+    let public = send(
+        &w.gw,
+        "GET",
+        "/health",
+        None,
+        &[("Authorization", "Basic eDp5")],
+    );
+    assert_eq!(
+        public.echoed.unwrap().header("authorization"),
+        Some("Basic eDp5")
+    );
+}
