@@ -5,6 +5,7 @@
 //! `gateway` is the only module that touches Pingora's proxy hooks.
 
 pub mod access_log;
+pub mod assertion;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -126,11 +126,11 @@ fn slow_upstream_gives_504() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
-/// Security catalogue: two Host headers are ambiguous (which one did the policy see?).
+/// Security catalogue H19: two Host headers are ambiguous (which one did the policy see?).
 /// Pingora's HTTP/1 parser rejects them before any hook runs, with a bare 400 and a closed
 /// connection; nothing is forwarded.
 #[test]
-fn ambiguous_host_is_rejected() {
+fn h19_two_host_headers_are_rejected() {
     let echo = Echo::start();
     let gw = Gateway::start(&pass_through(echo.addr));
     // No `Connection: close`: the gateway must close the connection by itself.

@@ -318,6 +318,34 @@ pub struct UpstreamSection {
     /// Further attempts on other healthy backends after a connection failure.
     pub retries: Option<usize>,
     pub tls: Option<UpstreamTls>,
+    /// Attach a gateway-signed JWT with the verified identity to each request.
+    pub identity_assertion: Option<AssertionSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionSection {
+    /// PEM private key: Ed25519 (EdDSA) or P-256 (ES256).
+    pub key_file: String,
+    pub kid: String,
+    /// Header that carries the assertion (default `X-Identity-Assertion`).
+    pub header: Option<String>,
+    /// `iss` of the assertion (default `portcullis`).
+    pub issuer: Option<String>,
+    /// `aud` of the assertion (default: the upstream's name).
+    pub audience: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// Keys being rotated out: published in the JWKS, never used to sign.
+    #[serde(default)]
+    pub previous_keys: Vec<PreviousKeySection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKeySection {
+    pub kid: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Deserialize)]

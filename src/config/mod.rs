@@ -95,6 +95,14 @@ pub struct UpstreamSpec {
     pub timeouts: Timeouts,
     pub retries: usize,
     pub tls: Option<TlsSpec>,
+    pub assertion: Option<std::sync::Arc<Assertion>>,
+}
+
+/// A pool's identity assertion: the signer and the header it goes in.
+#[derive(Debug)]
+pub struct Assertion {
+    pub signer: crate::assertion::AssertionSigner,
+    pub header: http::HeaderName,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,8 +318,28 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             );
         }
     }
+    // A custom assertion header is the gateway's too: a client's copy never passes.
+    let mut owned_names = ih.names.clone();
+    for u in &upstreams {
+        if let Some(a) = &u.assertion {
+            owned_names.push(a.header.as_str().to_string());
+            if ih
+                .allow
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(a.header.as_str()))
+            {
+                problem(
+                    "identity_headers.allow".into(),
+                    format!(
+                        "{} carries upstream {}'s identity assertion",
+                        a.header, u.name
+                    ),
+                );
+            }
+        }
+    }
     let identity_namespace =
-        crate::identity::IdentityNamespace::new(&ih.prefixes, &ih.names, &ih.allow);
+        crate::identity::IdentityNamespace::new(&ih.prefixes, &owned_names, &ih.allow);
 
     let mut providers = Vec::new();
     let mut provider_index = BTreeMap::new();
@@ -778,6 +806,11 @@ fn compile_upstream(
             ca,
         }
     });
+    let assertion = u.identity_assertion.as_ref().and_then(|a| {
+        let loaded = assertion(name, a, &format!("{at}.identity_assertion"), base, problem);
+        ok &= loaded.is_some();
+        loaded
+    });
     ok.then(|| UpstreamSpec {
         name: name.to_string(),
         backends,
@@ -787,7 +820,53 @@ fn compile_upstream(
         timeouts,
         retries,
         tls,
+        assertion,
     })
+}
+
+/// Default header of the identity assertion (inside the `X-Identity-*` namespace).
+pub const ASSERTION_HEADER: &str = "x-identity-assertion";
+
+fn assertion(
+    upstream: &str,
+    a: &file::AssertionSection,
+    at: &str,
+    base: &Path,
+    problem: &mut impl FnMut(String, String),
+) -> Option<std::sync::Arc<Assertion>> {
+    let header = match http::HeaderName::from_bytes(
+        a.header.as_deref().unwrap_or(ASSERTION_HEADER).as_bytes(),
+    ) {
+        Ok(h) => h,
+        Err(_) => {
+            problem(format!("{at}.header"), "not a header name".into());
+            return None;
+        }
+    };
+    let ttl = a.ttl.unwrap_or(crate::assertion::DEFAULT_TTL);
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
+        problem(format!("{at}.ttl"), "between 1s and 1h".into());
+        return None;
+    }
+    let settings = crate::assertion::AssertionSettings {
+        key_file: resolve_path(base, &a.key_file).into(),
+        kid: a.kid.clone(),
+        issuer: a.issuer.clone().unwrap_or_else(|| "portcullis".into()),
+        audience: Some(a.audience.clone().unwrap_or_else(|| upstream.to_string())),
+        ttl,
+        previous_public_keys: a
+            .previous_keys
+            .iter()
+            .map(|k| (k.kid.clone(), resolve_path(base, &k.key_file).into()))
+            .collect(),
+    };
+    match crate::assertion::AssertionSigner::load(&settings) {
+        Ok(signer) => Some(std::sync::Arc::new(Assertion { signer, header })),
+        Err(e) => {
+            problem(at.to_string(), e);
+            None
+        }
+    }
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {

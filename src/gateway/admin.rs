@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/health/live`, `/health/ready`. It is a separate service
+//! The admin listener: `/metrics`, `/health/live`, `/health/ready`, and the public keys of the
+//! gateway's identity assertions at `/.well-known/jwks.json`. It is a separate service
 //! on its own address (default `127.0.0.1:9901`) and is never reachable through the public
 //! listeners.
 //!
@@ -18,6 +19,9 @@ use std::sync::Arc;
 
 pub struct AdminApp {
     pub pools: Vec<Arc<Pool>>,
+    /// The gateway's identity-assertion keys (public parts), served at
+    /// `/.well-known/jwks.json`; built once.
+    pub assertion_jwks: Vec<u8>,
     pub remote_keys: Vec<Arc<crate::auth::jwks::RemoteKeys>>,
 }
 
@@ -112,11 +116,31 @@ impl ServeHttp for AdminApp {
                 )
             }
             "/health/live" => json_response(StatusCode::OK, json!({"status": "live"})),
+            "/.well-known/jwks.json" => respond(
+                StatusCode::OK,
+                "application/jwk-set+json",
+                self.assertion_jwks.clone(),
+            ),
             "/health/ready" => self.ready(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": "not_found", "message": "Try /metrics, /health/live or /health/ready."}),
+                json!({"error": "not_found", "message": "Try /metrics, /health/live, /health/ready or /.well-known/jwks.json."}),
             ),
         }
     }
+}
+
+/// One JWKS with the assertion keys of every pool (a key shared by pools appears once).
+pub fn assertion_jwks(pools: &[Arc<Pool>]) -> Vec<u8> {
+    let mut keys: Vec<serde_json::Value> = Vec::new();
+    for a in pools.iter().filter_map(|p| p.assertion.as_deref()) {
+        if let Some(list) = a.signer.jwks().get("keys").and_then(|k| k.as_array()) {
+            for k in list {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&json!({ "keys": keys })).unwrap_or_default()
 }

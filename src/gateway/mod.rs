@@ -108,7 +108,11 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
 
     let mut admin = Service::new(
         "portcullis admin".to_string(),
-        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp { pools, remote_keys }),
+        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp {
+            assertion_jwks: admin::assertion_jwks(&pools),
+            pools,
+            remote_keys,
+        }),
     );
     admin.add_tcp(&config.admin_address.to_string());
     admin.threads = Some(1);

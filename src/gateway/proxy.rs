@@ -77,6 +77,17 @@ impl ProxyHttp for Gateway {
                     .await
             }
             (Some(h), None) => match h.to_str() {
+                // An absolute-form target naming another host than Host (H19, P11).
+                Ok(h)
+                    if req
+                        .uri
+                        .authority()
+                        .is_some_and(|a| !a.as_str().eq_ignore_ascii_case(h)) =>
+                {
+                    return self
+                        .answer(session, ctx, response::AMBIGUOUS_HOST, &[])
+                        .await
+                }
                 Ok(h) => Some(h),
                 Err(_) => return self.answer(session, ctx, response::BAD_REQUEST, &[]).await,
             },
@@ -89,21 +100,31 @@ impl ProxyHttp for Gateway {
                 .await;
         }
 
+        // The target exactly as sent: the URI parser would silently drop a `#...` part or
+        // take `api/admin` for something else, so the raw bytes are what get canonicalised.
+        let raw = req.raw_path();
+        let (raw_path, raw_query) = match raw.iter().position(|b| *b == b'?') {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+            None => (raw, None),
+        };
+        let Ok(path) = std::str::from_utf8(raw_path) else {
+            return self.answer(session, ctx, response::BAD_REQUEST, &[]).await;
+        };
         let facts = RequestFacts {
             method: &req.method,
             host,
-            path: req.uri.path(),
+            path,
             headers: &req.headers,
             peer: client_ip_of(session),
             now: unix_now(),
             extra_permission: None,
         };
         let outcome = self.engine.decide(&facts, &mut Trace::default()).await;
-        if let Some(path) = &outcome.path {
-            if path.as_ref() != req.uri.path() {
-                ctx.rewritten = Some(match req.uri.query() {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.to_string(),
+        if let Some(canonical) = &outcome.path {
+            if canonical.as_ref() != path {
+                ctx.rewritten = Some(match raw_query {
+                    Some(q) => format!("{canonical}?{}", String::from_utf8_lossy(q)),
+                    None => canonical.to_string(),
                 });
             }
         }
@@ -197,6 +218,23 @@ impl ProxyHttp for Gateway {
         self.namespace.strip(upstream_request);
         if let Some(id) = &ctx.identity {
             identity::inject_identity(upstream_request, id)?;
+            if let Some(a) = ctx.pool.as_deref().and_then(|p| p.assertion.as_deref()) {
+                let path = ctx
+                    .rewritten
+                    .as_deref()
+                    .unwrap_or_else(|| upstream_request.uri.path());
+                let token = a
+                    .signer
+                    .sign(
+                        id,
+                        upstream_request.method.as_str(),
+                        path,
+                        &ctx.request_id,
+                        unix_now(),
+                    )
+                    .map_err(|e| Error::explain(InternalError, e))?;
+                upstream_request.insert_header(a.header.clone(), token)?;
+            }
         }
         // The backend gets the verified identity, not the token (unless the route asks).
         if ctx

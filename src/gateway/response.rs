@@ -24,7 +24,8 @@ pub const BAD_REQUEST: ErrorKind = ErrorKind {
 pub const AMBIGUOUS_HOST: ErrorKind = ErrorKind {
     status: 400,
     code: "ambiguous_host",
-    message: "The request carries more than one Host header.",
+    message:
+        "The request names more than one host (two Host headers, or a target for another host).",
 };
 pub const INVALID_CONNECTION_HEADER: ErrorKind = ErrorKind {
     status: 400,

@@ -147,6 +147,8 @@ impl RouteTable {
 }
 
 /// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
+/// The host without its port and without a trailing dot (`API.example.com.:443` and
+/// `api.example.com` are one host; names compare case-insensitively).
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
@@ -154,10 +156,11 @@ fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.rfind(':') {
+    let name = match host.rfind(':') {
         Some(i) => &host[..i],
         None => host,
-    }
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 #[cfg(test)]

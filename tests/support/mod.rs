@@ -682,3 +682,13 @@ impl SigningIdp {
         )
     }
 }
+
+/// A gateway with `idp` as provider `corp`, one upstream `echo` (plus `upstream_extra` YAML
+/// lines under it) and `routes` (YAML list items).
+pub fn corp_gateway(idp: &SigningIdp, echo: &Echo, upstream_extra: &str, routes: &str) -> Gateway {
+    Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{origin}\"]\n{upstream_extra}routes:\n{routes}",
+        provider = idp.provider_yaml("corp"),
+        origin = echo.addr
+    ))
+}
