@@ -165,6 +165,7 @@ fn jwt(c: &mut Criterion) {
                 require_exp: true,
                 typ: None,
                 max_token_bytes: 8192,
+                key_only: false,
             },
             keys: KeySource::Static(std::sync::Arc::new(keys.clone())),
             claims: portcullis::auth::ClaimMap::default(),

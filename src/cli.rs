@@ -1,4 +1,4 @@
-//! The command line: `run` (the default), `check` and `echo`.
+//! The command line: `run` (the default), `check`, `explain`, `stdio` and `echo`.
 
 use crate::config;
 use crate::gateway::{self, RunFlags};
@@ -31,6 +31,31 @@ pub enum Command {
     Check {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         conf: PathBuf,
+    },
+    /// Show what the gateway would do with one request: canonical path, route, each
+    /// credential and requirement checked, the decision, and the exact upstream request.
+    /// Exit status 0 when it would be forwarded, 3 when refused.
+    Explain {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The client address the request comes from.
+        #[arg(long, default_value = "127.0.0.1")]
+        peer: std::net::IpAddr,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        method: String,
+        /// `/path?query` or `http://host/path?query`.
+        url: String,
+    },
+    /// Answer the JSON-lines decision protocol on stdin/stdout (see `src/stdio.rs`).
+    Stdio {
+        /// Take providers, routes and policies from this configuration instead of `init`.
+        #[arg(short, long)]
+        conf: Option<PathBuf>,
     },
     /// Run a small origin that answers every request with a JSON description of it.
     Echo {
@@ -71,6 +96,68 @@ pub fn main() -> ExitCode {
         }) => {
             init_tracing("warn");
             match crate::echo::run(&listen, threads.max(1), log.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(Command::Explain {
+            conf,
+            headers,
+            peer,
+            json,
+            method,
+            url,
+        }) => {
+            init_tracing("error");
+            let Some(config) = load_or_report(&conf) else {
+                return ExitCode::from(1);
+            };
+            let req = crate::explain::Request {
+                method,
+                url,
+                headers,
+                peer,
+            };
+            match crate::explain::explain(&config, &req) {
+                Ok(v) => {
+                    if json {
+                        println!("{v:#}");
+                    } else {
+                        print!("{}", crate::explain::render_text(&v));
+                    }
+                    if v["decision"]["forward"] == serde_json::json!(true) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(Command::Stdio { conf }) => {
+            init_tracing("error");
+            let source = match conf {
+                None => crate::stdio::Source::Key(None),
+                Some(path) => {
+                    let Some(config) = load_or_report(&path) else {
+                        return ExitCode::from(1);
+                    };
+                    match crate::stdio::source_from_config(&config) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            };
+            match crate::stdio::run(source) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

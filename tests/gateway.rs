@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod config_check;
+mod decisions;
 mod errors;
 mod headers;
 mod health;

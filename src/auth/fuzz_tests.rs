@@ -15,6 +15,7 @@ fn rules() -> ProviderRules {
         require_exp: true,
         typ: None,
         max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        key_only: false,
     }
 }
 

@@ -32,6 +32,10 @@ pub struct ProviderRules {
     /// Required `typ` header (compared case-insensitively, `application/` prefix allowed).
     pub typ: Option<String>,
     pub max_token_bytes: usize,
+    /// Trust the key alone: `iss` and `aud` are type-checked but not compared, and a token
+    /// without `sub` may name its subject in `user_id`. Only the decision protocol's `init`
+    /// (which gives nothing but a key) sets this; a configuration file never can.
+    pub key_only: bool,
 }
 
 impl ProviderRules {
@@ -560,7 +564,16 @@ pub fn verify_jws(
         Some(_) => return Err(AuthError::MalformedToken),
     };
     // `jku`, `x5u`, `jwk` and `x5c` are deliberately never read (K1-K3).
-    let key = keys.find(kid, alg.family()).ok_or(AuthError::UnknownKey)?;
+    let key = keys
+        .find(kid, alg.family())
+        // With only a key to go by (`key_only`), a `kid` is a hint the key never had.
+        .or_else(|| {
+            rules
+                .key_only
+                .then(|| keys.find(None, alg.family()))
+                .flatten()
+        })
+        .ok_or(AuthError::UnknownKey)?;
     if key.family != alg.family() || key.alg.is_some_and(|a| a != alg) {
         // e.g. an RSA key's kid under `alg: ES256`, or RS256 relabelled PS256 (K9, J12)
         return Err(AuthError::UnsupportedAlgorithm);
@@ -603,24 +616,30 @@ pub fn verify(
     };
     let expires_at = check_time_claims(&claims, rules, now)?;
     let issuer = match claims.get("iss") {
-        Some(Value::String(iss)) if *iss == rules.issuer => iss.clone(),
+        Some(Value::String(iss)) if rules.key_only || *iss == rules.issuer => iss.clone(),
+        None if rules.key_only => String::new(),
         _ => return Err(AuthError::WrongIssuer),
     };
     let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => rules.audiences.iter().any(|want| want == a),
+        Some(Value::String(a)) => rules.key_only || rules.audiences.iter().any(|want| want == a),
         Some(Value::Array(list)) => {
-            !list.is_empty()
-                && list.iter().all(Value::is_string)
-                && list
-                    .iter()
-                    .any(|a| rules.audiences.iter().any(|want| a == want))
+            list.iter().all(Value::is_string)
+                && (rules.key_only
+                    || list
+                        .iter()
+                        .any(|a| rules.audiences.iter().any(|want| a == want)))
         }
+        None => rules.key_only,
         _ => false,
     };
     if !aud_ok {
         return Err(AuthError::WrongAudience);
     }
-    let subject = match claims.get("sub") {
+    let subject_claim = match claims.get("sub") {
+        None if rules.key_only => claims.get("user_id"),
+        other => other,
+    };
+    let subject = match subject_claim {
         Some(Value::String(s)) if is_header_safe(s, MAX_SUBJECT_LEN) => s.clone(),
         _ => return Err(AuthError::InvalidClaim),
     };

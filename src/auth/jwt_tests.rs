@@ -54,6 +54,7 @@ fn rules(algorithms: &[Algorithm]) -> ProviderRules {
         require_exp: true,
         typ: None,
         max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        key_only: false,
     }
 }
 
@@ -897,4 +898,31 @@ fn j8_tokens_signed_with_common_secrets_are_refused() {
             "{weak}"
         );
     }
+}
+
+/// The decision protocol's `init` trusts a key alone; configured providers never do.
+#[test]
+fn key_only_rules_skip_issuer_and_audience_but_nothing_else() {
+    let t = claims_token(&format!(r#"{{"user_id":"u1","exp":{}}}"#, NOW + 600));
+    let mut key_only = rules(&[Algorithm::RS256]);
+    assert_eq!(
+        verify(&t, &key_only, &public_keys(), NOW).unwrap_err(),
+        AuthError::WrongIssuer
+    );
+    key_only.key_only = true;
+    assert_eq!(
+        verify(&t, &key_only, &public_keys(), NOW).unwrap().subject,
+        "u1"
+    );
+    // Signature, expiry and claim types still count.
+    let expired = claims_token(&format!(r#"{{"sub":"u1","exp":{}}}"#, NOW - 600));
+    assert_eq!(
+        verify(&expired, &key_only, &public_keys(), NOW).unwrap_err(),
+        AuthError::Expired
+    );
+    let bad_aud = claims_token(&format!(r#"{{"sub":"u1","aud":7,"exp":{}}}"#, NOW + 600));
+    assert_eq!(
+        verify(&bad_aud, &key_only, &public_keys(), NOW).unwrap_err(),
+        AuthError::WrongAudience
+    );
 }

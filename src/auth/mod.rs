@@ -110,6 +110,8 @@ pub const MAX_CLAIM_VALUE_LEN: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct ClaimMap {
     pub subject: String,
+    /// Where the subject is when `subject` is absent (the decision protocol's `user_id`).
+    pub subject_fallback: Option<String>,
     pub roles: Option<String>,
     /// `None`: the standard places, `scope` (space-delimited string) then `scp` (array).
     pub scopes: Option<String>,
@@ -124,6 +126,7 @@ impl Default for ClaimMap {
     fn default() -> Self {
         Self {
             subject: "sub".into(),
+            subject_fallback: None,
             roles: None,
             scopes: None,
             permissions: None,
@@ -200,7 +203,12 @@ impl ClaimMap {
         &self,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Identity, AuthError> {
-        let subject = match claim_at(claims, &self.subject) {
+        let subject_claim = claim_at(claims, &self.subject).or_else(|| {
+            self.subject_fallback
+                .as_deref()
+                .and_then(|p| claim_at(claims, p))
+        });
+        let subject = match subject_claim {
             Some(serde_json::Value::String(s)) if jwt::is_header_safe(s, jwt::MAX_SUBJECT_LEN) => {
                 s.clone()
             }

@@ -61,6 +61,7 @@ fn wycheproof_json_web_signature_vectors() {
             require_exp: false,
             typ: None,
             max_token_bytes: 64 * 1024,
+            key_only: false,
         };
         for t in group["tests"].as_array().unwrap() {
             let id = t["tcId"].as_u64().unwrap();

@@ -52,6 +52,7 @@ pub(super) fn compile(
         require_exp: p.require_exp.unwrap_or(true),
         typ: p.typ.clone(),
         max_token_bytes: p.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
+        key_only: false,
     };
     if let Err(msg) = rules.check() {
         ok &= fail(at.to_string(), msg);
@@ -303,6 +304,7 @@ fn claim_map(
         }
     }
     ok.then(|| ClaimMap {
+        subject_fallback: None,
         subject: c.subject.clone().unwrap_or_else(|| "sub".into()),
         roles: c.roles.clone(),
         scopes: c.scopes.clone(),

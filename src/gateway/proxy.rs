@@ -214,44 +214,6 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        identity::strip_hop_by_hop(upstream_request);
-        self.namespace.strip(upstream_request);
-        if let Some(id) = &ctx.identity {
-            identity::inject_identity(upstream_request, id)?;
-            if let Some(a) = ctx.pool.as_deref().and_then(|p| p.assertion.as_deref()) {
-                let path = ctx
-                    .rewritten
-                    .as_deref()
-                    .unwrap_or_else(|| upstream_request.uri.path());
-                let token = a
-                    .signer
-                    .sign(
-                        id,
-                        upstream_request.method.as_str(),
-                        path,
-                        &ctx.request_id,
-                        unix_now(),
-                    )
-                    .map_err(|e| Error::explain(InternalError, e))?;
-                upstream_request.insert_header(a.header.clone(), token)?;
-            }
-        }
-        // The backend gets the verified identity, not the token (unless the route asks).
-        if ctx
-            .route
-            .as_deref()
-            .is_some_and(|r| !r.auth.is_public() && !r.auth.keep_authorization)
-        {
-            upstream_request.remove_header(&http::header::AUTHORIZATION);
-        }
-        if let Some(target) = ctx.rewritten.take() {
-            // Forward exactly the path that was routed and decided on.
-            let uri = http::Uri::builder()
-                .path_and_query(target)
-                .build()
-                .map_err(|e| Error::because(InternalError, "canonical path", e))?;
-            upstream_request.set_uri(uri);
-        }
         let forwarded_for = client_ip_of(session).map(|peer| {
             networks::forwarded_for(
                 peer,
@@ -267,9 +229,20 @@ impl ProxyHttp for Gateway {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()));
-        identity::set_forwarded(upstream_request, forwarded_for, ctx.client_ip, https, host)?;
-        upstream_request.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
-        Ok(())
+        let view = UpstreamView {
+            namespace: &self.namespace,
+            route: ctx.route.as_deref(),
+            identity: ctx.identity.as_deref(),
+            assertion: ctx.pool.as_deref().and_then(|p| p.assertion.as_deref()),
+            rewritten: ctx.rewritten.as_deref(),
+            request_id: &ctx.request_id,
+            forwarded_for,
+            client_ip: ctx.client_ip,
+            https,
+            host,
+            now: unix_now(),
+        };
+        prepare_upstream_request(upstream_request, view)
     }
 
     async fn response_filter(
@@ -375,6 +348,59 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// What decides the request sent upstream, besides the client's request itself.
+pub struct UpstreamView<'a> {
+    pub namespace: &'a identity::IdentityNamespace,
+    pub route: Option<&'a Route>,
+    pub identity: Option<&'a Identity>,
+    pub assertion: Option<&'a crate::config::Assertion>,
+    /// The canonical path and query, when it differs from what the client sent.
+    pub rewritten: Option<&'a str>,
+    pub request_id: &'a str,
+    pub forwarded_for: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    pub https: bool,
+    pub host: Option<&'a str>,
+    pub now: u64,
+}
+
+/// Turn the client's request into the upstream request: hop-by-hop and identity-namespace
+/// headers out, the verified identity (and its signed assertion) in, `Authorization` removed
+/// on protected routes unless kept, the canonical path, and the forwarding headers. The proxy
+/// and `portcullis explain` both use it, so explain shows exactly what would be sent.
+pub fn prepare_upstream_request(req: &mut RequestHeader, v: UpstreamView<'_>) -> Result<()> {
+    identity::strip_hop_by_hop(req);
+    v.namespace.strip(req);
+    if let Some(id) = v.identity {
+        identity::inject_identity(req, id)?;
+        if let Some(a) = v.assertion {
+            let path = v.rewritten.unwrap_or_else(|| req.uri.path());
+            let token = a
+                .signer
+                .sign(id, req.method.as_str(), path, v.request_id, v.now)
+                .map_err(|e| Error::explain(InternalError, e))?;
+            req.insert_header(a.header.clone(), token)?;
+        }
+    }
+    // The backend gets the verified identity, not the token (unless the route asks).
+    if v.route
+        .is_some_and(|r| !r.auth.is_public() && !r.auth.keep_authorization)
+    {
+        req.remove_header(&http::header::AUTHORIZATION);
+    }
+    if let Some(target) = v.rewritten {
+        // Forward exactly the path that was routed and decided on.
+        let uri = http::Uri::builder()
+            .path_and_query(target)
+            .build()
+            .map_err(|e| Error::because(InternalError, "canonical path", e))?;
+        req.set_uri(uri);
+    }
+    identity::set_forwarded(req, v.forwarded_for, v.client_ip, v.https, v.host)?;
+    req.insert_header(request_id::HEADER, v.request_id)?;
+    Ok(())
+}
+
 impl Gateway {
     /// Answer a refusal of the engine: status, code, message and its headers.
     async fn refuse(
@@ -417,7 +443,8 @@ impl Gateway {
     }
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -119,7 +119,7 @@ pub struct Denial {
 }
 
 impl Denial {
-    fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status,
             code,
@@ -421,6 +421,11 @@ fn count_denial(provider: &str, code: &'static str) {
         .auth_decisions
         .with_label_values(&[provider, "deny", code])
         .inc();
+}
+
+/// Whether the request carries something in `Authorization`.
+pub fn bearer_present(headers: &http::HeaderMap) -> bool {
+    !matches!(bearer_token(headers), Err(BearerProblem::Missing))
 }
 
 enum BearerProblem {

@@ -1,0 +1,318 @@
+//! The engine's other front ends: `portcullis explain` and the JSON-lines decision protocol
+//! (`portcullis stdio`), run as the real binary.
+
+use crate::support::*;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+// ------------------------------------------------------------------ explain
+
+fn explain_config(idp: &SigningIdp, dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("explain.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listeners: [{{address: 127.0.0.1:1}}]\n{provider}upstreams:\n  orders:\n    backends: [127.0.0.1:9]\nroutes:\n  - name: health\n    match: {{ path: /health }}\n    upstream: orders\n    auth: public\n  - name: admin\n    match: {{ path_prefix: /api/admin }}\n    upstream: orders\n    auth: {{ jwt: corp, roles: [admin] }}\n",
+            provider = idp.provider_yaml("corp")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn explain(conf: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("explain")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn explain_shows_an_allowed_request_and_the_exact_upstream_headers() {
+    let idp = SigningIdp::new();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = explain_config(&idp, dir.path());
+    let admin = idp.token_for("ada", &["admin"], &[], &[]);
+    let (code, text) = explain(
+        &conf,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+            "-H",
+            "X-User-ID: forged",
+            "GET",
+            "http://api.example.com/api/public/../admin/users?x=1",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    for expected in [
+        "canonical path  /api/admin/users",
+        "route           admin (upstream orders, enforce mode)",
+        "jwt (corp)",
+        "verified: subject ada",
+        "roles: any of [admin]",
+        "decision        forward to upstream orders",
+        "  GET /api/admin/users?x=1",
+        "  x-user-id: ada",
+        "  x-user-roles: admin",
+        "  x-forwarded-for: 127.0.0.1",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("forged"), "{text}");
+    assert!(
+        !text.contains(&admin),
+        "the token is never printed:\n{text}"
+    );
+}
+
+#[test]
+fn explain_shows_401_and_403_with_their_reasons() {
+    let idp = SigningIdp::new();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = explain_config(&idp, dir.path());
+    let (code, text) = explain(&conf, &["GET", "/api/admin/users"]);
+    assert_eq!(code, 3);
+    assert!(
+        text.contains("decision        401 token_missing: A bearer token is required."),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"www-authenticate: Bearer realm="portcullis""#),
+        "{text}"
+    );
+    assert!(!text.contains("upstream request"), "{text}");
+
+    let user = idp.token_for("uma", &["user"], &[], &[]);
+    let (code, out) = explain(
+        &conf,
+        &[
+            "--json",
+            "-H",
+            &format!("Authorization: Bearer {user}"),
+            "DELETE",
+            "/api/admin/users/7",
+        ],
+    );
+    assert_eq!(code, 3);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["route"]["name"], "admin");
+    assert_eq!(v["decision"]["status"], 403);
+    assert_eq!(v["decision"]["error"], "insufficient_role");
+    assert_eq!(
+        v["decision"]["message"],
+        "Insufficient roles: required one of [admin], have [user]"
+    );
+    assert_eq!(v["upstream_request"], Value::Null);
+    let steps: Vec<String> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} => {}", s["check"], s["outcome"]))
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("not satisfied (have [user])")),
+        "{steps:?}"
+    );
+
+    // A path the gateway refuses is explained too.
+    let (code, out) = explain(&conf, &["--json", "GET", "/api/%2e%2e/admin"]);
+    assert_eq!(code, 3);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"]["error"], "path_encoded_dot");
+    assert_eq!(v["route"], Value::Null);
+}
+
+// ------------------------------------------------------------------- stdio
+
+/// Run `portcullis stdio` on these lines; the replies (one JSON per line) and stderr.
+fn stdio(args: &[&str], lines: &[String]) -> (Vec<Value>, String) {
+    let mut child = Command::new(BIN)
+        .arg("stdio")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            stdin.write_all(l.as_bytes()).unwrap();
+            stdin.write_all(b"\n").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let replies = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (replies, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn msg(body: Value) -> String {
+    json!({"src": "c1", "dest": "gw", "body": body}).to_string()
+}
+
+fn api_request(id: u64, method: &str, path: &str, token: Option<&str>) -> Value {
+    let headers = match token {
+        Some(t) => json!({"Authorization": format!("Bearer {t}")}),
+        None => json!({}),
+    };
+    json!({"type": "api_request", "msg_id": id, "method": method, "path": path, "headers": headers})
+}
+
+fn public_pem(idp: &SigningIdp) -> String {
+    std::fs::read_to_string(&idp.public_pem).unwrap()
+}
+
+#[test]
+fn stdio_answers_the_seed_examples() {
+    let idp = SigningIdp::new();
+    let valid = idp.token(json!({
+        "sub": "user123", "role": "admin", "permissions": ["read", "write"], "exp": now() + 600
+    }));
+    let expired = idp.token(json!({"sub": "user123", "exp": now() - 60}));
+    let reader = idp.token(json!({"sub": "user9", "permissions": ["read"], "exp": now() + 600}));
+    let mut bad_signature = valid.clone();
+    bad_signature.truncate(valid.len() - 4);
+    bad_signature.push_str("AAAA");
+    let mut with_permission = api_request(6, "DELETE", "/api/users/123", Some(&reader));
+    with_permission["required_permission"] = json!("delete");
+    let lines = vec![
+        msg(json!({"type": "init", "msg_id": 1, "jwt_public_key": public_pem(&idp)})),
+        msg(api_request(2, "GET", "/api/users/123", Some(&valid))),
+        msg(api_request(3, "GET", "/api/users/123", Some(&expired))),
+        msg(api_request(
+            4,
+            "GET",
+            "/api/users/123",
+            Some(&bad_signature),
+        )),
+        msg(api_request(5, "GET", "/api/orders/1", None)),
+        msg(with_permission),
+    ];
+    let (replies, _) = stdio(&[], &lines);
+    assert_eq!(replies.len(), 6);
+    for r in &replies {
+        assert_eq!(
+            (r["src"].as_str(), r["dest"].as_str()),
+            (Some("gw"), Some("c1"))
+        );
+    }
+    let b: Vec<&Value> = replies.iter().map(|r| &r["body"]).collect();
+    assert_eq!(b[0]["type"], "init_ok");
+    assert_eq!(b[0]["in_reply_to"], 1);
+    assert_eq!(b[1]["in_reply_to"], 2);
+    assert_eq!(b[1]["type"], "api_response");
+    assert_eq!(b[1]["status"], 200);
+    assert_eq!(b[1]["service"], "users-service");
+    assert_eq!(
+        b[1]["user_context"],
+        json!({"user_id": "user123", "role": "admin", "permissions": ["read", "write"]})
+    );
+    assert_eq!(
+        (b[2]["status"].as_u64(), b[2]["error"].as_str()),
+        (Some(401), Some("Token expired"))
+    );
+    assert_eq!(
+        (b[3]["status"].as_u64(), b[3]["error"].as_str()),
+        (Some(401), Some("Invalid or expired token"))
+    );
+    assert_eq!(
+        (b[4]["status"].as_u64(), b[4]["error"].as_str()),
+        (Some(401), Some("Missing token"))
+    );
+    assert_eq!(
+        (b[5]["status"].as_u64(), b[5]["error"].as_str()),
+        (
+            Some(403),
+            Some("Insufficient permissions: required [delete], have [read]")
+        )
+    );
+}
+
+#[test]
+fn stdio_survives_malformed_lines_and_requests_before_init() {
+    let idp = SigningIdp::new();
+    let valid = idp.token(json!({"sub": "u", "exp": now() + 600}));
+    let lines = vec![
+        msg(api_request(1, "GET", "/api/users/1", Some(&valid))),
+        "this is not json".to_string(),
+        json!({"src": "c1", "dest": "gw"}).to_string(),
+        msg(json!({"type": "teleport", "msg_id": 2})),
+        msg(json!({"type": "api_request", "msg_id": 3, "method": "GET"})),
+        msg(json!({"type": "init", "msg_id": 4, "jwt_public_key": "short"})),
+        msg(json!({"type": "init", "msg_id": 5, "jwt_public_key": public_pem(&idp)})),
+        msg(api_request(6, "GET", "/api/users/1", Some(&valid))),
+    ];
+    let (replies, stderr) = stdio(&[], &lines);
+    let b: Vec<&Value> = replies.iter().map(|r| &r["body"]).collect();
+    assert_eq!(b.len(), 6, "{replies:?}");
+    // Before init no token can be valid.
+    assert_eq!(
+        (b[0]["in_reply_to"].as_u64(), b[0]["status"].as_u64()),
+        (Some(1), Some(401))
+    );
+    assert_eq!(
+        (b[1]["type"].as_str(), b[1]["in_reply_to"].as_u64()),
+        (Some("error"), Some(2))
+    );
+    assert_eq!(
+        (b[2]["type"].as_str(), b[2]["in_reply_to"].as_u64()),
+        (Some("error"), Some(3))
+    );
+    // An HMAC secret under 32 bytes is refused, as in a configuration (J7).
+    assert_eq!(b[3]["type"], "error");
+    assert!(b[3]["text"].as_str().unwrap().contains("at least 32 bytes"));
+    assert_eq!(b[4]["type"], "init_ok");
+    assert_eq!(
+        (b[5]["in_reply_to"].as_u64(), b[5]["status"].as_u64()),
+        (Some(6), Some(200))
+    );
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+}
+
+#[test]
+fn stdio_with_a_configuration_uses_its_routes_and_policies() {
+    let idp = SigningIdp::new();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = explain_config(&idp, dir.path());
+    let admin = idp.token_for("ada", &["admin"], &[], &["read"]);
+    let user = idp.token_for("uma", &["user"], &[], &[]);
+    let lines = vec![
+        msg(api_request(1, "GET", "/api/admin/x", Some(&admin))),
+        msg(api_request(2, "GET", "/api/admin/x", Some(&user))),
+        msg(api_request(3, "GET", "/health", None)),
+        msg(api_request(4, "GET", "/nowhere", None)),
+    ];
+    let (replies, _) = stdio(&["-c", conf.to_str().unwrap()], &lines);
+    let b: Vec<&Value> = replies.iter().map(|r| &r["body"]).collect();
+    assert_eq!(
+        (b[0]["status"].as_u64(), b[0]["service"].as_str()),
+        (Some(200), Some("orders"))
+    );
+    assert_eq!(b[0]["user_context"]["user_id"], "ada");
+    assert_eq!(b[0]["user_context"]["role"], "admin");
+    assert_eq!(b[1]["status"], 403);
+    assert_eq!(
+        b[1]["error"],
+        "Insufficient roles: required one of [admin], have [user]"
+    );
+    assert_eq!(
+        (b[2]["status"].as_u64(), b[2]["service"].as_str()),
+        (Some(200), Some("orders"))
+    );
+    assert_eq!(b[3]["status"], 404);
+}
