@@ -284,3 +284,58 @@ fn run_dash_t_tests_the_configuration_and_exits() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
+
+/// Policies, trusted proxies, identity headers and assertions that cannot work are refused
+/// with the key that is wrong.
+#[test]
+fn broken_policies_are_rejected_with_the_offending_key() {
+    const HEAD: &str = "listeners: [{address: 127.0.0.1:8080}]\nidentity_providers: {corp: {issuer: https://i, audiences: [a], algorithms: [RS256], keys: {jwks_uri: \"https://i/jwks\"}}}\n";
+    const UPSTREAMS: &str = "upstreams: {a: {backends: [127.0.0.1:1]}}\n";
+    let route = |auth: &str| {
+        format!("{HEAD}{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {auth}}}]\n")
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (route("private"), "\"private\" is not a policy"),
+        (route("{jwt: corp, public: true}"), "routes[0].auth: state exactly one of"),
+        (route("{roles: [admin]}"), "routes[0].auth: state exactly one of"),
+        (route("{public: true, roles: [a]}"), "a public route has no caller"),
+        (route("{jwt: corp, rolez: [a]}"), "unknown field `rolez`"),
+        (route("{jwt: nope}"), "routes[0].auth.jwt: unknown identity provider \"nope\""),
+        (route("{any: []}"), "routes[0].auth.any: list at least one credential"),
+        (route("{any: [{jwt: corp}, {}]}"), "routes[0].auth.any[1]: name a credential"),
+        (route("{all: [{jwt: corp}, {jwt: other}]}"), "routes[0].auth.all[1].jwt: unknown identity provider"),
+        (route("{jwt: corp, method_permissions: {delete: d}}"), "routes[0].auth.method_permissions.delete: \"delete\" is not an HTTP method"),
+        (route("{jwt: corp, roles: [\"a b\"]}"), "routes[0].auth.roles[0]: a non-empty name"),
+        (route("{jwt: corp, networks: {allow: [10.1.2.3/8]}}"), "routes[0].auth.networks.allow[0]: \"10.1.2.3/8\" has host bits set; did you mean 10.0.0.0/8"),
+        (route("{jwt: corp, networks: {}}"), "routes[0].auth.networks: list `allow` or `deny`"),
+        (route("{jwt: corp, mode: shadow}"), "unknown variant `shadow`"),
+        (route("{public: true, keep_authorization: true}"), "routes[0].auth.keep_authorization"),
+        (
+            format!("{HEAD}trusted_proxies: [proxy.internal]\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "trusted_proxies[0]: \"proxy.internal\" is not an IP address or CIDR block",
+        ),
+        (
+            format!("{HEAD}identity_headers: {{allow: [X_User_ID]}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "identity_headers.allow[0]: X_User_ID is set by the gateway",
+        ),
+        (
+            format!("{HEAD}upstreams: {{a: {{backends: [127.0.0.1:1], identity_assertion: {{key_file: /nonexistent.pem, kid: k}}}}}}\nroutes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "upstreams.a.identity_assertion: assertion signing key /nonexistent.pem",
+        ),
+        (
+            format!("{HEAD}upstreams: {{a: {{backends: [127.0.0.1:1], identity_assertion: {{key_file: /nonexistent.pem, kid: k, ttl: 2h}}}}}}\nroutes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "upstreams.a.identity_assertion.ttl: between 1s and 1h",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("policy-{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "accepted:\n{text}");
+        assert!(
+            stderr.contains(expected),
+            "expected `{expected}` in:\n{stderr}\nfor:\n{text}"
+        );
+    }
+}

@@ -1,8 +1,6 @@
 //! Authentication methods. Nothing in here knows about Pingora: each method takes plain
 //! data (a token, a key set, the time) and returns who the caller is or a precise refusal.
-//!
-//! Status: the JWT verification core (`jwt`) is in place and unit-tested against hostile
-//! tokens; providers in the configuration, JWKS fetching and wiring into the proxy come next.
+//! Route policies (`crate::policy`) decide which of them a route accepts.
 
 pub mod jwks;
 pub mod jwt;
