@@ -105,7 +105,7 @@ fn h9_forwarding_headers_from_a_direct_client_are_replaced() {
 /// Security catalogue H11/H14: hop-by-hop headers and headers nominated by `Connection`
 /// never reach the backend.
 #[test]
-fn h11_connection_nominated_and_hop_by_hop_headers_are_not_forwarded() {
+fn h11_h14_connection_nominated_and_hop_by_hop_headers_are_not_forwarded() {
     let (_echo, gw) = one_echo();
     let resp = raw_request(
         gw.addr,
