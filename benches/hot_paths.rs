@@ -200,11 +200,7 @@ fn decision(c: &mut Criterion) {
         pem.display()
     );
     let cfg = config::parse(&yaml).expect("bench config");
-    let engine = Engine {
-        routes: RouteTable::new(&cfg.routes),
-        providers: cfg.providers.clone(),
-        trusted_proxies: Vec::new(),
-    };
+    let engine = Engine::from_config(&cfg);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -229,6 +225,7 @@ fn decision(c: &mut Criterion) {
         method: &method,
         host: Some("api.example.com"),
         path: "/api/orders/42",
+        query: None,
         headers: &headers,
         peer: Some("127.0.0.1".parse().unwrap()),
         now,

@@ -7,7 +7,6 @@ use crate::config::Config;
 use crate::gateway::proxy::{prepare_upstream_request, unix_now, UpstreamView};
 use crate::policy::engine::{Engine, RequestFacts};
 use crate::policy::Trace;
-use crate::routing::RouteTable;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -74,11 +73,7 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
             }
         }
     }
-    let engine = Engine {
-        routes: RouteTable::new(&config.routes),
-        providers: config.providers.clone(),
-        trusted_proxies: config.trusted_proxies.clone(),
-    };
+    let engine = Engine::from_config(config);
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
@@ -91,6 +86,7 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
         method: &method,
         host: host.as_deref(),
         path,
+        query,
         headers: &headers,
         peer: Some(req.peer),
         now: unix_now(),
@@ -126,14 +122,15 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
 
     let upstream_request = match (&outcome.denial, route) {
         (None, Some(route)) => {
-            let rewritten = outcome
-                .path
-                .as_deref()
-                .filter(|p| *p != path)
-                .map(|p| match query {
-                    Some(q) => format!("{p}?{q}"),
-                    None => p.to_string(),
-                });
+            let rewritten = crate::gateway::proxy::forwarded_target(
+                path,
+                outcome.path.as_deref(),
+                query,
+                config
+                    .api_keys
+                    .as_deref()
+                    .and_then(|k| k.query_param.as_deref()),
+            );
             let mut up =
                 pingora::http::RequestHeader::build(method.clone(), target.as_bytes(), None)
                     .map_err(|e| format!("cannot build the request: {e}"))?;
@@ -149,6 +146,10 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
             ));
             let view = UpstreamView {
                 namespace: &config.identity_namespace,
+                key_headers: config
+                    .api_keys
+                    .as_deref()
+                    .map_or(&[], |k| k.headers.as_slice()),
                 route: Some(route),
                 identity: outcome.identity.as_deref(),
                 assertion: upstream.and_then(|u| u.assertion.as_deref()),

@@ -164,7 +164,10 @@ impl IdentityNamespace {
 /// Add the verified identity. Values were checked when the token was (no control
 /// characters, no commas inside list items), so they are valid header values.
 pub fn inject_identity(req: &mut RequestHeader, id: &crate::auth::Identity) -> pingora::Result<()> {
-    req.insert_header("x-user-id", id.subject.as_str())?;
+    // API keys name a consumer (X-Client-ID), not a user.
+    if !id.subject.is_empty() {
+        req.insert_header("x-user-id", id.subject.as_str())?;
+    }
     req.insert_header("x-auth-method", id.method)?;
     if !id.provider.is_empty() {
         req.insert_header("x-auth-provider", id.provider.as_str())?;

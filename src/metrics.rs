@@ -12,6 +12,8 @@
 //! | `portcullis_access_log_dropped_total` | counter | | access-log lines dropped because the writer could not keep up |
 //! | `portcullis_auth_decisions_total` | counter | `provider`, `result`, `reason` | authentication outcomes on protected routes: `result` is `allow` or `deny`, `reason` the stable error code (`ok` when allowed) |
 //! | `portcullis_policy_decisions_total` | counter | `route`, `decision`, `reason`, `mode` | every decision on a matched route: `decision` is `allow`, `deny` or `unavailable`, `reason` the stable code (`ok` when allowed), `mode` `enforce` or `report` (report-mode refusals are counted, then forwarded) |
+//! | `portcullis_consumers_reloads_total` | counter | `outcome` | consumers-file reloads: `success`, or `invalid` (the file was refused as a whole; the keys in force stay) |
+//! | `portcullis_api_keys` | gauge | | API keys loaded from the consumers file |
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
 //! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
@@ -36,6 +38,8 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     pub auth_decisions: IntCounterVec,
     pub policy_decisions: IntCounterVec,
+    pub consumer_reloads: IntCounterVec,
+    pub api_keys: IntGauge,
     pub jwt_cache: IntCounterVec,
     pub jwt_verify_duration: HistogramVec,
     pub jwt_keys: IntGaugeVec,
@@ -106,6 +110,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["route", "decision", "reason", "mode"],
     )?;
+    let consumer_reloads = IntCounterVec::new(
+        Opts::new(
+            "portcullis_consumers_reloads_total",
+            "Consumers file reloads by outcome",
+        ),
+        &["outcome"],
+    )?;
+    let api_keys = IntGauge::new(
+        "portcullis_api_keys",
+        "API keys loaded from the consumers file",
+    )?;
     let jwt_cache = IntCounterVec::new(
         Opts::new("portcullis_jwt_cache_total", "Verified-token cache lookups"),
         &["provider", "result"],
@@ -148,6 +163,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(access_log_dropped.clone()))?;
     registry.register(Box::new(auth_decisions.clone()))?;
     registry.register(Box::new(policy_decisions.clone()))?;
+    registry.register(Box::new(consumer_reloads.clone()))?;
+    registry.register(Box::new(api_keys.clone()))?;
     registry.register(Box::new(jwt_cache.clone()))?;
     registry.register(Box::new(jwt_verify_duration.clone()))?;
     registry.register(Box::new(jwt_keys.clone()))?;
@@ -168,6 +185,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         access_log_dropped,
         auth_decisions,
         policy_decisions,
+        consumer_reloads,
+        api_keys,
         jwt_cache,
         jwt_verify_duration,
         jwt_keys,

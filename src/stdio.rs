@@ -42,11 +42,7 @@ pub fn source_from_config(config: &crate::config::Config) -> std::io::Result<Sou
         }
     }
     Ok(Source::Config {
-        engine: Box::new(Engine {
-            routes: crate::routing::RouteTable::new(&config.routes),
-            providers: config.providers.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
-        }),
+        engine: Box::new(Engine::from_config(config)),
         upstream_names: config.upstreams.iter().map(|u| u.name.clone()).collect(),
     })
 }
@@ -147,7 +143,10 @@ impl Session {
             .get("path")
             .and_then(Value::as_str)
             .ok_or((12, "`path` must be a string".to_string()))?;
-        let path = target.split('?').next().unwrap_or(target);
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
         let mut headers = http::HeaderMap::new();
         if let Some(h) = body.get("headers") {
             let h = h
@@ -183,6 +182,7 @@ impl Session {
                     method: &method,
                     host: headers.get("host").and_then(|h| h.to_str().ok()),
                     path,
+                    query,
                     headers: &headers,
                     peer: None,
                     now,
@@ -268,6 +268,7 @@ async fn key_decision(
     let facts = Facts {
         method,
         headers,
+        query: None,
         client_ip: None,
         now,
         extra_permission,
@@ -288,13 +289,11 @@ async fn key_decision(
         credential: Credential::Jwt(0),
         ..Policy::public()
     };
-    let verdict = evaluate(
-        &policy,
-        std::slice::from_ref(provider),
-        &facts,
-        &mut Trace::default(),
-    )
-    .await;
+    let auth = crate::policy::Authenticators {
+        providers: std::slice::from_ref(provider),
+        api_keys: None,
+    };
+    let verdict = evaluate(&policy, &auth, &facts, &mut Trace::default()).await;
     (Some(service), verdict.identity, verdict.denial)
 }
 

@@ -28,7 +28,10 @@ fn every_example_in_conf_is_valid() {
     let mut checked = 0;
     for entry in std::fs::read_dir(conf_dir()).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
+        // consumers.yaml is not a main configuration; api-keys.yaml loads (and so checks) it.
+        if path.extension().is_some_and(|e| e == "yaml")
+            && path.file_name().is_some_and(|n| n != "consumers.yaml")
+        {
             let (ok, stdout, stderr) = check(&path);
             assert!(ok, "{} is invalid:\n{stderr}", path.display());
             assert!(stdout.contains("configuration OK"), "{stdout}");
@@ -39,6 +42,16 @@ fn every_example_in_conf_is_valid() {
         checked >= 2,
         "expected the default and at least one more example"
     );
+}
+
+/// The example consumers file holds digests only and loads through `conf/api-keys.yaml`.
+#[test]
+fn the_example_consumers_file_holds_only_digests() {
+    let text = std::fs::read_to_string(conf_dir().join("consumers.yaml")).unwrap();
+    assert!(!text.contains("ptc_live_") && !text.contains("ptc_test_"));
+    assert_eq!(text.matches("hash: sha256:").count(), 3);
+    let (ok, _, stderr) = check(&conf_dir().join("api-keys.yaml"));
+    assert!(ok, "{stderr}");
 }
 
 /// Broken configurations and the message each must produce (the key path leads).
@@ -302,7 +315,7 @@ fn broken_policies_are_rejected_with_the_offending_key() {
         (route("{jwt: corp, rolez: [a]}"), "unknown field `rolez`"),
         (route("{jwt: nope}"), "routes[0].auth.jwt: unknown identity provider \"nope\""),
         (route("{any: []}"), "routes[0].auth.any: list at least one credential"),
-        (route("{any: [{jwt: corp}, {}]}"), "routes[0].auth.any[1]: name a credential"),
+        (route("{any: [{jwt: corp}, {}]}"), "routes[0].auth.any[1]: name one credential"),
         (route("{all: [{jwt: corp}, {jwt: other}]}"), "routes[0].auth.all[1].jwt: unknown identity provider"),
         (route("{jwt: corp, method_permissions: {delete: d}}"), "routes[0].auth.method_permissions.delete: \"delete\" is not an HTTP method"),
         (route("{jwt: corp, roles: [\"a b\"]}"), "routes[0].auth.roles[0]: a non-empty name"),
@@ -310,6 +323,20 @@ fn broken_policies_are_rejected_with_the_offending_key() {
         (route("{jwt: corp, networks: {}}"), "routes[0].auth.networks: list `allow` or `deny`"),
         (route("{jwt: corp, mode: shadow}"), "unknown variant `shadow`"),
         (route("{public: true, keep_authorization: true}"), "routes[0].auth.keep_authorization"),
+        (route("{api_key: true}"), "api_keys: a route accepts `api_key` but no `api_keys.consumers_file`"),
+        (route("{any: [{jwt: corp, api_key: true}]}"), "routes[0].auth.any[0]: name one credential"),
+        (
+            format!("{HEAD}api_keys: {{consumers_file: /nonexistent/consumers.yaml}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {{api_key: true}}}}]\n"),
+            "api_keys.consumers_file (/nonexistent/consumers.yaml): cannot read",
+        ),
+        (
+            format!("{HEAD}api_keys: {{consumers_file: c.yaml, headers: [Authorization], environment: staging}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "unknown variant `staging`",
+        ),
+        (
+            format!("{HEAD}api_keys: {{consumers_file: c.yaml, headers: [Authorization]}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "api_keys.headers[0]: Authorization is not a key header",
+        ),
         (
             format!("{HEAD}trusted_proxies: [proxy.internal]\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
             "trusted_proxies[0]: \"proxy.internal\" is not an IP address or CIDR block",

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod api_keys;
 mod config_check;
 mod decisions;
 mod errors;

@@ -2,6 +2,7 @@
 //! data (a token, a key set, the time) and returns who the caller is or a precise refusal.
 //! Route policies (`crate::policy`) decide which of them a route accepts.
 
+pub mod api_key;
 pub mod jwks;
 pub mod jwt;
 pub mod strict_json;
@@ -32,6 +33,13 @@ pub enum AuthError {
     InvalidClaim,
     /// The provider's keys cannot be fetched and the last good ones are too old: 503.
     KeysUnavailable,
+    ApiKeyMissing,
+    /// Not a key of this gateway (also: not shaped like a key at all).
+    ApiKeyUnknown,
+    ApiKeyExpired,
+    ApiKeyDisabled,
+    /// A key of the other environment; holds the environment this gateway accepts.
+    ApiKeyWrongEnvironment(api_key::Environment),
 }
 
 impl AuthError {
@@ -53,6 +61,11 @@ impl AuthError {
             Self::WrongAudience => "token_wrong_audience",
             Self::InvalidClaim => "token_invalid_claim",
             Self::KeysUnavailable => "auth_unavailable",
+            Self::ApiKeyMissing => "api_key_missing",
+            Self::ApiKeyUnknown => "api_key_unknown",
+            Self::ApiKeyExpired => "api_key_expired",
+            Self::ApiKeyDisabled => "api_key_disabled",
+            Self::ApiKeyWrongEnvironment(_) => "api_key_wrong_environment",
         }
     }
 
@@ -76,6 +89,16 @@ impl AuthError {
             Self::KeysUnavailable => {
                 "The identity provider's keys are unavailable; try again later."
             }
+            Self::ApiKeyMissing => "An API key is required.",
+            Self::ApiKeyUnknown => "The API key is not valid.",
+            Self::ApiKeyExpired => "The API key has expired.",
+            Self::ApiKeyDisabled => "The API key has been disabled.",
+            Self::ApiKeyWrongEnvironment(api_key::Environment::Live) => {
+                "This gateway accepts live keys; this is a test key."
+            }
+            Self::ApiKeyWrongEnvironment(api_key::Environment::Test) => {
+                "This gateway accepts test keys; this is a live key."
+            }
         }
     }
 }
@@ -98,6 +121,8 @@ pub struct Identity {
     pub extra: Vec<(http::HeaderName, String)>,
     /// Unix time after which this identity must not be used (the token's `exp`).
     pub expires_at: Option<u64>,
+    /// The API key's id, when the credential was an API key (safe to log; never the key).
+    pub key_id: Option<String>,
 }
 
 /// Longest value of one identity header.
@@ -243,6 +268,7 @@ impl ClaimMap {
             client_id: string_claim(path(&self.client_id))?,
             extra,
             expires_at: None,
+            key_id: None,
         })
     }
 }

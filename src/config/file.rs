@@ -26,6 +26,8 @@ pub struct ConfigFile {
     /// Additions to (and exceptions from) the identity namespace the gateway owns.
     #[serde(default)]
     pub identity_headers: IdentityHeadersSection,
+    /// API keys: the consumers file and where keys are read.
+    pub api_keys: Option<ApiKeysSection>,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
 }
@@ -133,6 +135,25 @@ pub struct ClaimsSection {
     pub headers: BTreeMap<String, String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysSection {
+    /// YAML file of consumers and their key digests; reloaded on change and on SIGHUP.
+    pub consumers_file: String,
+    /// `live` (default) or `test`: keys of the other environment are refused.
+    pub environment: Option<crate::auth::api_key::Environment>,
+    /// Headers a key is read from (default `[X-API-Key]`).
+    pub headers: Option<Vec<String>>,
+    /// Also read keys from this query parameter (off by default); it is removed before
+    /// forwarding.
+    pub query_param: Option<String>,
+    /// A secret of at least 32 bytes: digests are then HMAC-SHA256 with it.
+    pub pepper_file: Option<String>,
+    /// How often the consumers file is checked for changes (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    pub reload_interval: Option<Duration>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityHeadersSection {
@@ -181,6 +202,9 @@ pub struct PolicySection {
     #[serde(default)]
     pub public: bool,
     pub jwt: Option<String>,
+    /// `true`: a key from the consumers file.
+    #[serde(default)]
+    pub api_key: bool,
     pub any: Option<Vec<CredentialSection>>,
     pub all: Option<Vec<CredentialSection>>,
     #[serde(default)]
@@ -203,6 +227,8 @@ pub struct PolicySection {
 #[serde(deny_unknown_fields)]
 pub struct CredentialSection {
     pub jwt: Option<String>,
+    #[serde(default)]
+    pub api_key: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -64,6 +64,10 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::policy::networks::Cidr>,
     /// The header names the gateway owns.
     pub identity_namespace: crate::identity::IdentityNamespace,
+    /// API keys and their consumers file, when configured.
+    pub api_keys: Option<std::sync::Arc<crate::auth::api_key::ApiKeys>>,
+    /// How often the consumers file is checked for changes.
+    pub consumers_reload_interval: Duration,
 }
 
 pub use crate::policy::Policy;
@@ -511,6 +515,36 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         }
     }
 
+    let api_keys = file
+        .api_keys
+        .as_ref()
+        .and_then(|a| api_keys(a, base, &mut problem));
+    let uses_api_keys = file.routes.iter().any(|r| match &r.auth {
+        Some(file::RouteAuthSection::Policy(p)) => {
+            p.api_key
+                || p.any
+                    .iter()
+                    .chain(p.all.iter())
+                    .flatten()
+                    .any(|c| c.api_key)
+        }
+        _ => false,
+    });
+    if uses_api_keys && file.api_keys.is_none() {
+        problem(
+            "api_keys".into(),
+            "a route accepts `api_key` but no `api_keys.consumers_file` is configured".into(),
+        );
+    }
+    let consumers_reload_interval = file
+        .api_keys
+        .as_ref()
+        .and_then(|a| a.reload_interval)
+        .unwrap_or(Duration::from_secs(1));
+    if consumers_reload_interval < Duration::from_millis(100) {
+        problem("api_keys.reload_interval".into(), "at least 100ms".into());
+    }
+
     let mut trusted_proxies = Vec::new();
     for (i, t) in file.trusted_proxies.iter().enumerate() {
         match t.parse::<crate::policy::networks::Cidr>() {
@@ -533,6 +567,8 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             routes,
             trusted_proxies,
             identity_namespace,
+            api_keys,
+            consumers_reload_interval,
         }),
         None => Err(Problems(vec![Problem {
             path: "admin.address".into(),
@@ -926,4 +962,102 @@ fn valid_name(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn api_keys(
+    a: &file::ApiKeysSection,
+    base: &Path,
+    problem: &mut impl FnMut(String, String),
+) -> Option<std::sync::Arc<crate::auth::api_key::ApiKeys>> {
+    use crate::auth::api_key::{ApiKeys, Environment, Hasher};
+    let mut ok = true;
+    let mut headers = Vec::new();
+    let names = a
+        .headers
+        .clone()
+        .unwrap_or_else(|| vec!["X-API-Key".into()]);
+    if names.is_empty() && a.query_param.is_none() {
+        problem(
+            "api_keys.headers".into(),
+            "list at least one header (or set query_param)".into(),
+        );
+        ok = false;
+    }
+    for (i, n) in names.iter().enumerate() {
+        match http::HeaderName::from_bytes(n.as_bytes()) {
+            Ok(h) if h == http::header::AUTHORIZATION || h == http::header::COOKIE => {
+                problem(
+                    format!("api_keys.headers[{i}]"),
+                    format!("{n} is not a key header (it carries other credentials)"),
+                );
+                ok = false;
+            }
+            Ok(h) => headers.push(h),
+            Err(_) => {
+                problem(format!("api_keys.headers[{i}]"), "not a header name".into());
+                ok = false;
+            }
+        }
+    }
+    if let Some(q) = &a.query_param {
+        if q.is_empty()
+            || !q
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            problem(
+                "api_keys.query_param".into(),
+                "letters, digits, `_` and `-`".into(),
+            );
+            ok = false;
+        }
+    }
+    let pepper = match &a.pepper_file {
+        None => None,
+        Some(f) => {
+            let path = resolve_path(base, f);
+            match std::fs::read(&path) {
+                Ok(mut bytes) => {
+                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        bytes.pop();
+                    }
+                    if bytes.len() < 32 {
+                        problem(
+                            "api_keys.pepper_file".into(),
+                            "the pepper must be at least 32 bytes".into(),
+                        );
+                        ok = false;
+                    }
+                    Some(bytes)
+                }
+                Err(e) => {
+                    problem(
+                        "api_keys.pepper_file".into(),
+                        format!("cannot read \"{path}\": {e}"),
+                    );
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    if !ok {
+        return None;
+    }
+    let path = std::path::PathBuf::from(resolve_path(base, &a.consumers_file));
+    match ApiKeys::load(
+        path.clone(),
+        a.environment.unwrap_or(Environment::Live),
+        headers,
+        a.query_param.clone(),
+        Hasher::new(pepper),
+    ) {
+        Ok(k) => Some(std::sync::Arc::new(k)),
+        Err(problems) => {
+            for p in problems {
+                problem(format!("api_keys.consumers_file ({})", path.display()), p);
+            }
+            None
+        }
+    }
 }

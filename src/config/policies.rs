@@ -45,15 +45,17 @@ pub fn compile(
         let mut out = Vec::new();
         let mut good = true;
         for (i, c) in items.iter().enumerate() {
-            match &c.jwt {
-                Some(name) => match jwt(name, format!("{at}.{key}[{i}].jwt"), fail) {
+            match (&c.jwt, c.api_key) {
+                (Some(name), false) => match jwt(name, format!("{at}.{key}[{i}].jwt"), fail) {
                     Some(cred) => out.push(cred),
                     None => good = false,
                 },
-                None => {
+                (None, true) => out.push(Credential::ApiKey),
+                _ => {
                     good = fail(
                         format!("{at}.{key}[{i}]"),
-                        "name a credential, e.g. `{ jwt: PROVIDER }`".into(),
+                        "name one credential, e.g. `{ jwt: PROVIDER }` or `{ api_key: true }`"
+                            .into(),
                     );
                 }
             }
@@ -61,20 +63,28 @@ pub fn compile(
         good.then_some(out)
     };
 
-    let given = [p.public, p.jwt.is_some(), p.any.is_some(), p.all.is_some()]
-        .iter()
-        .filter(|g| **g)
-        .count();
+    let given = [
+        p.public,
+        p.jwt.is_some(),
+        p.api_key,
+        p.any.is_some(),
+        p.all.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
     let credential = if given != 1 {
         fail(
             at.to_string(),
-            "state exactly one of `public: true`, `jwt`, `any` or `all`".into(),
+            "state exactly one of `public: true`, `jwt`, `api_key: true`, `any` or `all`".into(),
         );
         None
     } else if p.public {
         Some(Credential::Public)
     } else if let Some(name) = &p.jwt {
         jwt(name, format!("{at}.jwt"), &mut fail)
+    } else if p.api_key {
+        Some(Credential::ApiKey)
     } else if let Some(items) = &p.any {
         list(items, "any", &mut fail).map(Credential::Any)
     } else if let Some(items) = &p.all {

@@ -22,6 +22,8 @@ pub struct AdminApp {
     /// The gateway's identity-assertion keys (public parts), served at
     /// `/.well-known/jwks.json`; built once.
     pub assertion_jwks: Vec<u8>,
+    /// Consumers and their keys for `/admin/consumers` (never a digest).
+    pub api_keys: Option<Arc<crate::auth::api_key::ApiKeys>>,
     pub remote_keys: Vec<Arc<crate::auth::jwks::RemoteKeys>>,
 }
 
@@ -50,6 +52,54 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Vec<u
 }
 
 impl AdminApp {
+    /// Consumers and their keys with last use, so unused keys can be found and revoked.
+    /// Digests are never shown.
+    fn consumers(&self) -> Response<Vec<u8>> {
+        let Some(keys) = &self.api_keys else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": "No consumers file is configured."}),
+            );
+        };
+        let ring = keys.current();
+        let consumers: Vec<serde_json::Value> = ring
+            .consumers
+            .iter()
+            .map(|c| {
+                let keys: Vec<serde_json::Value> = ring
+                    .keys
+                    .iter()
+                    .filter(|k| Arc::ptr_eq(&k.consumer, c))
+                    .map(|k| {
+                        json!({
+                            "id": k.id,
+                            "created": k.created,
+                            "expires": k.expires,
+                            "disabled": k.disabled,
+                            "last_used": k.last_used().map(|t| {
+                                humantime::format_rfc3339_seconds(
+                                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                                )
+                                .to_string()
+                            }),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": c.name,
+                    "tenant": c.tenant,
+                    "scopes": c.scopes,
+                    "tier": c.tier,
+                    "keys": keys,
+                })
+            })
+            .collect();
+        json_response(
+            StatusCode::OK,
+            json!({"environment": keys.environment.as_str(), "consumers": consumers}),
+        )
+    }
+
     fn ready(&self) -> Response<Vec<u8>> {
         let mut upstreams = serde_json::Map::new();
         let mut ready = true;
@@ -116,6 +166,7 @@ impl ServeHttp for AdminApp {
                 )
             }
             "/health/live" => json_response(StatusCode::OK, json!({"status": "live"})),
+            "/admin/consumers" => self.consumers(),
             "/.well-known/jwks.json" => respond(
                 StatusCode::OK,
                 "application/jwk-set+json",
@@ -124,7 +175,7 @@ impl ServeHttp for AdminApp {
             "/health/ready" => self.ready(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": "not_found", "message": "Try /metrics, /health/live, /health/ready or /.well-known/jwks.json."}),
+                json!({"error": "not_found", "message": "Try /metrics, /health/live, /health/ready, /admin/consumers or /.well-known/jwks.json."}),
             ),
         }
     }

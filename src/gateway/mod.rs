@@ -8,7 +8,6 @@ pub mod response;
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::metrics::metrics;
-use crate::routing::RouteTable;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -74,6 +73,17 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         }
     }
 
+    if let Some(keys) = &config.api_keys {
+        metrics().api_keys.set(keys.current().len() as i64);
+        server.add_service(pingora::services::background::background_service(
+            "consumers file",
+            ConsumersReloader {
+                keys: keys.clone(),
+                interval: config.consumers_reload_interval,
+            },
+        ));
+    }
+
     let access_log = match &config.access_log {
         Some(path) => Some(
             AccessLog::start(path).map_err(|e| format!("cannot open access log {path}: {e}"))?,
@@ -81,11 +91,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         None => None,
     };
     let gateway = proxy::Gateway {
-        engine: crate::policy::engine::Engine {
-            routes: RouteTable::new(&config.routes),
-            providers: config.providers.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
-        },
+        engine: crate::policy::engine::Engine::from_config(config),
         namespace: config.identity_namespace.clone(),
         pools: pools.clone(),
         access_log,
@@ -112,6 +118,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
             assertion_jwks: admin::assertion_jwks(&pools),
             pools,
             remote_keys,
+            api_keys: config.api_keys.clone(),
         }),
     );
     admin.add_tcp(&config.admin_address.to_string());
@@ -142,4 +149,61 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// Keeps the consumers file in force: reloads it when it changes (checked every `interval`)
+/// and on `SIGHUP`. A file with any problem is refused whole and the keys in force stay.
+struct ConsumersReloader {
+    keys: std::sync::Arc<crate::auth::api_key::ApiKeys>,
+    interval: Duration,
+}
+
+impl ConsumersReloader {
+    fn apply(&self, outcome: Option<Result<usize, Vec<String>>>, why: &str) {
+        let m = metrics();
+        match outcome {
+            None => {}
+            Some(Ok(n)) => {
+                m.consumer_reloads.with_label_values(&["success"]).inc();
+                m.api_keys.set(n as i64);
+                tracing::info!(keys = n, reason = why, file = %self.keys.path.display(), "consumers file reloaded");
+            }
+            Some(Err(problems)) => {
+                m.consumer_reloads.with_label_values(&["invalid"]).inc();
+                tracing::error!(
+                    file = %self.keys.path.display(),
+                    problems = %problems.join("; "),
+                    "consumers file refused; the keys in force stay"
+                );
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ConsumersReloader {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler; the consumers file is still polled");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => self.apply(self.keys.reload_if_changed(), "changed"),
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.apply(Some(self.keys.reload()), "SIGHUP"),
+            }
+        }
+    }
 }

@@ -110,24 +110,28 @@ impl ProxyHttp for Gateway {
         let Ok(path) = std::str::from_utf8(raw_path) else {
             return self.answer(session, ctx, response::BAD_REQUEST, &[]).await;
         };
+        let query = raw_query.and_then(|q| std::str::from_utf8(q).ok());
         let facts = RequestFacts {
             method: &req.method,
             host,
             path,
+            query,
             headers: &req.headers,
             peer: client_ip_of(session),
             now: unix_now(),
             extra_permission: None,
         };
         let outcome = self.engine.decide(&facts, &mut Trace::default()).await;
-        if let Some(canonical) = &outcome.path {
-            if canonical.as_ref() != path {
-                ctx.rewritten = Some(match raw_query {
-                    Some(q) => format!("{canonical}?{}", String::from_utf8_lossy(q)),
-                    None => canonical.to_string(),
-                });
-            }
-        }
+        let raw_query = raw_query.map(String::from_utf8_lossy);
+        ctx.rewritten = forwarded_target(
+            path,
+            outcome.path.as_deref(),
+            raw_query.as_deref(),
+            self.engine
+                .api_keys
+                .as_deref()
+                .and_then(|k| k.query_param.as_deref()),
+        );
         ctx.reported = outcome.reported.as_ref().map(|d| d.code);
         ctx.client_ip = outcome.client_ip;
         ctx.identity = outcome.identity;
@@ -231,6 +235,11 @@ impl ProxyHttp for Gateway {
             .or_else(|| req.uri.authority().map(|a| a.as_str()));
         let view = UpstreamView {
             namespace: &self.namespace,
+            key_headers: self
+                .engine
+                .api_keys
+                .as_deref()
+                .map_or(&[], |k| k.headers.as_slice()),
             route: ctx.route.as_deref(),
             identity: ctx.identity.as_deref(),
             assertion: ctx.pool.as_deref().and_then(|p| p.assertion.as_deref()),
@@ -348,9 +357,33 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// The path and query to forward when they differ from what the client sent: the canonical
+/// path, and the query without an API-key parameter (a key never reaches a backend).
+pub fn forwarded_target(
+    path: &str,
+    canonical: Option<&str>,
+    query: Option<&str>,
+    key_param: Option<&str>,
+) -> Option<String> {
+    let stripped = match (query, key_param) {
+        (Some(q), Some(p)) => crate::auth::api_key::query_without(q, p),
+        _ => None,
+    };
+    let canonical = canonical.unwrap_or(path);
+    if canonical == path && stripped.is_none() {
+        return None;
+    }
+    Some(match stripped.as_deref().or(query) {
+        Some(q) if !q.is_empty() => format!("{canonical}?{q}"),
+        _ => canonical.to_string(),
+    })
+}
+
 /// What decides the request sent upstream, besides the client's request itself.
 pub struct UpstreamView<'a> {
     pub namespace: &'a identity::IdentityNamespace,
+    /// API-key headers, removed like `Authorization`.
+    pub key_headers: &'a [http::HeaderName],
     pub route: Option<&'a Route>,
     pub identity: Option<&'a Identity>,
     pub assertion: Option<&'a crate::config::Assertion>,
@@ -387,6 +420,9 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, v: UpstreamView<'_>) ->
         .is_some_and(|r| !r.auth.is_public() && !r.auth.keep_authorization)
     {
         req.remove_header(&http::header::AUTHORIZATION);
+        for h in v.key_headers {
+            req.remove_header(h);
+        }
     }
     if let Some(target) = v.rewritten {
         // Forward exactly the path that was routed and decided on.

@@ -16,7 +16,20 @@ use std::sync::Arc;
 pub struct Engine {
     pub routes: RouteTable,
     pub providers: Vec<Provider>,
+    pub api_keys: Option<Arc<crate::auth::api_key::ApiKeys>>,
     pub trusted_proxies: Vec<super::networks::Cidr>,
+}
+
+impl Engine {
+    /// The engine of a configuration (sharing its keys and caches).
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            routes: RouteTable::new(&config.routes),
+            providers: config.providers.clone(),
+            api_keys: config.api_keys.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
 }
 
 /// One request, as plain data.
@@ -27,6 +40,8 @@ pub struct RequestFacts<'a> {
     pub host: Option<&'a str>,
     /// The path as sent, without the query.
     pub path: &'a str,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
     pub headers: &'a http::HeaderMap,
     /// The TCP peer.
     pub peer: Option<IpAddr>,
@@ -114,11 +129,16 @@ impl Engine {
         let facts = Facts {
             method: facts.method,
             headers: facts.headers,
+            query: facts.query,
             client_ip,
             now: facts.now,
             extra_permission: facts.extra_permission,
         };
-        let verdict = evaluate(&route.auth, &self.providers, &facts, trace).await;
+        let auth = super::Authenticators {
+            providers: &self.providers,
+            api_keys: self.api_keys.as_deref(),
+        };
+        let verdict = evaluate(&route.auth, &auth, &facts, trace).await;
         outcome.identity = verdict.identity;
         let mode = route.auth.mode;
         match verdict.denial {

@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod networks;
 
+use crate::auth::api_key::{ApiKeys, Presented};
 use crate::auth::jwt::Provider;
 use crate::auth::{AuthError, Identity};
 use networks::Cidr;
@@ -52,6 +53,8 @@ pub enum Credential {
     Public,
     /// A bearer JWT from this provider (index into the providers).
     Jwt(usize),
+    /// A key from the consumers file.
+    ApiKey,
     /// The first of these that the request carries and that verifies.
     Any(Vec<Credential>),
     /// Every one of these must verify.
@@ -148,11 +151,20 @@ pub struct Verdict {
     pub denial: Option<Denial>,
 }
 
+/// The credential checkers a policy can call on.
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticators<'a> {
+    pub providers: &'a [Provider],
+    pub api_keys: Option<&'a ApiKeys>,
+}
+
 /// What `evaluate` looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
     pub method: &'a http::Method,
     pub headers: &'a http::HeaderMap,
+    /// The raw query string (API keys may be read from it when configured).
+    pub query: Option<&'a str>,
     /// The client, as decided from the peer address and trusted proxies; `None` when it
     /// cannot be told (then any network rule refuses).
     pub client_ip: Option<IpAddr>,
@@ -189,7 +201,7 @@ const REALM: &str = "portcullis";
 /// Evaluate `policy` for a request.
 pub async fn evaluate(
     policy: &Policy,
-    providers: &[Provider],
+    auth: &Authenticators<'_>,
     facts: &Facts<'_>,
     trace: &mut Trace,
 ) -> Verdict {
@@ -218,7 +230,7 @@ pub async fn evaluate(
             };
         }
     }
-    let identity = match authenticate(&policy.credential, providers, facts, trace).await {
+    let identity = match authenticate(&policy.credential, auth, facts, trace).await {
         Ok(identity) => identity,
         Err(denial) => {
             return Verdict {
@@ -253,7 +265,7 @@ struct Failure {
 
 async fn authenticate(
     credential: &Credential,
-    providers: &[Provider],
+    auth: &Authenticators<'_>,
     facts: &Facts<'_>,
     trace: &mut Trace,
 ) -> Result<Option<Arc<Identity>>, Denial> {
@@ -265,7 +277,7 @@ async fn authenticate(
             );
             Ok(None)
         }
-        _ => match Box::pin(verify_credential(credential, providers, facts, trace)).await {
+        _ => match Box::pin(verify_credential(credential, auth, facts, trace)).await {
             Ok(id) => Ok(Some(id)),
             Err(f) => Err(f.denial),
         },
@@ -274,11 +286,65 @@ async fn authenticate(
 
 async fn verify_credential(
     credential: &Credential,
-    providers: &[Provider],
+    auth: &Authenticators<'_>,
     facts: &Facts<'_>,
     trace: &mut Trace,
 ) -> Result<Arc<Identity>, Failure> {
+    let providers = auth.providers;
     match credential {
+        Credential::ApiKey => {
+            let Some(keys) = auth.api_keys else {
+                return Err(Failure {
+                    denial: Denial::new(500, "internal_error", "No consumers file."),
+                    rank: 0,
+                });
+            };
+            let outcome = match keys.presented(facts.headers, facts.query) {
+                Presented::Missing => Err(AuthError::ApiKeyMissing),
+                Presented::Key(k) => keys.authenticate(&k, facts.now),
+                Presented::Ambiguous => {
+                    count_denial("api_key", "ambiguous_credentials");
+                    trace.note(
+                        || "api_key".into(),
+                        || "ambiguous: more than one key".into(),
+                    );
+                    let mut d = Denial::new(
+                        400,
+                        "ambiguous_credentials",
+                        "The request carries more than one API key.",
+                    );
+                    d.challenge = Some(api_key_challenge(keys));
+                    return Err(Failure { denial: d, rank: 3 });
+                }
+            };
+            match outcome {
+                Ok(identity) => {
+                    keys.allowed.inc();
+                    trace.note(
+                        || "api_key".into(),
+                        || {
+                            format!(
+                                "verified: consumer {} (key {})",
+                                identity.client_id.as_deref().unwrap_or(""),
+                                identity.key_id.as_deref().unwrap_or("")
+                            )
+                        },
+                    );
+                    Ok(identity)
+                }
+                Err(e) => {
+                    count_denial("api_key", e.code());
+                    trace.note(
+                        || "api_key".into(),
+                        || format!("refused: {} ({})", e.code(), e.message()),
+                    );
+                    let mut d = Denial::new(401, e.code(), e.message());
+                    d.challenge = Some(api_key_challenge(keys));
+                    let rank = if e == AuthError::ApiKeyMissing { 1 } else { 3 };
+                    Err(Failure { denial: d, rank })
+                }
+            }
+        }
         Credential::Public => Err(Failure {
             denial: Denial::new(500, "internal_error", "A public credential inside any/all."),
             rank: 0,
@@ -331,26 +397,43 @@ async fn verify_credential(
         }
         Credential::Any(options) => {
             let mut best: Option<Failure> = None;
+            let mut challenges: Vec<String> = Vec::new();
             for option in options {
-                match Box::pin(verify_credential(option, providers, facts, trace)).await {
+                match Box::pin(verify_credential(option, auth, facts, trace)).await {
                     Ok(id) => return Ok(id),
                     Err(f) => {
+                        if let Some(c) = &f.denial.challenge {
+                            challenges.push(c.clone());
+                        }
                         if best.as_ref().is_none_or(|b| f.rank > b.rank) {
                             best = Some(f);
                         }
                     }
                 }
             }
-            Err(best.unwrap_or(Failure {
+            let mut best = best.unwrap_or(Failure {
                 denial: Denial::new(401, "credentials_missing", "No credential was given."),
                 rank: 0,
-            }))
+            });
+            // One challenge per accepted scheme: the most specific failure's first, then a
+            // bare one for every other scheme the route takes.
+            if best.denial.status == 401 {
+                let mut all: Vec<String> = best.denial.challenge.iter().cloned().collect();
+                for c in challenges {
+                    let scheme = c.split(' ').next().unwrap_or("");
+                    if !all.iter().any(|a| a.split(' ').next() == Some(scheme)) {
+                        all.push(format!(r#"{scheme} realm="{REALM}""#));
+                    }
+                }
+                best.denial.challenge = Some(all.join(", "));
+            }
+            Err(best)
         }
         Credential::All(parts) => {
             let mut first: Option<Arc<Identity>> = None;
             let mut extra: Vec<Arc<Identity>> = Vec::new();
             for part in parts {
-                let id = Box::pin(verify_credential(part, providers, facts, trace)).await?;
+                let id = Box::pin(verify_credential(part, auth, facts, trace)).await?;
                 if first.is_none() {
                     first = Some(id);
                 } else {
@@ -414,6 +497,11 @@ fn challenge(e: AuthError) -> String {
             e.message()
         )
     }
+}
+
+fn api_key_challenge(keys: &ApiKeys) -> String {
+    let header = keys.headers.first().map_or("X-API-Key", |h| h.as_str());
+    format!(r#"ApiKey realm="{REALM}", header="{header}""#)
 }
 
 fn count_denial(provider: &str, code: &'static str) {
