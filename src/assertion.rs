@@ -389,6 +389,7 @@ mod tests {
             extra: Vec::new(),
             expires_at,
             key_id: None,
+            tier: None,
         }
     }
 

@@ -114,6 +114,10 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
             if let Some(a) = &d.allow {
                 h.insert("allow".into(), json!(a));
             }
+            if let Some((policy, state)) = &d.rate_headers {
+                h.insert("ratelimit-policy".into(), json!(policy));
+                h.insert("ratelimit".into(), json!(state));
+            }
             json!({"forward": false, "status": d.status, "error": d.code,
                    "message": d.message, "headers": h})
         }

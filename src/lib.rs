@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod request_id;
 pub mod routing;
 pub mod stdio;

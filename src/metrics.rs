@@ -13,6 +13,8 @@
 //! | `portcullis_auth_decisions_total` | counter | `provider`, `result`, `reason` | authentication outcomes on protected routes: `result` is `allow` or `deny`, `reason` the stable error code (`ok` when allowed) |
 //! | `portcullis_policy_decisions_total` | counter | `route`, `decision`, `reason`, `mode` | every decision on a matched route: `decision` is `allow`, `deny` or `unavailable`, `reason` the stable code (`ok` when allowed), `mode` `enforce` or `report` (report-mode refusals are counted, then forwarded) |
 //! | `portcullis_consumers_reloads_total` | counter | `outcome` | consumers-file reloads: `success`, or `invalid` (the file was refused as a whole; the keys in force stay) |
+//! | `portcullis_rate_limited_total` | counter | `route`, `key` | requests refused with 429 by a limit counted per `key` (`consumer`, `api_key`, `subject`, `tenant`, `client_address`, `header`) |
+//! | `portcullis_rate_limit_keys` | gauge | | keys the local limiter tracks (read at scrape time) |
 //! | `portcullis_api_keys` | gauge | | API keys loaded from the consumers file |
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
@@ -39,6 +41,8 @@ pub struct Metrics {
     pub auth_decisions: IntCounterVec,
     pub policy_decisions: IntCounterVec,
     pub consumer_reloads: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub rate_limit_keys: IntGauge,
     pub api_keys: IntGauge,
     pub jwt_cache: IntCounterVec,
     pub jwt_verify_duration: HistogramVec,
@@ -117,6 +121,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["outcome"],
     )?;
+    let rate_limited = IntCounterVec::new(
+        Opts::new(
+            "portcullis_rate_limited_total",
+            "Requests refused by a rate limit, by route and key kind",
+        ),
+        &["route", "key"],
+    )?;
+    let rate_limit_keys = IntGauge::new(
+        "portcullis_rate_limit_keys",
+        "Keys the local rate limiter tracks",
+    )?;
     let api_keys = IntGauge::new(
         "portcullis_api_keys",
         "API keys loaded from the consumers file",
@@ -164,6 +179,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(auth_decisions.clone()))?;
     registry.register(Box::new(policy_decisions.clone()))?;
     registry.register(Box::new(consumer_reloads.clone()))?;
+    registry.register(Box::new(rate_limited.clone()))?;
+    registry.register(Box::new(rate_limit_keys.clone()))?;
     registry.register(Box::new(api_keys.clone()))?;
     registry.register(Box::new(jwt_cache.clone()))?;
     registry.register(Box::new(jwt_verify_duration.clone()))?;
@@ -186,6 +203,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         auth_decisions,
         policy_decisions,
         consumer_reloads,
+        rate_limited,
+        rate_limit_keys,
         api_keys,
         jwt_cache,
         jwt_verify_duration,

@@ -338,6 +338,22 @@ fn broken_policies_are_rejected_with_the_offending_key() {
             "api_keys.headers[0]: Authorization is not a key header",
         ),
         (
+            format!("{HEAD}rate_limits: {{tiers: {{gold: {{key: consumer, requests: 5, per: minute}}}}, global: {{requests: 0, per: second}}}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public, rate_limit: {{key: cookie, requests: 1, per: hour}}}}]\n"),
+            "rate_limits.tiers.gold.key: a tier is always counted per consumer",
+        ),
+        (
+            format!("{HEAD}rate_limits: {{global: {{requests: 0, per: second}}}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "rate_limits.global.requests: between 1 and 1000000000",
+        ),
+        (
+            format!("{HEAD}{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public, rate_limit: {{key: cookie, requests: 1, per: hour}}}}]\n"),
+            "routes[0].rate_limit.key: \"cookie\": use consumer, api_key, subject, tenant, client_address or header:NAME",
+        ),
+        (
+            format!("{HEAD}{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public, rate_limit: {{requests: 1, per: day}}}}]\n"),
+            "unknown variant `day`",
+        ),
+        (
             format!("{HEAD}trusted_proxies: [proxy.internal]\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
             "trusted_proxies[0]: \"proxy.internal\" is not an IP address or CIDR block",
         ),

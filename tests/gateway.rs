@@ -17,6 +17,7 @@ mod jwt;
 mod paths;
 mod policy;
 mod proxying;
+mod rate_limits;
 mod smuggling;
 mod tls;
 mod upgrade;

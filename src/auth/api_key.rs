@@ -322,6 +322,7 @@ impl Keyring {
                 scopes: c.scopes.clone(),
                 tenant: c.tenant.clone(),
                 client_id: Some(c.name.clone()),
+                tier: c.tier.clone(),
                 ..Identity::default()
             });
             for (j, k) in c.keys.iter().enumerate() {
@@ -580,6 +581,8 @@ pub struct ApiKeys {
     /// Query parameter a key may come in; `None` (the default) ignores the query string.
     pub query_param: Option<String>,
     pub hasher: Hasher,
+    /// Rate-limit tier names a consumer may name.
+    tiers: Vec<String>,
     /// `portcullis_auth_decisions_total{provider="api_key",result="allow"}`, resolved once.
     pub allowed: prometheus::IntCounter,
     ring: std::sync::RwLock<Arc<Keyring>>,
@@ -617,15 +620,17 @@ impl ApiKeys {
         headers: Vec<http::HeaderName>,
         query_param: Option<String>,
         hasher: Hasher,
+        tiers: Vec<String>,
     ) -> Result<Self, Vec<String>> {
         let stamp = file_stamp(&path);
-        let ring = Self::read(&path, &hasher)?;
+        let ring = Self::read(&path, &hasher, &tiers)?;
         Ok(Self {
             path,
             environment,
             headers,
             query_param,
             hasher,
+            tiers,
             allowed: crate::metrics::metrics()
                 .auth_decisions
                 .with_label_values(&["api_key", "allow", "ok"]),
@@ -634,11 +639,14 @@ impl ApiKeys {
         })
     }
 
-    fn read(path: &std::path::Path, hasher: &Hasher) -> Result<Keyring, Vec<String>> {
+    fn read(
+        path: &std::path::Path,
+        hasher: &Hasher,
+        tiers: &[String],
+    ) -> Result<Keyring, Vec<String>> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-        // Rate-limit tiers arrive with rate limits; until then no tier name is known.
-        Keyring::parse(&text, hasher, &|_| false)
+        Keyring::parse(&text, hasher, &|t| tiers.iter().any(|n| n == t))
     }
 
     pub fn current(&self) -> Arc<Keyring> {
@@ -655,7 +663,7 @@ impl ApiKeys {
         if let Ok(mut s) = self.stamp.lock() {
             *s = stamp;
         }
-        let ring = Self::read(&self.path, &self.hasher)?;
+        let ring = Self::read(&self.path, &self.hasher, &self.tiers)?;
         let n = ring.len();
         match self.ring.write() {
             Ok(mut r) => *r = Arc::new(ring),

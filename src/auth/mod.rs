@@ -123,6 +123,8 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// The API key's id, when the credential was an API key (safe to log; never the key).
     pub key_id: Option<String>,
+    /// The consumer's rate-limit tier, if it has one.
+    pub tier: Option<String>,
 }
 
 /// Longest value of one identity header.
@@ -269,6 +271,7 @@ impl ClaimMap {
             extra,
             expires_at: None,
             key_id: None,
+            tier: None,
         })
     }
 }

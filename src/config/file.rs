@@ -28,6 +28,8 @@ pub struct ConfigFile {
     pub identity_headers: IdentityHeadersSection,
     /// API keys: the consumers file and where keys are read.
     pub api_keys: Option<ApiKeysSection>,
+    /// Rate limits: the backend, consumer tiers and a global limit.
+    pub rate_limits: Option<RateLimitsSection>,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
 }
@@ -133,6 +135,47 @@ pub struct ClaimsSection {
     /// Header name -> claim path, for anything else the backend needs.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsSection {
+    /// `local` (default): in-process, shared by the worker threads.
+    pub backend: Option<RateLimitBackend>,
+    /// Most keys the local backend tracks at once (default 100000).
+    pub max_keys: Option<u64>,
+    /// Named limits a consumer can be given (`tier:` in the consumers file), counted per
+    /// consumer; they replace a route's limit for that consumer.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, LimitSection>,
+    /// One limit over every request.
+    pub global: Option<LimitSection>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitBackend {
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    Second,
+    Minute,
+    Hour,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    /// What it is counted per: consumer, api_key, subject, tenant, client_address, or
+    /// `header:NAME` (default client_address; tiers are always per consumer).
+    pub key: Option<String>,
+    pub requests: u64,
+    pub per: Per,
+    /// Requests allowed at once (default: `requests`).
+    pub burst: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,6 +516,8 @@ pub struct RouteSection {
     pub matcher: MatchSection,
     pub upstream: String,
     pub timeouts: Option<RouteTimeouts>,
+    /// A rate limit for this route (a consumer's tier replaces it for that consumer).
+    pub rate_limit: Option<LimitSection>,
     /// Required: `public`, or the credential the route needs. A route without it is an error.
     pub auth: Option<RouteAuthSection>,
 }

@@ -3,6 +3,7 @@
 //! `routes[2].upstream: unknown upstream "userz"`, and all of them are reported at once.
 
 pub mod file;
+pub mod limits;
 mod policies;
 mod providers;
 
@@ -68,6 +69,8 @@ pub struct Config {
     pub api_keys: Option<std::sync::Arc<crate::auth::api_key::ApiKeys>>,
     /// How often the consumers file is checked for changes.
     pub consumers_reload_interval: Duration,
+    /// Every rate limit and the backend counting them.
+    pub rate_limits: limits::RateLimits,
 }
 
 pub use crate::policy::Policy;
@@ -160,6 +163,8 @@ pub struct RouteSpec {
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub auth: Policy,
+    /// Index into `RateLimits::limits`.
+    pub rate_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -501,6 +506,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
                 read_timeout,
                 write_timeout,
                 auth,
+                rate_limit: None,
             };
             if let Some(j) = routes.iter().position(|o| same_match(o, &spec)) {
                 problem(
@@ -515,10 +521,28 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         }
     }
 
+    let mut rate_limits = limits::compile(file.rate_limits.as_ref(), &mut problem);
+    for (i, r) in file.routes.iter().enumerate() {
+        if let (Some(l), Some(spec)) = (&r.rate_limit, routes.iter_mut().find(|s| s.name == r.name))
+        {
+            if let Some(limit) = limits::compile_limit(
+                &r.name,
+                l,
+                &format!("routes[{i}].rate_limit"),
+                None,
+                &mut problem,
+            ) {
+                spec.rate_limit = Some(rate_limits.limits.len());
+                rate_limits.limits.push(limit);
+            }
+        }
+    }
+    limits::start_backend(&mut rate_limits, file.rate_limits.as_ref());
+    let tier_names = rate_limits.tier_names();
     let api_keys = file
         .api_keys
         .as_ref()
-        .and_then(|a| api_keys(a, base, &mut problem));
+        .and_then(|a| api_keys(a, base, tier_names.clone(), &mut problem));
     let uses_api_keys = file.routes.iter().any(|r| match &r.auth {
         Some(file::RouteAuthSection::Policy(p)) => {
             p.api_key
@@ -569,6 +593,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             identity_namespace,
             api_keys,
             consumers_reload_interval,
+            rate_limits,
         }),
         None => Err(Problems(vec![Problem {
             path: "admin.address".into(),
@@ -967,6 +992,7 @@ fn valid_name(s: &str) -> bool {
 fn api_keys(
     a: &file::ApiKeysSection,
     base: &Path,
+    tiers: Vec<String>,
     problem: &mut impl FnMut(String, String),
 ) -> Option<std::sync::Arc<crate::auth::api_key::ApiKeys>> {
     use crate::auth::api_key::{ApiKeys, Environment, Hasher};
@@ -1051,6 +1077,7 @@ fn api_keys(
         headers,
         a.query_param.clone(),
         Hasher::new(pepper),
+        tiers,
     ) {
         Ok(k) => Some(std::sync::Arc::new(k)),
         Err(problems) => {

@@ -24,6 +24,8 @@ pub struct AdminApp {
     pub assertion_jwks: Vec<u8>,
     /// Consumers and their keys for `/admin/consumers` (never a digest).
     pub api_keys: Option<Arc<crate::auth::api_key::ApiKeys>>,
+    /// For the tracked-keys gauge.
+    pub limiter: Option<Arc<crate::ratelimit::LocalLimiter>>,
     pub remote_keys: Vec<Arc<crate::auth::jwks::RemoteKeys>>,
 }
 
@@ -150,6 +152,11 @@ impl ServeHttp for AdminApp {
         }
         match req.uri.path() {
             "/metrics" => {
+                if let Some(l) = &self.limiter {
+                    crate::metrics::metrics()
+                        .rate_limit_keys
+                        .set(l.tracked() as i64);
+                }
                 // Ages are read at scrape time, so they grow between refreshes as they should.
                 for r in &self.remote_keys {
                     if let Some(age) = r.age_secs() {

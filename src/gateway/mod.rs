@@ -119,6 +119,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
             pools,
             remote_keys,
             api_keys: config.api_keys.clone(),
+            limiter: config.rate_limits.limiter.clone(),
         }),
     );
     admin.add_tcp(&config.admin_address.to_string());

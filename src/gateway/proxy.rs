@@ -44,6 +44,8 @@ pub struct RequestCtx {
     reported: Option<&'static str>,
     /// The client, as decided from the peer and trusted proxies.
     client_ip: Option<IpAddr>,
+    /// `RateLimit-Policy` and `RateLimit` for the response, when a limit applied.
+    rate_headers: Option<(String, String)>,
 }
 
 #[async_trait]
@@ -62,6 +64,7 @@ impl ProxyHttp for Gateway {
             rewritten: None,
             reported: None,
             client_ip: None,
+            rate_headers: None,
         }
     }
 
@@ -134,6 +137,7 @@ impl ProxyHttp for Gateway {
         );
         ctx.reported = outcome.reported.as_ref().map(|d| d.code);
         ctx.client_ip = outcome.client_ip;
+        ctx.rate_headers = outcome.rate_headers;
         ctx.identity = outcome.identity;
         if let Some(route) = &outcome.route {
             ctx.pool = self.pools.get(route.upstream).cloned();
@@ -261,6 +265,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        if let Some((policy, state)) = ctx.rate_headers.take() {
+            upstream_response.insert_header("ratelimit-policy", policy)?;
+            upstream_response.insert_header("ratelimit", state)?;
+        }
         Ok(())
     }
 
@@ -454,6 +462,10 @@ impl Gateway {
         }
         if let Some(a) = d.allow {
             extra.push(("allow", a));
+        }
+        if let Some((policy, state)) = d.rate_headers {
+            extra.push(("ratelimit-policy", policy));
+            extra.push(("ratelimit", state));
         }
         let kind = ErrorKind {
             status: d.status,

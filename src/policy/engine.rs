@@ -18,9 +18,71 @@ pub struct Engine {
     pub providers: Vec<Provider>,
     pub api_keys: Option<Arc<crate::auth::api_key::ApiKeys>>,
     pub trusted_proxies: Vec<super::networks::Cidr>,
+    pub rate_limits: crate::config::limits::RateLimits,
 }
 
 impl Engine {
+    /// Count the request against the global limit and the route's (or the caller's tier's);
+    /// the refusal when one is exhausted. Headers for the response go into `outcome`.
+    fn rate_limit(
+        &self,
+        route: &Route,
+        outcome: &mut Outcome<'_>,
+        headers: &http::HeaderMap,
+        trace: &mut Trace,
+    ) -> Option<Denial> {
+        let rl = &self.rate_limits;
+        let limiter = rl.limiter.as_deref()?;
+        let identity = outcome.identity.as_deref();
+        // The caller's tier replaces the route's limit, for that caller.
+        let route_limit = route.rate_limit.map(|i| {
+            identity
+                .and_then(|id| id.tier.as_deref())
+                .and_then(|t| rl.tiers.get(t).copied())
+                .unwrap_or(i)
+        });
+        let mut shown = None;
+        for index in [rl.global, route_limit].into_iter().flatten() {
+            let Some(limit) = rl.limits.get(index) else {
+                continue;
+            };
+            let key = limit_key(&limit.key, identity, outcome.client_ip, headers);
+            let v = limiter.check(index, limit, &key);
+            trace.note(
+                || format!("rate limit \"{}\" ({})", limit.name, limit.describe()),
+                || {
+                    format!(
+                        "{} ({} left)",
+                        if v.allowed { "within" } else { "exceeded" },
+                        v.remaining
+                    )
+                },
+            );
+            if !v.allowed {
+                crate::metrics::metrics()
+                    .rate_limited
+                    .with_label_values(&[&route.name, limit.key.label()])
+                    .inc();
+                let mut d = Denial::new(
+                    429,
+                    "rate_limited",
+                    format!(
+                        "Rate limit \"{}\" exceeded: {}. Retry after {} s.",
+                        limit.name,
+                        limit.describe(),
+                        v.reset_secs
+                    ),
+                );
+                d.retry_after = Some(v.reset_secs);
+                d.rate_headers = Some((limit.policy_header(), v.header(limit)));
+                return Some(d);
+            }
+            shown = Some((limit.policy_header(), v.header(limit)));
+        }
+        outcome.rate_headers = shown;
+        None
+    }
+
     /// The engine of a configuration (sharing its keys and caches).
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
@@ -28,6 +90,7 @@ impl Engine {
             providers: config.providers.clone(),
             api_keys: config.api_keys.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            rate_limits: config.rate_limits.clone(),
         }
     }
 }
@@ -65,6 +128,8 @@ pub struct Outcome<'a> {
     pub denial: Option<Denial>,
     /// A refusal that a report-mode policy computed but did not enforce.
     pub reported: Option<Denial>,
+    /// `RateLimit-Policy` and `RateLimit` values for an allowed response, when a limit applied.
+    pub rate_headers: Option<(String, String)>,
 }
 
 impl Engine {
@@ -78,6 +143,7 @@ impl Engine {
             identity: None,
             denial: None,
             reported: None,
+            rate_headers: None,
         };
         let path = match canonical_path(facts.path) {
             Ok(p) => p,
@@ -142,7 +208,12 @@ impl Engine {
         outcome.identity = verdict.identity;
         let mode = route.auth.mode;
         match verdict.denial {
-            None => route.allowed.inc(),
+            None => {
+                route.allowed.inc();
+                if let Some(d) = self.rate_limit(&route, &mut outcome, facts.headers, trace) {
+                    outcome.denial = Some(d);
+                }
+            }
             Some(d) => {
                 crate::metrics::metrics()
                     .policy_decisions
@@ -162,5 +233,42 @@ impl Engine {
         }
         outcome.route = Some(route);
         outcome
+    }
+}
+
+/// The string a limit counts under. A caller without the value the limit is keyed on (no
+/// consumer on a public route, say) is counted per address instead.
+fn limit_key(
+    key: &crate::ratelimit::LimitKey,
+    identity: Option<&Identity>,
+    client: Option<IpAddr>,
+    headers: &http::HeaderMap,
+) -> String {
+    use crate::ratelimit::LimitKey;
+    let value = match key {
+        LimitKey::Consumer => identity
+            .and_then(|i| i.client_id.as_deref())
+            .map(|v| ("c", v.to_string())),
+        LimitKey::ApiKey => identity
+            .and_then(|i| i.key_id.as_deref())
+            .map(|v| ("k", v.to_string())),
+        LimitKey::Subject => identity
+            .map(|i| i.subject.as_str())
+            .filter(|s| !s.is_empty())
+            .map(|v| ("s", v.to_string())),
+        LimitKey::Tenant => identity
+            .and_then(|i| i.tenant.as_deref())
+            .map(|v| ("t", v.to_string())),
+        LimitKey::Header(h) => headers
+            .get(h)
+            .map(|v| ("h", String::from_utf8_lossy(v.as_bytes()).into_owned())),
+        LimitKey::ClientAddress => None,
+    };
+    match value {
+        Some((kind, v)) => format!("{kind}:{v}"),
+        None => match client {
+            Some(ip) => format!("a:{ip}"),
+            None => "a:unknown".to_string(),
+        },
     }
 }

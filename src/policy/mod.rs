@@ -119,6 +119,8 @@ pub struct Denial {
     pub retry_after: Option<u64>,
     /// `Allow` methods, for 405.
     pub allow: Option<String>,
+    /// `RateLimit-Policy` and `RateLimit`, for 429.
+    pub rate_headers: Option<(String, String)>,
 }
 
 impl Denial {
@@ -130,6 +132,7 @@ impl Denial {
             challenge: None,
             retry_after: None,
             allow: None,
+            rate_headers: None,
         }
     }
 

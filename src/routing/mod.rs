@@ -32,6 +32,8 @@ pub struct Route {
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub auth: Policy,
+    /// Index of the route's rate limit in the configuration's limits.
+    pub rate_limit: Option<usize>,
     /// `portcullis_policy_decisions_total` for this route's allowed requests, resolved once.
     pub allowed: prometheus::IntCounter,
 }
@@ -99,6 +101,7 @@ impl RouteTable {
                     read_timeout: s.read_timeout,
                     write_timeout: s.write_timeout,
                     auth: s.auth.clone(),
+                    rate_limit: s.rate_limit,
                     allowed: crate::metrics::metrics()
                         .policy_decisions
                         .with_label_values(&[&s.name, "allow", "ok", s.auth.mode.label()]),
@@ -181,6 +184,7 @@ mod tests {
             read_timeout: None,
             write_timeout: None,
             auth: Policy::public(),
+            rate_limit: None,
         }
     }
 

@@ -1,0 +1,294 @@
+//! Rate limits: N requests per window with a burst, decided exactly with GCRA (the generic
+//! cell rate algorithm, a token bucket kept as one timestamp per key).
+//!
+//! A limit of `requests` per `window` with `burst` B lets B requests through at once and then
+//! one every `window / requests`; with the default burst (= `requests`) that is "N per window":
+//! the N+1th request within a window is refused, and after a full window of quiet the whole
+//! budget is back. State per key is the theoretical arrival time (TAT) of the next request.
+//!
+//! The local backend keeps TATs in a bounded moka cache shared by all worker threads; keys
+//! idle for longer than their window are evicted (their bucket is full again by then anyway).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a limit is counted per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The API-key consumer (`X-Client-ID`); callers without one are counted per address.
+    Consumer,
+    /// The API key itself.
+    ApiKey,
+    /// The JWT subject.
+    Subject,
+    Tenant,
+    ClientAddress,
+    /// The value of a request header (lower-case name).
+    Header(http::HeaderName),
+}
+
+impl LimitKey {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Consumer => "consumer",
+            Self::ApiKey => "api_key",
+            Self::Subject => "subject",
+            Self::Tenant => "tenant",
+            Self::ClientAddress => "client_address",
+            Self::Header(_) => "header",
+        }
+    }
+}
+
+/// A compiled limit.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// Shown to callers: the route, tier or `global`.
+    pub name: String,
+    pub key: LimitKey,
+    pub requests: u64,
+    pub window: Duration,
+    pub burst: u64,
+}
+
+impl Limit {
+    /// Time between two requests at the steady rate, in nanoseconds.
+    fn interval_ns(&self) -> u64 {
+        (self.window.as_nanos() / u128::from(self.requests.max(1))).max(1) as u64
+    }
+
+    /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-09): quota and window.
+    pub fn policy_header(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.name,
+            self.burst,
+            self.window.as_secs().max(1)
+        )
+    }
+
+    pub fn describe(&self) -> String {
+        let per = match self.window.as_secs() {
+            1 => "second".to_string(),
+            60 => "minute".to_string(),
+            3600 => "hour".to_string(),
+            s => format!("{s} s"),
+        };
+        format!("{} per {per}", self.requests)
+    }
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Requests still allowed right now.
+    pub remaining: u64,
+    /// Seconds until the budget is whole again (allowed) or until a retry can pass (refused).
+    pub reset_secs: u64,
+}
+
+impl Verdict {
+    /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-09): remaining and reset.
+    pub fn header(&self, limit: &Limit) -> String {
+        format!(
+            "\"{}\";r={};t={}",
+            limit.name, self.remaining, self.reset_secs
+        )
+    }
+}
+
+fn ceil_secs(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+/// GCRA on one key's TAT (nanoseconds on the limiter's clock). Pure: the caller stores the
+/// returned TAT when the request is allowed.
+pub fn gcra(limit: &Limit, tat: u64, now: u64) -> (Verdict, u64) {
+    let t = limit.interval_ns();
+    let tau = t.saturating_mul(limit.burst.saturating_sub(1));
+    let tat = tat.max(now);
+    let new_tat = tat.saturating_add(t);
+    // Allowed when the request would not put the bucket past its depth.
+    if new_tat - now > tau.saturating_add(t) {
+        let wait = tat - now - tau;
+        return (
+            Verdict {
+                allowed: false,
+                remaining: 0,
+                reset_secs: ceil_secs(wait).max(1),
+            },
+            tat,
+        );
+    }
+    let used = (new_tat - now).div_ceil(t);
+    (
+        Verdict {
+            allowed: true,
+            remaining: limit.burst.saturating_sub(used),
+            reset_secs: ceil_secs(new_tat - now),
+        },
+        new_tat,
+    )
+}
+
+/// The in-process backend: one TAT per key, shared by all worker threads, bounded.
+pub struct LocalLimiter {
+    start: std::time::Instant,
+    tats: moka::sync::Cache<(usize, String), Arc<AtomicU64>>,
+}
+
+impl std::fmt::Debug for LocalLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLimiter")
+            .field("keys", &self.tats.entry_count())
+            .finish()
+    }
+}
+
+impl LocalLimiter {
+    /// `idle`: how long a key with no requests is kept (the longest window).
+    pub fn new(capacity: u64, idle: Duration) -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            tats: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(idle.max(Duration::from_secs(1)))
+                .build(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        // Offset by a day so that a fresh key's TAT of 0 is always in the past.
+        self.start.elapsed().as_nanos() as u64 + 86_400_000_000_000
+    }
+
+    /// Check and count one request for `key` under limit number `id`.
+    pub fn check(&self, id: usize, limit: &Limit, key: &str) -> Verdict {
+        let cell = self
+            .tats
+            .get_with((id, key.to_string()), || Arc::new(AtomicU64::new(0)));
+        let now = self.now_ns();
+        let mut current = cell.load(Ordering::Acquire);
+        loop {
+            let (verdict, tat) = gcra(limit, current, now);
+            if !verdict.allowed {
+                return verdict;
+            }
+            match cell.compare_exchange_weak(current, tat, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return verdict,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Keys tracked now (approximate).
+    pub fn tracked(&self) -> u64 {
+        self.tats.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(requests: u64, secs: u64, burst: u64) -> Limit {
+        Limit {
+            name: "t".into(),
+            key: LimitKey::ClientAddress,
+            requests,
+            window: Duration::from_secs(secs),
+            burst,
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    /// Run `n` requests at time `at` (ns); how many were allowed, and the state after.
+    fn burst_at(l: &Limit, tat: &mut u64, at: u64, n: u64) -> (u64, Vec<Verdict>) {
+        let mut allowed = 0;
+        let mut verdicts = Vec::new();
+        for _ in 0..n {
+            let (v, t) = gcra(l, *tat, at);
+            if v.allowed {
+                *tat = t;
+                allowed += 1;
+            }
+            verdicts.push(v);
+        }
+        (allowed, verdicts)
+    }
+
+    #[test]
+    fn the_n_plus_first_request_in_a_window_is_refused() {
+        let l = limit(5, 60, 5);
+        let mut tat = 0;
+        let (allowed, v) = burst_at(&l, &mut tat, 1000 * S, 7);
+        assert_eq!(allowed, 5);
+        let remaining: Vec<u64> = v.iter().map(|v| v.remaining).collect();
+        assert_eq!(remaining, [4, 3, 2, 1, 0, 0, 0]);
+        // The 6th: one request frees up after 60/5 = 12 s.
+        assert!(!v[5].allowed);
+        assert_eq!(v[5].reset_secs, 12);
+        // Just before, still refused; at 12 s one passes, and only one.
+        assert_eq!(burst_at(&l, &mut tat, 1000 * S + 12 * S - 1, 1).0, 0);
+        assert_eq!(burst_at(&l, &mut tat, 1012 * S, 3).0, 1);
+        // After a full quiet window the whole budget is back.
+        assert_eq!(burst_at(&l, &mut tat, 1100 * S, 9).0, 5);
+    }
+
+    #[test]
+    fn burst_is_the_depth_and_the_rate_is_requests_per_window() {
+        let l = limit(10, 1, 2);
+        let mut tat = 0;
+        assert_eq!(burst_at(&l, &mut tat, 50 * S, 5).0, 2);
+        // 100 ms later one more (10 per second).
+        assert_eq!(burst_at(&l, &mut tat, 50 * S + S / 10, 5).0, 1);
+        // Over one second at a steady 10/s, all pass.
+        let mut passed = 0;
+        for i in 1..=10 {
+            passed += burst_at(&l, &mut tat, 51 * S + i * S / 10, 1).0;
+        }
+        assert_eq!(passed, 10);
+    }
+
+    #[test]
+    fn the_local_limiter_counts_per_key_across_threads() {
+        let limiter = Arc::new(LocalLimiter::new(1000, Duration::from_secs(60)));
+        let l = Arc::new(limit(100, 60, 100));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (limiter, l) = (limiter.clone(), l.clone());
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|_| limiter.check(0, &l, "k").allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(
+            total, 100,
+            "exactly the limit, however the threads interleave"
+        );
+        assert!(limiter.check(0, &l, "other").allowed);
+        assert!(
+            limiter.check(1, &l, "k").allowed,
+            "another limit, another count"
+        );
+    }
+
+    #[test]
+    fn headers_follow_the_draft() {
+        let l = limit(100, 60, 100);
+        assert_eq!(l.policy_header(), "\"t\";q=100;w=60");
+        let v = Verdict {
+            allowed: true,
+            remaining: 7,
+            reset_secs: 3,
+        };
+        assert_eq!(v.header(&l), "\"t\";r=7;t=3");
+        assert_eq!(l.describe(), "100 per minute");
+    }
+}

@@ -1,0 +1,219 @@
+//! Rate limits with the local backend, end to end: exact budgets, the 429 contract with
+//! `Retry-After` and the RateLimit headers, windows that reset, per-consumer counting and
+//! tiers that override a route's limit.
+
+use crate::support::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn new_key(file: &Path, consumer: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["keys", "new", "--consumer", consumer, "--write"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: serde_json::Value,
+}
+
+fn get(gw: &Gateway, path: &str, key: Option<&str>) -> Answer {
+    let mut req = client().get(gw.url(path));
+    if let Some(k) = key {
+        req = req.header("X-API-Key", k);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn header(a: &Answer, name: &str) -> Option<String> {
+    a.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+#[test]
+fn the_n_plus_first_request_gets_429_with_retry_after_and_ratelimit_headers() {
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        r#"upstreams:
+  echo:
+    backends: ["{}"]
+routes:
+  - name: search
+    match: {{ path_prefix: /search }}
+    upstream: echo
+    auth: public
+    rate_limit: {{ key: client_address, requests: 3, per: minute }}
+  - name: free
+    match: {{ path_prefix: /free }}
+    upstream: echo
+    auth: public
+"#,
+        echo.addr
+    ));
+    for remaining in [2, 1, 0] {
+        let a = get(&gw, "/search?q=1", None);
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            header(&a, "ratelimit-policy").as_deref(),
+            Some("\"search\";q=3;w=60")
+        );
+        let state = header(&a, "ratelimit").unwrap();
+        assert!(
+            state.starts_with(&format!("\"search\";r={remaining};t=")),
+            "{state}"
+        );
+    }
+    let a = get(&gw, "/search?q=1", None);
+    assert_eq!(a.status, 429);
+    assert_eq!(a.body["error"], "rate_limited");
+    assert_eq!(
+        a.body["message"],
+        "Rate limit \"search\" exceeded: 3 per minute. Retry after 20 s."
+    );
+    // One request frees up every 60 / 3 = 20 s.
+    assert_eq!(header(&a, "retry-after").as_deref(), Some("20"));
+    assert_eq!(
+        header(&a, "ratelimit").as_deref(),
+        Some("\"search\";r=0;t=20")
+    );
+    assert_eq!(
+        echo.received().len(),
+        3,
+        "the refused request never reached the origin"
+    );
+    // Other routes are not limited.
+    let free = get(&gw, "/free", None);
+    assert_eq!(free.status, 200);
+    assert!(free.headers.get("ratelimit").is_none());
+    assert!(gw
+        .metrics()
+        .contains(r#"portcullis_rate_limited_total{key="client_address",route="search"} 1"#));
+}
+
+#[test]
+fn the_window_resets() {
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: burst\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth: public\n    rate_limit: {{ requests: 4, per: second }}\n",
+        echo.addr
+    ));
+    // Concurrent requests, so that the whole burst lands well within one window even on a
+    // busy machine; each quarter second of refill adds at most one more.
+    let burst = |n: usize| {
+        let url = gw.url("/x");
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    fresh_client().get(url).send().unwrap().status().as_u16()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<u16>>()
+    };
+    let first = burst(10);
+    let ok = first.iter().filter(|s| **s == 200).count();
+    assert!((4..=6).contains(&ok), "{first:?}");
+    assert!(first.iter().all(|s| *s == 200 || *s == 429), "{first:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = burst(4);
+    assert_eq!(
+        again,
+        [200, 200, 200, 200],
+        "a whole window later the budget is back"
+    );
+}
+
+#[test]
+fn each_consumer_has_its_own_budget_and_a_tier_overrides_the_route_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumers = dir.path().join("consumers.yaml");
+    let plain = new_key(&consumers, "plain");
+    let other = new_key(&consumers, "other");
+    let gold = new_key(&consumers, "goldco");
+    let text = std::fs::read_to_string(&consumers).unwrap();
+    std::fs::write(
+        &consumers,
+        text.replace("- name: goldco\n", "- name: goldco\n  tier: gold\n"),
+    )
+    .unwrap();
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        r#"api_keys:
+  consumers_file: {file}
+rate_limits:
+  tiers:
+    gold: {{ requests: 5, per: minute }}
+upstreams:
+  echo:
+    backends: ["{origin}"]
+routes:
+  - name: orders
+    match: {{ path_prefix: /orders }}
+    upstream: echo
+    auth: {{ api_key: true }}
+    rate_limit: {{ key: consumer, requests: 2, per: minute }}
+"#,
+        file = consumers.display(),
+        origin = echo.addr
+    ));
+    let allowed = |key: &str| {
+        (0..7)
+            .filter(|_| get(&gw, "/orders/1", Some(key)).status == 200)
+            .count()
+    };
+    assert_eq!(allowed(&plain), 2);
+    assert_eq!(allowed(&other), 2, "another consumer, another budget");
+    assert_eq!(
+        allowed(&gold),
+        5,
+        "the gold tier replaces the route's 2 per minute"
+    );
+    let a = get(&gw, "/orders/1", Some(&gold));
+    assert_eq!(a.status, 429);
+    assert_eq!(
+        header(&a, "ratelimit-policy").as_deref(),
+        Some("\"gold\";q=5;w=60")
+    );
+    assert!(a.body["message"].as_str().unwrap().contains("\"gold\""));
+}
+
+#[test]
+fn a_global_limit_counts_every_route() {
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        "rate_limits:\n  global: {{ key: \"header:X-Tenant-Hint\", requests: 3, per: hour }}\nupstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: a\n    match: {{ path_prefix: /a }}\n    upstream: echo\n    auth: public\n  - name: b\n    match: {{ path_prefix: /b }}\n    upstream: echo\n    auth: public\n",
+        echo.addr
+    ));
+    let send = |path: &str, hint: &str| {
+        client()
+            .get(gw.url(path))
+            .header("X-Tenant-Hint", hint)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let seq: Vec<u16> = ["/a", "/b", "/a", "/b"]
+        .iter()
+        .map(|p| send(p, "t1"))
+        .collect();
+    assert_eq!(seq, [200, 200, 200, 429]);
+    assert_eq!(send("/a", "t2"), 200, "counted per header value");
+}
