@@ -6,24 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// `portcullis keys new` for `consumer`, written into `file`; the key it printed.
-fn new_key(file: &Path, consumer: &str, extra: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["keys", "new", "--consumer", consumer, "--write"])
-        .arg(file)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(key.starts_with("ptc_"), "{key}");
-    key
-}
-
 struct Setup {
     consumers: PathBuf,
     echo: Echo,
@@ -100,7 +82,7 @@ fn grant_scope(file: &Path, consumer: &str, scope: &str) {
 fn a_key_made_by_keys_new_authenticates_and_the_backend_sees_the_consumer_not_the_key() {
     let mut key = String::new();
     let (s, _idp) = setup("", |f| {
-        key = new_key(f, "acme", &["--expires", "90d"]);
+        key = new_api_key(f, "acme", &["--expires", "90d"]);
         grant_scope(f, "acme", "invoices:read");
     });
     let text = std::fs::read_to_string(&s.consumers).unwrap();
@@ -152,9 +134,9 @@ fn a_key_made_by_keys_new_authenticates_and_the_backend_sees_the_consumer_not_th
 fn refused_keys_get_401_with_distinct_codes() {
     let (mut live, mut expired, mut disabled) = (String::new(), String::new(), String::new());
     let (s, _idp) = setup("", |f| {
-        live = new_key(f, "acme", &[]);
-        expired = new_key(f, "acme", &[]);
-        disabled = new_key(f, "acme", &[]);
+        live = new_api_key(f, "acme", &[]);
+        expired = new_api_key(f, "acme", &[]);
+        disabled = new_api_key(f, "acme", &[]);
         grant_scope(f, "acme", "invoices:read");
         let text = std::fs::read_to_string(f).unwrap();
         // Expire the second key and disable the third (entries are in creation order).
@@ -223,7 +205,7 @@ fn refused_keys_get_401_with_distinct_codes() {
 fn a_key_in_the_query_string_works_when_enabled_and_is_never_forwarded() {
     let mut key = String::new();
     let (s, _idp) = setup("  query_param: api_key\n", |f| {
-        key = new_key(f, "acme", &[]);
+        key = new_api_key(f, "acme", &[]);
         grant_scope(f, "acme", "invoices:read");
     });
     let (status, body, _) = with_key(&s, "/billing/1?page=2", &key);
@@ -248,8 +230,8 @@ fn a_key_in_the_query_string_works_when_enabled_and_is_never_forwarded() {
 fn rotation_and_revocation_take_effect_without_a_restart_and_a_bad_file_changes_nothing() {
     let (mut old, mut new) = (String::new(), String::new());
     let (s, _idp) = setup("", |f| {
-        old = new_key(f, "acme", &[]);
-        new = new_key(f, "acme", &[]);
+        old = new_api_key(f, "acme", &[]);
+        new = new_api_key(f, "acme", &[]);
         grant_scope(f, "acme", "invoices:read");
     });
     assert_eq!(with_key(&s, "/billing/1", &old).0, 200);
@@ -285,14 +267,14 @@ fn sighup_reloads_the_consumers_file() {
     let mut first = String::new();
     let dir = tempfile::tempdir().unwrap();
     let consumers = dir.path().join("consumers.yaml");
-    first.push_str(&new_key(&consumers, "acme", &[]));
+    first.push_str(&new_api_key(&consumers, "acme", &[]));
     let echo = Echo::start();
     let gw = Gateway::start(&format!(
         "api_keys:\n  consumers_file: {}\n  reload_interval: 1h\nupstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth: {{ api_key: true }}\n",
         consumers.display(),
         echo.addr
     ));
-    let second = new_key(&consumers, "acme", &[]);
+    let second = new_api_key(&consumers, "acme", &[]);
     let status = |key: &str| {
         client()
             .get(gw.url("/x"))
@@ -318,7 +300,7 @@ fn sighup_reloads_the_consumers_file() {
 #[test]
 fn scopes_are_required_of_keys_as_of_tokens_and_any_takes_a_jwt_or_a_key() {
     let mut key = String::new();
-    let (s, idp) = setup("", |f| key = new_key(f, "acme", &[]));
+    let (s, idp) = setup("", |f| key = new_api_key(f, "acme", &[]));
     let (status, body, _) = with_key(&s, "/billing/1", &key);
     assert_eq!(
         (status, body["error"].as_str()),

@@ -3,19 +3,7 @@
 //! tiers that override a route's limit.
 
 use crate::support::*;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-fn new_key(file: &Path, consumer: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["keys", "new", "--consumer", consumer, "--write"])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 struct Answer {
     status: u16,
@@ -144,9 +132,9 @@ fn the_window_resets() {
 fn each_consumer_has_its_own_budget_and_a_tier_overrides_the_route_limit() {
     let dir = tempfile::tempdir().unwrap();
     let consumers = dir.path().join("consumers.yaml");
-    let plain = new_key(&consumers, "plain");
-    let other = new_key(&consumers, "other");
-    let gold = new_key(&consumers, "goldco");
+    let plain = new_api_key(&consumers, "plain", &[]);
+    let other = new_api_key(&consumers, "other", &[]);
+    let gold = new_api_key(&consumers, "goldco", &[]);
     let text = std::fs::read_to_string(&consumers).unwrap();
     std::fs::write(
         &consumers,

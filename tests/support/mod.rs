@@ -692,3 +692,21 @@ pub fn corp_gateway(idp: &SigningIdp, echo: &Echo, upstream_extra: &str, routes:
         origin = echo.addr
     ))
 }
+
+/// `portcullis keys new` for `consumer`, written into the consumers file `file`; the key.
+pub fn new_api_key(file: &Path, consumer: &str, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["keys", "new", "--consumer", consumer, "--write"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("ptc_"), "{key}");
+    key
+}
