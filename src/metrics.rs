@@ -15,6 +15,7 @@
 //! | `portcullis_consumers_reloads_total` | counter | `outcome` | consumers-file reloads: `success`, or `invalid` (the file was refused as a whole; the keys in force stay) |
 //! | `portcullis_rate_limited_total` | counter | `route`, `key` | requests refused with 429 by a limit counted per `key` (`consumer`, `api_key`, `subject`, `tenant`, `client_address`, `header`) |
 //! | `portcullis_rate_limit_keys` | gauge | | keys the local limiter tracks (read at scrape time) |
+//! | `portcullis_auth_throttled_total` | counter | `event` | failed-authentication guard: `blocked` (an address went over and is blocked), `refused` (a request from a blocked address got 429) |
 //! | `portcullis_api_keys` | gauge | | API keys loaded from the consumers file |
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
@@ -43,6 +44,7 @@ pub struct Metrics {
     pub consumer_reloads: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub rate_limit_keys: IntGauge,
+    pub auth_throttled: IntCounterVec,
     pub api_keys: IntGauge,
     pub jwt_cache: IntCounterVec,
     pub jwt_verify_duration: HistogramVec,
@@ -132,6 +134,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "portcullis_rate_limit_keys",
         "Keys the local rate limiter tracks",
     )?;
+    let auth_throttled = IntCounterVec::new(
+        Opts::new(
+            "portcullis_auth_throttled_total",
+            "Failed-authentication guard: addresses blocked, and requests refused while blocked",
+        ),
+        &["event"],
+    )?;
     let api_keys = IntGauge::new(
         "portcullis_api_keys",
         "API keys loaded from the consumers file",
@@ -181,6 +190,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(consumer_reloads.clone()))?;
     registry.register(Box::new(rate_limited.clone()))?;
     registry.register(Box::new(rate_limit_keys.clone()))?;
+    registry.register(Box::new(auth_throttled.clone()))?;
     registry.register(Box::new(api_keys.clone()))?;
     registry.register(Box::new(jwt_cache.clone()))?;
     registry.register(Box::new(jwt_verify_duration.clone()))?;
@@ -205,6 +215,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         consumer_reloads,
         rate_limited,
         rate_limit_keys,
+        auth_throttled,
         api_keys,
         jwt_cache,
         jwt_verify_duration,

@@ -342,6 +342,10 @@ fn broken_policies_are_rejected_with_the_offending_key() {
             "rate_limits.tiers.gold.key: a tier is always counted per consumer",
         ),
         (
+            format!("{HEAD}rate_limits: {{failed_auth: {{failures: 5, per: minute, block: 3d}}}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "rate_limits.failed_auth.block: between 1s and 24h",
+        ),
+        (
             format!("{HEAD}rate_limits: {{global: {{requests: 0, per: second}}}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
             "rate_limits.global.requests: between 1 and 1000000000",
         ),

@@ -205,3 +205,61 @@ fn a_global_limit_counts_every_route() {
     assert_eq!(seq, [200, 200, 200, 429]);
     assert_eq!(send("/a", "t2"), 200, "counted per header value");
 }
+
+#[test]
+fn failed_authentications_block_the_address_whatever_it_sends_next() {
+    let idp = SigningIdp::new();
+    let echo = Echo::start();
+    let gw = corp_gateway(
+        &idp,
+        &echo,
+        "",
+        r#"  - name: orders
+    match: { path_prefix: /orders }
+    upstream: echo
+    auth: { jwt: corp }
+  - name: open
+    match: { path_prefix: /open }
+    upstream: echo
+    auth: public
+rate_limits:
+  failed_auth: { failures: 3, per: minute, block: 2s }
+"#,
+    );
+    let with_token = |t: &str| {
+        let r = client()
+            .get(gw.url("/orders/1"))
+            .header("Authorization", format!("Bearer {t}"))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: serde_json::Value = r.json().unwrap_or_default();
+        (
+            status,
+            body["error"].as_str().unwrap_or("").to_string(),
+            retry,
+        )
+    };
+    let good = idp.good_token();
+    assert_eq!(with_token(&good).0, 200);
+    for _ in 0..4 {
+        assert_eq!(with_token("junk.junk.junk").0, 401);
+    }
+    // Blocked now: even a valid token gets 429, with how long to wait.
+    let (status, code, retry) = with_token(&good);
+    assert_eq!((status, code.as_str()), (429, "auth_throttled"));
+    let retry: u64 = retry.unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Public routes stay open to the address.
+    assert_eq!(get(&gw, "/open/x", None).status, 200);
+    assert!(gw
+        .metrics()
+        .contains(r#"portcullis_auth_throttled_total{event="blocked"} 1"#));
+    // When the block ends, a valid token works again.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(with_token(&good).0, 200);
+}

@@ -150,6 +150,19 @@ pub struct RateLimitsSection {
     pub tiers: BTreeMap<String, LimitSection>,
     /// One limit over every request.
     pub global: Option<LimitSection>,
+    /// Brute-force guard: too many failed authentications from one address block it.
+    pub failed_auth: Option<FailedAuthSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedAuthSection {
+    /// Failed authentications (401) allowed per address and window.
+    pub failures: u64,
+    pub per: Per,
+    /// How long an address that went over is refused (429) on protected routes.
+    #[serde(with = "humantime_serde")]
+    pub block: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

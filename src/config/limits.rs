@@ -1,7 +1,7 @@
 //! `rate_limits` and routes' `rate_limit`, checked and compiled.
 
 use super::file::{LimitSection, Per, RateLimitsSection};
-use crate::ratelimit::{Limit, LimitKey, LocalLimiter};
+use crate::ratelimit::{FailedAuthGuard, Limit, LimitKey, LocalLimiter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ pub struct RateLimits {
     pub tiers: BTreeMap<String, usize>,
     pub global: Option<usize>,
     pub limiter: Option<Arc<LocalLimiter>>,
+    pub failed_auth: Option<Arc<FailedAuthGuard>>,
 }
 
 impl RateLimits {
@@ -68,11 +69,7 @@ pub fn compile_limit(
             }
         },
     };
-    let window = Duration::from_secs(match s.per {
-        Per::Second => 1,
-        Per::Minute => 60,
-        Per::Hour => 3600,
-    });
+    let window = window_of(s.per);
     match (ok, key) {
         (true, Some(key)) => Some(Limit {
             name: name.to_string(),
@@ -83,6 +80,14 @@ pub fn compile_limit(
         }),
         _ => None,
     }
+}
+
+fn window_of(per: Per) -> Duration {
+    Duration::from_secs(match per {
+        Per::Second => 1,
+        Per::Minute => 60,
+        Per::Hour => 3600,
+    })
 }
 
 /// The `rate_limits` section (tiers and global); route limits are added by the caller.
@@ -104,6 +109,31 @@ pub fn compile(
         ) {
             out.tiers.insert(name.clone(), out.limits.len());
             out.limits.push(l);
+        }
+    }
+    if let Some(f) = &s.failed_auth {
+        let mut ok = true;
+        if f.failures == 0 || f.failures > 1_000_000 {
+            problem(
+                "rate_limits.failed_auth.failures".into(),
+                "between 1 and 1000000".into(),
+            );
+            ok = false;
+        }
+        if f.block < Duration::from_secs(1) || f.block > Duration::from_secs(86_400) {
+            problem(
+                "rate_limits.failed_auth.block".into(),
+                "between 1s and 24h".into(),
+            );
+            ok = false;
+        }
+        if ok {
+            out.failed_auth = Some(Arc::new(FailedAuthGuard::new(
+                f.failures,
+                window_of(f.per),
+                f.block,
+                s.max_keys.unwrap_or(100_000),
+            )));
         }
     }
     if let Some(g) = &s.global {

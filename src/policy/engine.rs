@@ -204,7 +204,44 @@ impl Engine {
             providers: &self.providers,
             api_keys: self.api_keys.as_deref(),
         };
+        let guard = self
+            .rate_limits
+            .failed_auth
+            .as_deref()
+            .filter(|_| !route.auth.is_public());
+        if let (Some(g), Some(ip)) = (guard, client_ip) {
+            if let Some(left) = g.blocked_for(ip) {
+                trace.note(
+                    || "failed-auth guard".into(),
+                    || format!("address blocked for {left} s more"),
+                );
+                crate::metrics::metrics()
+                    .auth_throttled
+                    .with_label_values(&["refused"])
+                    .inc();
+                let mut d = Denial::new(
+                    429,
+                    "auth_throttled",
+                    "Too many failed authentication attempts from this address; try again later.",
+                );
+                d.retry_after = Some(left);
+                outcome.denial = Some(d);
+                outcome.route = Some(route);
+                return outcome;
+            }
+        }
         let verdict = evaluate(&route.auth, &auth, &facts, trace).await;
+        if let (Some(g), Some(ip), Some(401)) =
+            (guard, client_ip, verdict.denial.as_ref().map(|d| d.status))
+        {
+            if g.failed(ip) {
+                crate::metrics::metrics()
+                    .auth_throttled
+                    .with_label_values(&["blocked"])
+                    .inc();
+                tracing::warn!(client = %ip, "too many failed authentications; address blocked");
+            }
+        }
         outcome.identity = verdict.identity;
         let mode = route.auth.mode;
         match verdict.denial {

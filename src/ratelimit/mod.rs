@@ -292,3 +292,78 @@ mod tests {
         assert_eq!(l.describe(), "100 per minute");
     }
 }
+
+/// The brute-force guard: a client address with too many failed authentications in a window
+/// is refused with 429 for a while, whatever credential it sends next.
+pub struct FailedAuthGuard {
+    /// `failures` per window, counted per address.
+    limit: Limit,
+    counter: LocalLimiter,
+    /// Blocked addresses, each until its block ends.
+    blocked: moka::sync::Cache<std::net::IpAddr, std::time::Instant>,
+    pub block: Duration,
+}
+
+impl std::fmt::Debug for FailedAuthGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailedAuthGuard")
+            .field("limit", &self.limit.describe())
+            .field("block", &self.block)
+            .finish()
+    }
+}
+
+impl FailedAuthGuard {
+    pub fn new(failures: u64, window: Duration, block: Duration, capacity: u64) -> Self {
+        Self {
+            limit: Limit {
+                name: "failed_auth".into(),
+                key: LimitKey::ClientAddress,
+                requests: failures,
+                window,
+                burst: failures,
+            },
+            counter: LocalLimiter::new(capacity, window),
+            blocked: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(block.max(Duration::from_secs(1)))
+                .build(),
+            block,
+        }
+    }
+
+    /// Seconds left of this address's block, if it is blocked.
+    pub fn blocked_for(&self, ip: std::net::IpAddr) -> Option<u64> {
+        let until = self.blocked.get(&ip)?;
+        let left = until.checked_duration_since(std::time::Instant::now())?;
+        Some(left.as_secs().max(1))
+    }
+
+    /// Count a failed authentication; true when this failure starts a block.
+    pub fn failed(&self, ip: std::net::IpAddr) -> bool {
+        if self.counter.check(0, &self.limit, &ip.to_string()).allowed {
+            return false;
+        }
+        self.blocked
+            .insert(ip, std::time::Instant::now() + self.block);
+        true
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn the_n_plus_first_failure_blocks_the_address_for_the_period() {
+        let g = FailedAuthGuard::new(3, Duration::from_secs(60), Duration::from_secs(300), 100);
+        let ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+        let other: std::net::IpAddr = "198.51.100.8".parse().unwrap();
+        assert!(!g.failed(ip) && !g.failed(ip) && !g.failed(ip));
+        assert_eq!(g.blocked_for(ip), None, "three failures are allowed");
+        assert!(g.failed(ip), "the fourth starts a block");
+        let left = g.blocked_for(ip).unwrap();
+        assert!((299..=300).contains(&left), "{left}");
+        assert_eq!(g.blocked_for(other), None);
+    }
+}
