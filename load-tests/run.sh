@@ -58,6 +58,19 @@ if [ "${JWT:-1}" = 1 ]; then
     PORT[haproxy-hs256]=18084
     PORT[haproxy-es256]=18085
 fi
+# API keys (APIKEY=0 leaves these out): a key on every request, alone and with a local rate
+# limit high enough never to trigger.
+declare -A HDR=()
+if [ "${APIKEY:-1}" = 1 ]; then
+    TARGETS+=(portcullis-apikey portcullis-apikey-limit)
+    for t in portcullis-apikey portcullis-apikey-limit; do
+        PROC[$t]=portcullis
+        PORT[$t]=18089
+        HDR[$t]=apikey
+    done
+    URLPATH[portcullis-apikey]=/key
+    URLPATH[portcullis-apikey-limit]=/key-limited
+fi
 if [ -n "${ONLY:-}" ]; then
     selected=()
     for t in "${TARGETS[@]}"; do
@@ -72,6 +85,7 @@ url_of() { echo "http://127.0.0.1:${PORT[$1]}${URLPATH[$1]:-/}"; }
 auth_args() {
     local alg=${TOKEN_ALG[$1]:-}
     [ -n "$alg" ] && printf '%s\n' -H "Authorization: Bearer $(cat "$RUN_DIR/$alg.token")"
+    [ -n "${HDR[$1]:-}" ] && printf '%s\n' -H "X-API-Key: $(cat "$RUN_DIR/apikey.key")"
     return 0
 }
 ADMIN_PORT=19901
@@ -189,6 +203,10 @@ for alg in ("rs256", "es256", "hs256"):
             sig = der_to_jose(sig)
     open(f"{run}/{alg}.token", "w").write(msg.decode() + "." + b64(sig))
 PY
+
+# One API key, made the way operators make them; only its digest goes into the consumers file.
+"$PORTCULLIS" keys new --consumer bench --write "$RUN_DIR/consumers.yaml" \
+    >"$RUN_DIR/apikey.key" 2>/dev/null || die "portcullis keys new failed"
 
 "$NGINX" -t -q -c "$RUN_DIR/origin.conf" -p "$RUN_DIR" >&2 || die "origin.conf is invalid"
 "$NGINX" -t -q -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR" >&2 || die "nginx-proxy.conf is invalid"

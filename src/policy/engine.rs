@@ -273,39 +273,31 @@ impl Engine {
     }
 }
 
-/// The string a limit counts under. A caller without the value the limit is keyed on (no
+/// The value a limit counts under. A caller without the value the limit is keyed on (no
 /// consumer on a public route, say) is counted per address instead.
-fn limit_key(
+fn limit_key<'a>(
     key: &crate::ratelimit::LimitKey,
-    identity: Option<&Identity>,
+    identity: Option<&'a Identity>,
     client: Option<IpAddr>,
-    headers: &http::HeaderMap,
-) -> String {
-    use crate::ratelimit::LimitKey;
+    headers: &'a http::HeaderMap,
+) -> crate::ratelimit::KeyValue<'a> {
+    use crate::ratelimit::{KeyValue, LimitKey};
+    let named = |kind: &'static str, v: Option<&'a str>| {
+        v.filter(|v| !v.is_empty())
+            .map(|v| KeyValue::Named(kind, v.as_bytes()))
+    };
     let value = match key {
-        LimitKey::Consumer => identity
-            .and_then(|i| i.client_id.as_deref())
-            .map(|v| ("c", v.to_string())),
-        LimitKey::ApiKey => identity
-            .and_then(|i| i.key_id.as_deref())
-            .map(|v| ("k", v.to_string())),
-        LimitKey::Subject => identity
-            .map(|i| i.subject.as_str())
-            .filter(|s| !s.is_empty())
-            .map(|v| ("s", v.to_string())),
-        LimitKey::Tenant => identity
-            .and_then(|i| i.tenant.as_deref())
-            .map(|v| ("t", v.to_string())),
+        LimitKey::Consumer => named("consumer", identity.and_then(|i| i.client_id.as_deref())),
+        LimitKey::ApiKey => named("api_key", identity.and_then(|i| i.key_id.as_deref())),
+        LimitKey::Subject => named("subject", identity.map(|i| i.subject.as_str())),
+        LimitKey::Tenant => named("tenant", identity.and_then(|i| i.tenant.as_deref())),
         LimitKey::Header(h) => headers
             .get(h)
-            .map(|v| ("h", String::from_utf8_lossy(v.as_bytes()).into_owned())),
+            .map(|v| KeyValue::Named("header", v.as_bytes())),
         LimitKey::ClientAddress => None,
     };
-    match value {
-        Some((kind, v)) => format!("{kind}:{v}"),
-        None => match client {
-            Some(ip) => format!("a:{ip}"),
-            None => "a:unknown".to_string(),
-        },
-    }
+    value.unwrap_or(match client {
+        Some(ip) => KeyValue::Address(ip),
+        None => KeyValue::Unknown,
+    })
 }

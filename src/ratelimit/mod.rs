@@ -133,10 +133,23 @@ pub fn gcra(limit: &Limit, tat: u64, now: u64) -> (Verdict, u64) {
     )
 }
 
-/// The in-process backend: one TAT per key, shared by all worker threads, bounded.
+/// The value a request is counted under, without copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyValue<'a> {
+    /// A consumer, key id, subject, tenant or header value, tagged by its kind.
+    Named(&'static str, &'a [u8]),
+    Address(std::net::IpAddr),
+    Unknown,
+}
+
+/// The in-process backend: one TAT per key, shared by all worker threads, bounded. Keys are
+/// kept as a keyed 64-bit hash (SipHash with a per-process random key) of the limit and the
+/// key's value: no allocation per request, and a collision, which would make two callers share
+/// one budget, is as unlikely as guessing the process's hash key.
 pub struct LocalLimiter {
     start: std::time::Instant,
-    tats: moka::sync::Cache<(usize, String), Arc<AtomicU64>>,
+    hasher: std::collections::hash_map::RandomState,
+    tats: moka::sync::Cache<u64, Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for LocalLimiter {
@@ -152,6 +165,7 @@ impl LocalLimiter {
     pub fn new(capacity: u64, idle: Duration) -> Self {
         Self {
             start: std::time::Instant::now(),
+            hasher: std::collections::hash_map::RandomState::new(),
             tats: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_idle(idle.max(Duration::from_secs(1)))
@@ -165,10 +179,15 @@ impl LocalLimiter {
     }
 
     /// Check and count one request for `key` under limit number `id`.
-    pub fn check(&self, id: usize, limit: &Limit, key: &str) -> Verdict {
-        let cell = self
-            .tats
-            .get_with((id, key.to_string()), || Arc::new(AtomicU64::new(0)));
+    pub fn check(
+        &self,
+        id: usize,
+        limit: &Limit,
+        key: &(impl std::hash::Hash + ?Sized),
+    ) -> Verdict {
+        use std::hash::BuildHasher;
+        let slot = self.hasher.hash_one((id, key));
+        let cell = self.tats.get_with(slot, || Arc::new(AtomicU64::new(0)));
         let now = self.now_ns();
         let mut current = cell.load(Ordering::Acquire);
         loop {
@@ -341,7 +360,7 @@ impl FailedAuthGuard {
 
     /// Count a failed authentication; true when this failure starts a block.
     pub fn failed(&self, ip: std::net::IpAddr) -> bool {
-        if self.counter.check(0, &self.limit, &ip.to_string()).allowed {
+        if self.counter.check(0, &self.limit, &ip).allowed {
             return false;
         }
         self.blocked
