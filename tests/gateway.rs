@@ -18,6 +18,7 @@ mod paths;
 mod policy;
 mod proxying;
 mod rate_limits;
+mod redis_limits;
 mod smuggling;
 mod tls;
 mod upgrade;

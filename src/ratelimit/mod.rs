@@ -9,6 +9,8 @@
 //! The local backend keeps TATs in a bounded moka cache shared by all worker threads; keys
 //! idle for longer than their window are evicted (their bucket is full again by then anyway).
 
+pub mod redis_backend;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

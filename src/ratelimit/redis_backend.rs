@@ -1,0 +1,102 @@
+//! The shared backend: the same GCRA as the local limiter, run atomically inside Redis by one
+//! Lua script per decision, on Redis's own clock (`TIME`), so every gateway instance of a fleet
+//! counts against one budget and counters survive gateway restarts.
+//!
+//! Not yet selectable in the configuration: it is wired in with `fail_open` / `fail_closed`
+//! handling in a following change.
+
+use super::{Limit, Verdict};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// GCRA with microsecond timestamps. ARGV: interval, tau (= interval * (burst - 1)), burst.
+/// Returns {allowed, remaining, microseconds until reset (allowed) or until a retry passes}.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > tau + interval then
+  return {0, 0, tat - now - tau}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+local used = math.ceil((new_tat - now) / interval)
+return {1, burst - used, new_tat - now}
+"#;
+
+pub struct RedisLimiter {
+    conn: ConnectionManager,
+    script: redis::Script,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis key of one limit's counter for one caller: stable across instances (so a fleet
+/// shares it) and bounded in length whatever the caller sent.
+pub fn redis_key(limit: &Limit, value: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(limit.name.as_bytes());
+    h.update([0]);
+    h.update(limit.key.label().as_bytes());
+    h.update([0]);
+    h.update(value);
+    format!("ptc:rl:{}", hex::encode(&h.finalize()[..16]))
+}
+
+impl RedisLimiter {
+    /// Connect to `url` (`redis://host:port/db`); every call is bounded by `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            timeout * 4,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| "redis: connection timed out".to_string())?
+        .map_err(|e| format!("redis: {e}"))?;
+        Ok(Self {
+            conn,
+            script: redis::Script::new(GCRA),
+            timeout,
+        })
+    }
+
+    /// Check and count one request; an error when Redis did not answer in time.
+    pub async fn check(&self, limit: &Limit, value: &[u8]) -> Result<Verdict, String> {
+        let interval_us = (limit.window.as_micros() / u128::from(limit.requests.max(1))).max(1);
+        let tau_us = interval_us * u128::from(limit.burst.saturating_sub(1));
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(redis_key(limit, value));
+        invocation
+            .arg(interval_us.to_string())
+            .arg(tau_us.to_string())
+            .arg(limit.burst);
+        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
+        let (allowed, remaining, wait_us) = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "redis: timed out".to_string())?
+            .map_err(|e| format!("redis: {e}"))?;
+        Ok(Verdict {
+            allowed: allowed == 1,
+            remaining: remaining.max(0) as u64,
+            reset_secs: (wait_us.max(0) as u64).div_ceil(1_000_000).max(1),
+        })
+    }
+}

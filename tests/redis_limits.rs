@@ -1,0 +1,91 @@
+//! The Redis rate-limit backend against a real `redis-server`: one budget shared by two
+//! limiters (two gateway instances), bounded errors while Redis is down, recovery after.
+
+use crate::support::*;
+use portcullis::ratelimit::redis_backend::RedisLimiter;
+use portcullis::ratelimit::{Limit, LimitKey};
+use std::time::{Duration, Instant};
+
+fn limit(requests: u64) -> Limit {
+    Limit {
+        name: "shared".into(),
+        key: LimitKey::Consumer,
+        requests,
+        window: Duration::from_secs(60),
+        burst: requests,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn two_instances_share_one_budget_in_redis() {
+    let redis = RedisServer::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let a = RedisLimiter::connect(&redis.url(), Duration::from_millis(200))
+            .await
+            .unwrap();
+        let b = RedisLimiter::connect(&redis.url(), Duration::from_millis(200))
+            .await
+            .unwrap();
+        let l = limit(5);
+        let mut allowed = 0;
+        let mut last = None;
+        for i in 0..8 {
+            let limiter = if i % 2 == 0 { &a } else { &b };
+            let v = limiter.check(&l, b"acme").await.unwrap();
+            if v.allowed {
+                allowed += 1;
+            }
+            last = Some(v);
+        }
+        assert_eq!(allowed, 5, "one budget for both instances");
+        let last = last.unwrap();
+        assert!(!last.allowed);
+        // 60 s / 5 = 12 s until the next request frees up.
+        assert!((11..=12).contains(&last.reset_secs), "{last:?}");
+        // Another caller has its own budget.
+        assert!(a.check(&l, b"other").await.unwrap().allowed);
+    });
+}
+
+#[test]
+fn redis_down_is_a_fast_error_and_redis_back_works_again() {
+    let mut redis = RedisServer::start();
+    let rt = runtime();
+    let limiter = rt
+        .block_on(RedisLimiter::connect(
+            &redis.url(),
+            Duration::from_millis(100),
+        ))
+        .unwrap();
+    let l = limit(100);
+    assert!(rt.block_on(limiter.check(&l, b"k")).unwrap().allowed);
+    redis.stop();
+    let started = Instant::now();
+    assert!(rt.block_on(limiter.check(&l, b"k")).is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "bounded by the timeout, not hanging: {:?}",
+        started.elapsed()
+    );
+    redis.restart();
+    let mut ok = false;
+    for _ in 0..50 {
+        if rt
+            .block_on(limiter.check(&l, b"k"))
+            .is_ok_and(|v| v.allowed)
+        {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "the connection manager reconnects");
+}
