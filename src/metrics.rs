@@ -16,6 +16,8 @@
 //! | `portcullis_rate_limited_total` | counter | `route`, `key` | requests refused with 429 by a limit counted per `key` (`consumer`, `api_key`, `subject`, `tenant`, `client_address`, `header`) |
 //! | `portcullis_rate_limit_keys` | gauge | | keys the local limiter tracks (read at scrape time) |
 //! | `portcullis_auth_throttled_total` | counter | `event` | failed-authentication guard: `blocked` (an address went over and is blocked), `refused` (a request from a blocked address got 429) |
+//! | `portcullis_redis_duration_seconds` | histogram | | round-trip time of rate-limit decisions in Redis |
+//! | `portcullis_redis_errors_total` | counter | | rate-limit decisions Redis did not answer (then `fail_open` counts locally, `fail_closed` answers 503) |
 //! | `portcullis_api_keys` | gauge | | API keys loaded from the consumers file |
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
@@ -45,6 +47,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub rate_limit_keys: IntGauge,
     pub auth_throttled: IntCounterVec,
+    pub redis_duration: Histogram,
+    pub redis_errors: IntCounter,
     pub api_keys: IntGauge,
     pub jwt_cache: IntCounterVec,
     pub jwt_verify_duration: HistogramVec,
@@ -141,6 +145,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["event"],
     )?;
+    let redis_duration = Histogram::with_opts(
+        HistogramOpts::new(
+            "portcullis_redis_duration_seconds",
+            "Round-trip time of rate-limit decisions in Redis",
+        )
+        .buckets(vec![
+            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+        ]),
+    )?;
+    let redis_errors = IntCounter::new(
+        "portcullis_redis_errors_total",
+        "Rate-limit decisions Redis did not answer (timeouts, connection errors)",
+    )?;
     let api_keys = IntGauge::new(
         "portcullis_api_keys",
         "API keys loaded from the consumers file",
@@ -191,6 +208,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(rate_limited.clone()))?;
     registry.register(Box::new(rate_limit_keys.clone()))?;
     registry.register(Box::new(auth_throttled.clone()))?;
+    registry.register(Box::new(redis_duration.clone()))?;
+    registry.register(Box::new(redis_errors.clone()))?;
     registry.register(Box::new(api_keys.clone()))?;
     registry.register(Box::new(jwt_cache.clone()))?;
     registry.register(Box::new(jwt_verify_duration.clone()))?;
@@ -216,6 +235,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         rate_limited,
         rate_limit_keys,
         auth_throttled,
+        redis_duration,
+        redis_errors,
         api_keys,
         jwt_cache,
         jwt_verify_duration,

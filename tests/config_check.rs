@@ -346,6 +346,14 @@ fn broken_policies_are_rejected_with_the_offending_key() {
             "rate_limits.failed_auth.block: between 1s and 24h",
         ),
         (
+            format!("{HEAD}rate_limits: {{backend: redis}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "rate_limits.redis: `backend: redis` needs `redis: { url: ... }`",
+        ),
+        (
+            format!("{HEAD}rate_limits: {{backend: redis, redis: {{url: \"mongodb://x\", timeout: 5s}}}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
+            "rate_limits.redis.timeout: between 1ms and 1s",
+        ),
+        (
             format!("{HEAD}rate_limits: {{global: {{requests: 0, per: second}}}}\n{UPSTREAMS}routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: public}}]\n"),
             "rate_limits.global.requests: between 1 and 1000000000",
         ),

@@ -89,3 +89,83 @@ fn redis_down_is_a_fast_error_and_redis_back_works_again() {
     }
     assert!(ok, "the connection manager reconnects");
 }
+
+fn redis_gateway(redis: &RedisServer, echo: &Echo, on_error: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"rate_limits:
+  backend: redis
+  redis: {{ url: "{url}", timeout: 50ms, on_error: {on_error} }}
+upstreams:
+  echo:
+    backends: ["{origin}"]
+routes:
+  - name: search
+    match: {{ path_prefix: / }}
+    upstream: echo
+    auth: public
+    rate_limit: {{ key: client_address, requests: 4, per: minute }}
+"#,
+        url = redis.url(),
+        origin = echo.addr
+    ))
+}
+
+fn status(gw: &Gateway) -> u16 {
+    client().get(gw.url("/q")).send().unwrap().status().as_u16()
+}
+
+#[test]
+fn two_gateways_share_a_limit_and_counters_survive_a_restart() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let a = redis_gateway(&redis, &echo, "fail_closed");
+    let b = redis_gateway(&redis, &echo, "fail_closed");
+    let seq = [
+        status(&a),
+        status(&b),
+        status(&a),
+        status(&b),
+        status(&a),
+        status(&b),
+    ];
+    assert_eq!(
+        seq,
+        [200, 200, 200, 200, 429, 429],
+        "one budget of 4 for both"
+    );
+    drop(a);
+    drop(b);
+    // A fresh instance finds the same counters in Redis.
+    let c = redis_gateway(&redis, &echo, "fail_closed");
+    assert_eq!(status(&c), 429);
+    assert!(c
+        .metrics()
+        .contains("portcullis_redis_duration_seconds_count"));
+}
+
+#[test]
+fn with_redis_down_fail_closed_answers_503_and_fail_open_limits_locally() {
+    let mut redis = RedisServer::start();
+    let echo = Echo::start();
+    let closed = redis_gateway(&redis, &echo, "fail_closed");
+    let open = redis_gateway(&redis, &echo, "fail_open");
+    assert_eq!(status(&closed), 200);
+    redis.stop();
+    let resp = client().get(closed.url("/q")).send().unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        error_body(&resp.text().unwrap())["error"],
+        "rate_limit_unavailable"
+    );
+    // fail_open: the local limiter takes over, with the same limit, per instance.
+    let seq: Vec<u16> = (0..5).map(|_| status(&open)).collect();
+    assert_eq!(seq, [200, 200, 200, 200, 429]);
+    assert!(open.metric("portcullis_redis_errors_total").unwrap_or(0.0) >= 5.0);
+    // Redis back: decisions go through it again.
+    redis.restart();
+    assert!(
+        closed.eventually(std::time::Duration::from_secs(10), || status(&closed)
+            == 200)
+    );
+}

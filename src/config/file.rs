@@ -144,6 +144,8 @@ pub struct RateLimitsSection {
     pub backend: Option<RateLimitBackend>,
     /// Most keys the local backend tracks at once (default 100000).
     pub max_keys: Option<u64>,
+    /// The shared backend, for `backend: redis`.
+    pub redis: Option<RedisSection>,
     /// Named limits a consumer can be given (`tier:` in the consumers file), counted per
     /// consumer; they replace a route's limit for that consumer.
     #[serde(default)]
@@ -169,6 +171,27 @@ pub struct FailedAuthSection {
 #[serde(rename_all = "snake_case")]
 pub enum RateLimitBackend {
     Local,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Bound on every Redis call (default 20ms).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// When Redis does not answer: `fail_open` (default: count in the local limiter) or
+    /// `fail_closed` (503).
+    pub on_error: Option<OnRedisError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    FailOpen,
+    FailClosed,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -1,6 +1,7 @@
 //! `rate_limits` and routes' `rate_limit`, checked and compiled.
 
-use super::file::{LimitSection, Per, RateLimitsSection};
+use super::file::{LimitSection, OnRedisError, Per, RateLimitBackend, RateLimitsSection};
+use crate::ratelimit::redis_backend::RedisLimiter;
 use crate::ratelimit::{FailedAuthGuard, Limit, LimitKey, LocalLimiter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,9 @@ pub struct RateLimits {
     pub global: Option<usize>,
     pub limiter: Option<Arc<LocalLimiter>>,
     pub failed_auth: Option<Arc<FailedAuthGuard>>,
+    /// The shared backend, when `backend: redis`; the local limiter stays as its fallback.
+    pub redis: Option<Arc<RedisLimiter>>,
+    pub on_redis_error: Option<OnRedisError>,
 }
 
 impl RateLimits {
@@ -146,7 +150,39 @@ pub fn compile(
 }
 
 /// Start the backend once every limit is known.
-pub fn start_backend(limits: &mut RateLimits, section: Option<&RateLimitsSection>) {
+pub fn start_backend(
+    limits: &mut RateLimits,
+    section: Option<&RateLimitsSection>,
+    problem: &mut impl FnMut(String, String),
+) {
+    let redis_wanted = section.is_some_and(|s| matches!(s.backend, Some(RateLimitBackend::Redis)));
+    match (redis_wanted, section.and_then(|s| s.redis.as_ref())) {
+        (true, None) => problem(
+            "rate_limits.redis".into(),
+            "`backend: redis` needs `redis: { url: ... }`".into(),
+        ),
+        (false, Some(_)) => problem(
+            "rate_limits.redis".into(),
+            "set `backend: redis` to use it (or remove it)".into(),
+        ),
+        (true, Some(r)) => {
+            let timeout = r.timeout.unwrap_or(Duration::from_millis(20));
+            if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(1) {
+                problem(
+                    "rate_limits.redis.timeout".into(),
+                    "between 1ms and 1s".into(),
+                );
+            }
+            match RedisLimiter::new(&r.url, timeout) {
+                Ok(l) => {
+                    limits.redis = Some(Arc::new(l));
+                    limits.on_redis_error = Some(r.on_error.unwrap_or(OnRedisError::FailOpen));
+                }
+                Err(e) => problem("rate_limits.redis.url".into(), e),
+            }
+        }
+        (false, None) => {}
+    }
     if limits.limits.is_empty() {
         return;
     }

@@ -537,7 +537,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             }
         }
     }
-    limits::start_backend(&mut rate_limits, file.rate_limits.as_ref());
+    limits::start_backend(&mut rate_limits, file.rate_limits.as_ref(), &mut problem);
     let tier_names = rate_limits.tier_names();
     let api_keys = file
         .api_keys

@@ -24,7 +24,7 @@ pub struct Engine {
 impl Engine {
     /// Count the request against the global limit and the route's (or the caller's tier's);
     /// the refusal when one is exhausted. Headers for the response go into `outcome`.
-    fn rate_limit(
+    async fn rate_limit(
         &self,
         route: &Route,
         outcome: &mut Outcome<'_>,
@@ -47,7 +47,28 @@ impl Engine {
                 continue;
             };
             let key = limit_key(&limit.key, identity, outcome.client_ip, headers);
-            let v = limiter.check(index, limit, &key);
+            let v = match &rl.redis {
+                None => limiter.check(index, limit, &key),
+                Some(redis) => match self.redis_check(redis, limit, &key).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        crate::metrics::metrics().redis_errors.inc();
+                        tracing::warn!(error = %e, "rate limit: Redis did not answer");
+                        if rl.on_redis_error == Some(crate::config::file::OnRedisError::FailClosed)
+                        {
+                            let mut d = Denial::new(
+                                503,
+                                "rate_limit_unavailable",
+                                "The rate-limit store is unavailable; try again shortly.",
+                            );
+                            d.retry_after = Some(1);
+                            return Some(d);
+                        }
+                        // fail_open: count locally, per instance, until Redis is back.
+                        limiter.check(index, limit, &key)
+                    }
+                },
+            };
             trace.note(
                 || format!("rate limit \"{}\" ({})", limit.name, limit.describe()),
                 || {
@@ -81,6 +102,30 @@ impl Engine {
         }
         outcome.rate_headers = shown;
         None
+    }
+
+    async fn redis_check(
+        &self,
+        redis: &crate::ratelimit::redis_backend::RedisLimiter,
+        limit: &crate::ratelimit::Limit,
+        key: &crate::ratelimit::KeyValue<'_>,
+    ) -> Result<crate::ratelimit::Verdict, String> {
+        use crate::ratelimit::KeyValue;
+        let owned;
+        let value: &[u8] = match key {
+            KeyValue::Named(_, v) => v,
+            KeyValue::Address(ip) => {
+                owned = ip.to_string();
+                owned.as_bytes()
+            }
+            KeyValue::Unknown => b"unknown",
+        };
+        let started = std::time::Instant::now();
+        let v = redis.check(limit, value).await;
+        crate::metrics::metrics()
+            .redis_duration
+            .observe(started.elapsed().as_secs_f64());
+        v
     }
 
     /// The engine of a configuration (sharing its keys and caches).
@@ -247,7 +292,10 @@ impl Engine {
         match verdict.denial {
             None => {
                 route.allowed.inc();
-                if let Some(d) = self.rate_limit(&route, &mut outcome, facts.headers, trace) {
+                if let Some(d) = self
+                    .rate_limit(&route, &mut outcome, facts.headers, trace)
+                    .await
+                {
                     outcome.denial = Some(d);
                 }
             }

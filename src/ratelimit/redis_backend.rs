@@ -2,8 +2,10 @@
 //! Lua script per decision, on Redis's own clock (`TIME`), so every gateway instance of a fleet
 //! counts against one budget and counters survive gateway restarts.
 //!
-//! Not yet selectable in the configuration: it is wired in with `fail_open` / `fail_closed`
-//! handling in a following change.
+//! The connection is made on first use (in a worker's runtime) and remade by redis-rs's
+//! connection manager; after a failed connect, calls fail at once for a second instead of
+//! each waiting for a timeout. What a failure means (`fail_open` / `fail_closed`) is the
+//! engine's decision.
 
 use super::{Limit, Verdict};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -30,7 +32,11 @@ return {1, burst - used, new_tat - now}
 "#;
 
 pub struct RedisLimiter {
-    conn: ConnectionManager,
+    client: redis::Client,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// Milliseconds since `start` of the last failed connect (0 = none).
+    failed_at: std::sync::atomic::AtomicU64,
+    start: std::time::Instant,
     script: redis::Script,
     timeout: Duration,
 }
@@ -56,33 +62,68 @@ pub fn redis_key(limit: &Limit, value: &[u8]) -> String {
 }
 
 impl RedisLimiter {
-    /// Connect to `url` (`redis://host:port/db`); every call is bounded by `timeout`.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, String> {
+    /// A limiter for `url` (`redis://host:port/db`); every call is bounded by `timeout`.
+    /// Nothing is connected yet.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            timeout * 4,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| "redis: connection timed out".to_string())?
-        .map_err(|e| format!("redis: {e}"))?;
         Ok(Self {
-            conn,
+            client,
+            conn: tokio::sync::OnceCell::new(),
+            failed_at: std::sync::atomic::AtomicU64::new(0),
+            start: std::time::Instant::now(),
             script: redis::Script::new(GCRA),
             timeout,
         })
+    }
+
+    /// `new`, then connect now.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, String> {
+        let l = Self::new(url, timeout)?;
+        l.connection().await?;
+        Ok(l)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        use std::sync::atomic::Ordering;
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        let now_ms = self.start.elapsed().as_millis() as u64 + 1;
+        let failed = self.failed_at.load(Ordering::Relaxed);
+        if failed != 0 && now_ms - failed < 1000 {
+            return Err("redis: unreachable (retrying within a second)".into());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let made = self
+            .conn
+            .get_or_try_init(|| async {
+                tokio::time::timeout(
+                    self.timeout * 4,
+                    self.client.get_connection_manager_with_config(config),
+                )
+                .await
+                .map_err(|_| "redis: connection timed out".to_string())?
+                .map_err(|e| format!("redis: {e}"))
+            })
+            .await;
+        match made {
+            Ok(c) => Ok(c.clone()),
+            Err(e) => {
+                self.failed_at.store(now_ms, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     /// Check and count one request; an error when Redis did not answer in time.
     pub async fn check(&self, limit: &Limit, value: &[u8]) -> Result<Verdict, String> {
         let interval_us = (limit.window.as_micros() / u128::from(limit.requests.max(1))).max(1);
         let tau_us = interval_us * u128::from(limit.burst.saturating_sub(1));
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection().await?;
         let mut invocation = self.script.key(redis_key(limit, value));
         invocation
             .arg(interval_us.to_string())
