@@ -62,14 +62,20 @@ fi
 # limit high enough never to trigger.
 declare -A HDR=()
 if [ "${APIKEY:-1}" = 1 ]; then
-    TARGETS+=(portcullis-apikey portcullis-apikey-limit)
-    for t in portcullis-apikey portcullis-apikey-limit; do
+    TARGETS+=(portcullis-apikey portcullis-apikey-limit portcullis-apikey-redis)
+    for t in portcullis-apikey portcullis-apikey-limit portcullis-apikey-redis; do
         PROC[$t]=portcullis
         PORT[$t]=18089
         HDR[$t]=apikey
     done
     URLPATH[portcullis-apikey]=/key
     URLPATH[portcullis-apikey-limit]=/key-limited
+    # The same route on a second Portcullis whose limits live in Redis (a local redis-server,
+    # no persistence); its CPU column counts Portcullis only, Redis's is logged apart.
+    PROC[portcullis-apikey-redis]=portcullis-redis
+    PORT[portcullis-apikey-redis]=18090
+    PORT[redis]=18379
+    URLPATH[portcullis-apikey-redis]=/key-limited
 fi
 if [ -n "${ONLY:-}" ]; then
     selected=()
@@ -138,6 +144,7 @@ install_missing() {
     [ -n "$(find_tool nginx)" ] || missing+=(nginx-light)
     [ -n "$(find_tool haproxy)" ] || missing+=(haproxy)
     [ -n "$(find_tool curl)" ] || missing+=(curl)
+    if [ "${APIKEY:-1}" = 1 ]; then [ -n "$(find_tool redis-server)" ] || missing+=(redis-server); fi
     [ ${#missing[@]} -eq 0 ] && return
     [ "${NO_INSTALL:-0}" = 1 ] && die "missing: ${missing[*]} (NO_INSTALL=1)"
     log "installing ${missing[*]}"
@@ -164,7 +171,7 @@ BARE=${BARE_PINGORA_BIN:-$ROOT/target/release/examples/bare_pingora}
 [ -x "$BARE" ] || die "no bare_pingora binary at $BARE (cargo build --release --example bare_pingora)"
 
 # ---------------------------------------------------------------- configs
-for f in origin.conf nginx-proxy.conf haproxy.cfg portcullis.yaml; do
+for f in origin.conf nginx-proxy.conf haproxy.cfg portcullis.yaml portcullis-redis.yaml; do
     sed "s|@RUN_DIR@|$RUN_DIR|g" "$PEERS/$f" >"$RUN_DIR/$f"
 done
 # nginx's workers run as an unprivileged user when started as root: let them into the run dir.
@@ -212,6 +219,7 @@ PY
 "$NGINX" -t -q -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR" >&2 || die "nginx-proxy.conf is invalid"
 "$HAPROXY" -c -q -f "$RUN_DIR/haproxy.cfg" >&2 || die "haproxy.cfg is invalid"
 "$PORTCULLIS" check -c "$RUN_DIR/portcullis.yaml" >&2 || die "portcullis.yaml is invalid"
+"$PORTCULLIS" check -c "$RUN_DIR/portcullis-redis.yaml" >&2 || die "portcullis-redis.yaml is invalid"
 
 # ---------------------------------------------------------------- starting
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -243,6 +251,12 @@ start haproxy "$HAPROXY" -db -f "$RUN_DIR/haproxy.cfg"
 start pingora-bare "$BARE" "127.0.0.1:${PORT[pingora-bare]}" "127.0.0.1:${PORT[origin]}" 1
 start portcullis "$PORTCULLIS" run -c "$RUN_DIR/portcullis.yaml"
 for name in nginx haproxy pingora-bare portcullis; do wait_port "$name" "${PORT[$name]}"; done
+if [ -n "${PORT[redis]:-}" ]; then
+    start redis "$(find_tool redis-server)" --port "${PORT[redis]}" --bind 127.0.0.1 --save "" --appendonly no
+    wait_port redis "${PORT[redis]}"
+    start portcullis-redis "$PORTCULLIS" run -c "$RUN_DIR/portcullis-redis.yaml"
+    wait_port portcullis-redis "${PORT[portcullis-apikey-redis]}"
+fi
 
 for name in "${TARGETS[@]}"; do
     mapfile -t auth < <(auth_args "$name")
