@@ -263,3 +263,41 @@ rate_limits:
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(with_token(&good).0, 200);
 }
+
+#[test]
+fn a_limit_keyed_on_a_claim_header_counts_the_verified_claim_not_the_clients_header() {
+    let idp = SigningIdp::new();
+    let echo = Echo::start();
+    let provider = idp.provider_yaml("corp").replace(
+        "      tenant: tid\n",
+        "      tenant: tid\n      headers:\n        X-User-Department: dept\n",
+    );
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n    rate_limit: {{ key: \"header:X-User-Department\", requests: 2, per: hour }}\n",
+        echo.addr
+    ));
+    let token = |dept: &str| {
+        idp.token(serde_json::json!({
+            "iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": "u", "exp": now() + 300, "dept": dept
+        }))
+    };
+    let send = |t: &str, forged: &str| {
+        client()
+            .get(gw.url("/x"))
+            .header("Authorization", format!("Bearer {t}"))
+            .header("X-User-Department", forged)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let sales = token("sales");
+    // A client rotating the header it sends cannot escape its claim's budget.
+    let seq = [send(&sales, "a"), send(&sales, "b"), send(&sales, "c")];
+    assert_eq!(seq, [200, 200, 429]);
+    assert_eq!(
+        send(&token("ops"), "a"),
+        200,
+        "another claim value, another budget"
+    );
+}

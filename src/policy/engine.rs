@@ -339,9 +339,16 @@ fn limit_key<'a>(
         LimitKey::ApiKey => named("api_key", identity.and_then(|i| i.key_id.as_deref())),
         LimitKey::Subject => named("subject", identity.map(|i| i.subject.as_str())),
         LimitKey::Tenant => named("tenant", identity.and_then(|i| i.tenant.as_deref())),
-        LimitKey::Header(h) => headers
-            .get(h)
-            .map(|v| KeyValue::Named("header", v.as_bytes())),
+        // A claim mapped to a header (`claims.headers`) is the verified value; otherwise
+        // the request's own header.
+        LimitKey::Header(h) => identity
+            .and_then(|i| i.extra.iter().find(|(n, _)| n == h))
+            .map(|(_, v)| KeyValue::Named("header", v.as_bytes()))
+            .or_else(|| {
+                headers
+                    .get(h)
+                    .map(|v| KeyValue::Named("header", v.as_bytes()))
+            }),
         LimitKey::ClientAddress => None,
     };
     value.unwrap_or(match client {
