@@ -28,6 +28,14 @@ pub struct Entry<'a> {
     pub bytes_received: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+    /// Who the gateway authenticated: the API-key consumer and key id (never the key), or the
+    /// JWT subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
     /// A report-mode policy would have refused with this code (the request was forwarded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_report: Option<&'a str>,

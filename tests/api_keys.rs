@@ -127,7 +127,12 @@ fn a_key_made_by_keys_new_authenticates_and_the_backend_sees_the_consumer_not_th
         .gw
         .access_log()
         .contains("/billing/7")));
-    assert!(!s.gw.access_log().contains(&key));
+    let log = s.gw.access_log();
+    assert!(!log.contains(&key));
+    let line: serde_json::Value =
+        serde_json::from_str(log.lines().find(|l| l.contains("/billing/7")).unwrap()).unwrap();
+    assert_eq!(line["consumer"], "acme");
+    assert_eq!(line["key_id"].as_str(), key.split('_').nth(2));
 }
 
 #[test]

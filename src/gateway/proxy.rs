@@ -360,6 +360,13 @@ impl ProxyHttp for Gateway {
             bytes_sent: session.body_bytes_sent(),
             bytes_received: session.body_bytes_read(),
             error,
+            consumer: ctx.identity.as_deref().and_then(|i| i.client_id.as_deref()),
+            key_id: ctx.identity.as_deref().and_then(|i| i.key_id.as_deref()),
+            subject: ctx
+                .identity
+                .as_deref()
+                .map(|i| i.subject.as_str())
+                .filter(|s| !s.is_empty()),
             policy_report: ctx.reported,
         });
     }
