@@ -281,24 +281,6 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-fn hasher(pepper_file: Option<&std::path::Path>) -> Result<crate::auth::api_key::Hasher, String> {
-    let pepper = match pepper_file {
-        None => None,
-        Some(p) => {
-            let mut bytes =
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
-            if bytes.len() < 32 {
-                return Err("the pepper must be at least 32 bytes".into());
-            }
-            Some(bytes)
-        }
-    };
-    Ok(crate::auth::api_key::Hasher::new(pepper))
-}
-
 fn keys(command: KeysCommand) -> Result<(), String> {
     use crate::auth::api_key::{generate, Environment};
     match command {
@@ -311,7 +293,11 @@ fn keys(command: KeysCommand) -> Result<(), String> {
             if crate::auth::api_key::parse(key).is_none() {
                 return Err("that is not a Portcullis key (ptc_<env>_<id>_<secret>)".into());
             }
-            println!("{}", hasher(pepper_file.as_deref())?.stored_form(key));
+            println!(
+                "{}",
+                crate::auth::api_key::Hasher::from_pepper_file(pepper_file.as_deref())?
+                    .stored_form(key)
+            );
             Ok(())
         }
         KeysCommand::New {
@@ -334,7 +320,9 @@ fn keys(command: KeysCommand) -> Result<(), String> {
             entry.insert("id".into(), id.clone().into());
             entry.insert(
                 "hash".into(),
-                hasher(pepper_file.as_deref())?.stored_form(&key).into(),
+                crate::auth::api_key::Hasher::from_pepper_file(pepper_file.as_deref())?
+                    .stored_form(&key)
+                    .into(),
             );
             entry.insert("created".into(), date(now).into());
             if let Some(d) = expires {

@@ -261,8 +261,7 @@ async fn key_decision(
     let service = match (segments.next(), segments.next()) {
         (Some("api"), Some(name)) if !name.is_empty() => format!("{name}-service"),
         _ => {
-            let d = Denial::new(404, "route_not_found", "No route matches this request.");
-            return (None, None, Some(d));
+            return (None, None, Some(Denial::route_not_found()));
         }
     };
     let facts = Facts {

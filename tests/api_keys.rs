@@ -334,3 +334,51 @@ fn scopes_are_required_of_keys_as_of_tokens_and_any_takes_a_jwt_or_a_key() {
         r#"Bearer realm="portcullis", ApiKey realm="portcullis""#
     );
 }
+
+#[test]
+fn a_peppered_gateway_accepts_keys_made_with_its_pepper() {
+    let dir = tempfile::tempdir().unwrap();
+    let pepper = dir.path().join("pepper");
+    std::fs::write(&pepper, format!("{}\n", "s".repeat(48))).unwrap();
+    let consumers = dir.path().join("consumers.yaml");
+    let key = new_api_key(
+        &consumers,
+        "acme",
+        &["--pepper-file", pepper.to_str().unwrap()],
+    );
+    assert!(std::fs::read_to_string(&consumers)
+        .unwrap()
+        .contains("hash: hmac-sha256:"));
+    // `keys hash` with the same pepper gives the stored form.
+    let mut hash = Command::new(BIN)
+        .args(["keys", "hash", "--pepper-file"])
+        .arg(&pepper)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut hash.stdin.take().unwrap(),
+        format!("{key}\n").as_bytes(),
+    )
+    .unwrap();
+    let stored = String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap();
+    assert!(std::fs::read_to_string(&consumers)
+        .unwrap()
+        .contains(stored.trim()));
+
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        "api_keys:\n  consumers_file: {}\n  pepper_file: {}\nupstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth: {{ api_key: true }}\n",
+        consumers.display(),
+        pepper.display(),
+        echo.addr
+    ));
+    let status = client()
+        .get(gw.url("/x"))
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+}

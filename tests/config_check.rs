@@ -394,3 +394,58 @@ fn broken_policies_are_rejected_with_the_offending_key() {
         );
     }
 }
+
+/// API-key settings that cannot work: each refused with its key. The files are relative to
+/// the configuration, as everywhere.
+#[test]
+fn broken_api_key_settings_are_rejected_with_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("consumers.yaml"), "consumers: []\n").unwrap();
+    std::fs::write(dir.path().join("short-pepper"), "too short\n").unwrap();
+    let cases = [
+        (
+            "pepper_file: short-pepper",
+            "api_keys.pepper_file: the pepper must be at least 32 bytes",
+        ),
+        (
+            "pepper_file: missing-pepper",
+            "api_keys.pepper_file: cannot read",
+        ),
+        (
+            "reload_interval: 10ms",
+            "api_keys.reload_interval: at least 100ms",
+        ),
+        (
+            "query_param: \"api key\"",
+            "api_keys.query_param: letters, digits",
+        ),
+        (
+            "headers: [Cookie]",
+            "api_keys.headers[0]: Cookie is not a key header",
+        ),
+    ];
+    for (i, (setting, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("api-{i}.yaml"));
+        std::fs::write(
+            &path,
+            format!("listeners: [{{address: 127.0.0.1:8080}}]\napi_keys:\n  consumers_file: consumers.yaml\n  {setting}\nupstreams: {{a: {{backends: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {{api_key: true}}}}]\n"),
+        )
+        .unwrap();
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "{setting}: accepted");
+        assert!(
+            stderr.contains(expected),
+            "{setting}: expected `{expected}` in:\n{stderr}"
+        );
+    }
+    // The same file with a good pepper is fine.
+    std::fs::write(dir.path().join("pepper"), format!("{}\n", "p".repeat(40))).unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "listeners: [{address: 127.0.0.1:8080}]\napi_keys:\n  consumers_file: consumers.yaml\n  pepper_file: pepper\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {api_key: true}}]\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = check(&good);
+    assert!(ok, "{stderr}");
+}

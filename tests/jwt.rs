@@ -11,41 +11,22 @@ fn idp() -> SigningIdp {
     SigningIdp::new()
 }
 
-trait OrdersGateway {
-    fn gateway(&self, echo: &Echo) -> Gateway;
-}
-
-impl OrdersGateway for SigningIdp {
-    fn gateway(&self, echo: &Echo) -> Gateway {
-        Gateway::start(&format!(
-            r#"identity_providers:
-  corp:
-    issuer: {ISS}
-    audiences: [{AUD}]
-    algorithms: [RS256]
-    keys:
-      pem_file: {pem}
-      kid: k1
-    claims:
-      roles: realm_access.roles
-      tenant: tid
-upstreams:
-  echo:
-    backends: ["{origin}"]
-routes:
-  - name: orders
-    match: {{ path_prefix: /orders }}
+/// A gateway with the IdP as provider `corp`: `/orders` needs its tokens, `/public` does not.
+fn orders_gateway(idp: &SigningIdp, echo: &Echo) -> Gateway {
+    corp_gateway(
+        idp,
+        echo,
+        "",
+        r#"  - name: orders
+    match: { path_prefix: /orders }
     upstream: echo
-    auth: {{ jwt: corp }}
+    auth: { jwt: corp }
   - name: public
-    match: {{ path_prefix: /public }}
+    match: { path_prefix: /public }
     upstream: echo
     auth: public
 "#,
-            pem = self.public_pem.display(),
-            origin = echo.addr
-        ))
-    }
+    )
 }
 
 fn unauthorized(resp: reqwest::blocking::Response, code: &str) -> String {
@@ -67,7 +48,7 @@ fn unauthorized(resp: reqwest::blocking::Response, code: &str) -> String {
 fn verified_identity_reaches_the_backend_and_forged_headers_do_not() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let token = idp.good_token();
     let resp = client()
         .get(gw.url("/orders/7"))
@@ -122,7 +103,7 @@ fn verified_identity_reaches_the_backend_and_forged_headers_do_not() {
 fn public_routes_also_drop_forged_identity_headers() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let r: Echoed = client()
         .get(gw.url("/public/x"))
         .header("X-User-ID", "mallory")
@@ -141,7 +122,7 @@ fn public_routes_also_drop_forged_identity_headers() {
 fn refused_tokens_get_401_with_a_precise_code_and_are_never_forwarded() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let c = client();
     let get = |auth: Option<String>| {
         let mut req = c.get(gw.url("/orders/secret"));
@@ -214,7 +195,7 @@ fn refused_tokens_get_401_with_a_precise_code_and_are_never_forwarded() {
 fn t1_two_authorization_headers_are_refused() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let good = idp.good_token();
     let raw = raw_request(
         gw.addr,
@@ -239,7 +220,7 @@ fn t1_two_authorization_headers_are_refused() {
 fn t2_comma_joined_bearer_values_are_refused() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let good = idp.good_token();
     for value in [
         format!("Bearer {good}, Bearer junk"),
@@ -286,7 +267,7 @@ fn raw_auth(gw: &Gateway, value: &str) -> (u16, String) {
 fn e4_bearer_scheme_case_and_whitespace() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let good = idp.good_token();
     for (value, expected) in [
         (format!(" Bearer {good}"), (200, "")),
@@ -318,7 +299,7 @@ fn e4_bearer_scheme_case_and_whitespace() {
 fn t3_tokens_elsewhere_than_the_authorization_header_are_not_credentials() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let good = idp.good_token();
     let in_query = client()
         .get(gw.url(&format!("/orders/1?access_token={good}")))
@@ -360,7 +341,7 @@ fn t3_tokens_elsewhere_than_the_authorization_header_are_not_credentials() {
 fn t4_proxy_authorization_is_neither_used_nor_forwarded() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let good = idp.good_token();
     let resp = client()
         .get(gw.url("/orders/1"))
@@ -384,7 +365,7 @@ fn t4_proxy_authorization_is_neither_used_nor_forwarded() {
 fn t5_authorization_is_not_forwarded_after_authentication() {
     let idp = idp();
     let echo = Echo::start();
-    let gw = idp.gateway(&echo);
+    let gw = orders_gateway(&idp, &echo);
     let good = idp.good_token();
     let r: Echoed = client()
         .post(gw.url("/orders/1"))

@@ -106,6 +106,16 @@ impl Hasher {
         Self { pepper }
     }
 
+    /// Plain SHA-256 without a pepper file; HMAC-SHA256 with the pepper read from it (at
+    /// least 32 bytes).
+    pub fn from_pepper_file(path: Option<&std::path::Path>) -> Result<Self, String> {
+        let pepper = path.map(super::read_secret_file).transpose()?;
+        if pepper.as_ref().is_some_and(|p| p.len() < 32) {
+            return Err("the pepper must be at least 32 bytes".into());
+        }
+        Ok(Self::new(pepper))
+    }
+
     fn label(&self) -> &'static str {
         if self.pepper.is_some() {
             "hmac-sha256"

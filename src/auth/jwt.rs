@@ -32,8 +32,8 @@ pub struct ProviderRules {
     /// Required `typ` header (compared case-insensitively, `application/` prefix allowed).
     pub typ: Option<String>,
     pub max_token_bytes: usize,
-    /// Trust the key alone: `iss` and `aud` are type-checked but not compared, and a token
-    /// without `sub` may name its subject in `user_id`. Only the decision protocol's `init`
+    /// Trust the key alone: `iss` and `aud` are type-checked but not compared, and `sub` is
+    /// not required here (the claim map finds the subject, e.g. in `user_id`). Only the decision protocol's `init`
     /// (which gives nothing but a key) sets this; a configuration file never can.
     pub key_only: bool,
 }
@@ -476,10 +476,9 @@ impl TokenCache {
     }
 }
 
-/// A verified token: its subject and all its claims.
+/// A verified token: its claims (with a safe `sub`, except under `key_only`).
 #[derive(Debug, Clone)]
 pub struct Verified {
-    pub subject: String,
     pub issuer: String,
     pub expires_at: Option<u64>,
     pub kid: Option<String>,
@@ -635,16 +634,15 @@ pub fn verify(
     if !aud_ok {
         return Err(AuthError::WrongAudience);
     }
-    let subject_claim = match claims.get("sub") {
-        None if rules.key_only => claims.get("user_id"),
-        other => other,
-    };
-    let subject = match subject_claim {
-        Some(Value::String(s)) if is_header_safe(s, MAX_SUBJECT_LEN) => s.clone(),
-        _ => return Err(AuthError::InvalidClaim),
-    };
+    // Every configured provider's tokens name a subject in `sub`; with only a key to trust,
+    // the claim map (and its `user_id` fallback) alone decides where the subject is.
+    if !rules.key_only {
+        match claims.get("sub") {
+            Some(Value::String(s)) if is_header_safe(s, MAX_SUBJECT_LEN) => {}
+            _ => return Err(AuthError::InvalidClaim),
+        }
+    }
     Ok(Verified {
-        subject,
         issuer,
         expires_at,
         kid,

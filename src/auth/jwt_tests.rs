@@ -155,7 +155,7 @@ fn valid_tokens_verify_for_each_algorithm() {
         let t = token(alg, &good_claims());
         let v = verify(&t, &rules(&[alg]), &public_keys(), NOW)
             .unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
-        assert_eq!(v.subject, "alice");
+        assert_eq!(v.claims["sub"], "alice");
         assert_eq!(v.expires_at, Some(NOW + 600));
     }
     for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
@@ -910,9 +910,18 @@ fn key_only_rules_skip_issuer_and_audience_but_nothing_else() {
         AuthError::WrongIssuer
     );
     key_only.key_only = true;
+    let claims = verify(&t, &key_only, &public_keys(), NOW).unwrap().claims;
+    // The subject is the claim map's business: `user_id` when it says so, else refused.
+    let with_fallback = crate::auth::ClaimMap {
+        subject_fallback: Some("user_id".into()),
+        ..crate::auth::ClaimMap::default()
+    };
+    assert_eq!(with_fallback.identity(&claims).unwrap().subject, "u1");
     assert_eq!(
-        verify(&t, &key_only, &public_keys(), NOW).unwrap().subject,
-        "u1"
+        crate::auth::ClaimMap::default()
+            .identity(&claims)
+            .unwrap_err(),
+        AuthError::InvalidClaim
     );
     // Signature, expiry and claim types still count.
     let expired = claims_token(&format!(r#"{{"sub":"u1","exp":{}}}"#, NOW - 600));

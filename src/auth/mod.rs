@@ -12,6 +12,17 @@ mod fuzz_tests;
 #[cfg(test)]
 mod wycheproof_tests;
 
+/// A secret kept in a file (an HMAC secret, an API-key pepper), without the trailing newline
+/// that `echo` and editors leave.
+pub fn read_secret_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
 /// Why a credential was refused: a stable code for the JSON body and metrics, and a human
 /// message. Neither ever contains the credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1038,35 +1038,15 @@ fn api_keys(
             ok = false;
         }
     }
-    let pepper = match &a.pepper_file {
-        None => None,
-        Some(f) => {
-            let path = resolve_path(base, f);
-            match std::fs::read(&path) {
-                Ok(mut bytes) => {
-                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        bytes.pop();
-                    }
-                    if bytes.len() < 32 {
-                        problem(
-                            "api_keys.pepper_file".into(),
-                            "the pepper must be at least 32 bytes".into(),
-                        );
-                        ok = false;
-                    }
-                    Some(bytes)
-                }
-                Err(e) => {
-                    problem(
-                        "api_keys.pepper_file".into(),
-                        format!("cannot read \"{path}\": {e}"),
-                    );
-                    ok = false;
-                    None
-                }
-            }
-        }
-    };
+    let hasher = Hasher::from_pepper_file(
+        a.pepper_file
+            .as_ref()
+            .map(|f| std::path::PathBuf::from(resolve_path(base, f)))
+            .as_deref(),
+    )
+    .map_err(|e| problem("api_keys.pepper_file".into(), e))
+    .ok();
+    ok &= hasher.is_some();
     if !ok {
         return None;
     }
@@ -1076,7 +1056,7 @@ fn api_keys(
         a.environment.unwrap_or(Environment::Live),
         headers,
         a.query_param.clone(),
-        Hasher::new(pepper),
+        hasher?,
         tiers,
     ) {
         Ok(k) => Some(std::sync::Arc::new(k)),

@@ -170,14 +170,7 @@ fn load_keys(
         }
     } else {
         let secret = if let Some(path) = k.hmac_secret_file.as_ref().map(file).as_ref() {
-            std::fs::read(path)
-                .map(|mut s| {
-                    while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        s.pop();
-                    }
-                    s
-                })
-                .map_err(|e| format!("cannot read \"{path}\": {e}"))
+            crate::auth::read_secret_file(std::path::Path::new(path))
         } else {
             let var = k.hmac_secret_env.clone().unwrap_or_default();
             std::env::var(&var)

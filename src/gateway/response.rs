@@ -32,21 +32,6 @@ pub const INVALID_CONNECTION_HEADER: ErrorKind = ErrorKind {
     code: "invalid_connection_header",
     message: "The Connection header names a header that frames or identifies the request.",
 };
-pub const AMBIGUOUS_CREDENTIALS: ErrorKind = ErrorKind {
-    status: 400,
-    code: "ambiguous_credentials",
-    message: "The request carries more than one Authorization header.",
-};
-pub const ROUTE_NOT_FOUND: ErrorKind = ErrorKind {
-    status: 404,
-    code: "route_not_found",
-    message: "No route matches this request.",
-};
-pub const METHOD_NOT_ALLOWED: ErrorKind = ErrorKind {
-    status: 405,
-    code: "method_not_allowed",
-    message: "This route does not accept this method; see the Allow header.",
-};
 pub const INTERNAL_ERROR: ErrorKind = ErrorKind {
     status: 500,
     code: "internal_error",
@@ -131,9 +116,9 @@ mod tests {
 
     #[test]
     fn body_is_the_documented_json() {
-        let b = json_body(ROUTE_NOT_FOUND.code, ROUTE_NOT_FOUND.message, "abc");
+        let b = json_body(NO_HEALTHY_UPSTREAM.code, NO_HEALTHY_UPSTREAM.message, "abc");
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v["error"], "route_not_found");
+        assert_eq!(v["error"], "no_healthy_upstream");
         assert_eq!(v["request_id"], "abc");
         assert!(v["message"].as_str().unwrap().len() > 5);
     }

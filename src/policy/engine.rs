@@ -211,23 +211,13 @@ impl Engine {
                     || "route".into(),
                     || format!("none takes the method; allow {allow}"),
                 );
-                let mut d = Denial::new(
-                    405,
-                    "method_not_allowed",
-                    "This route does not accept this method; see the Allow header.",
-                );
-                d.allow = Some(allow);
-                outcome.denial = Some(d);
+                outcome.denial = Some(Denial::method_not_allowed(allow));
                 outcome.path = Some(path);
                 return outcome;
             }
             RouteMatch::NotFound => {
                 trace.note(|| "route".into(), || "no route matches".into());
-                outcome.denial = Some(Denial::new(
-                    404,
-                    "route_not_found",
-                    "No route matches this request.",
-                ));
+                outcome.denial = Some(Denial::route_not_found());
                 outcome.path = Some(path);
                 return outcome;
             }

@@ -136,6 +136,21 @@ impl Denial {
         }
     }
 
+    pub fn route_not_found() -> Self {
+        Self::new(404, "route_not_found", "No route matches this request.")
+    }
+
+    /// The route exists for other methods: 405 with them in `Allow`.
+    pub fn method_not_allowed(allow: String) -> Self {
+        let mut d = Self::new(
+            405,
+            "method_not_allowed",
+            "This route does not accept this method; see the Allow header.",
+        );
+        d.allow = Some(allow);
+        d
+    }
+
     pub fn decision_label(&self) -> &'static str {
         if self.status == 503 {
             "unavailable"
@@ -306,18 +321,13 @@ async fn verify_credential(
                 Presented::Missing => Err(AuthError::ApiKeyMissing),
                 Presented::Key(k) => keys.authenticate(&k, facts.now),
                 Presented::Ambiguous => {
-                    count_denial("api_key", "ambiguous_credentials");
-                    trace.note(
-                        || "api_key".into(),
-                        || "ambiguous: more than one key".into(),
-                    );
-                    let mut d = Denial::new(
-                        400,
-                        "ambiguous_credentials",
+                    return Err(ambiguous(
+                        "api_key",
+                        "api_key".into(),
                         "The request carries more than one API key.",
-                    );
-                    d.challenge = Some(api_key_challenge(keys));
-                    return Err(Failure { denial: d, rank: 3 });
+                        api_key_challenge(keys),
+                        trace,
+                    ))
                 }
             };
             match outcome {
@@ -362,20 +372,13 @@ async fn verify_credential(
             let outcome = match bearer_token(facts.headers) {
                 Ok(token) => provider.authenticate(token, facts.now).await,
                 Err(BearerProblem::Ambiguous) => {
-                    count_denial(&provider.name, "ambiguous_credentials");
-                    trace.note(
-                        || format!("jwt ({})", provider.name),
-                        || "ambiguous: more than one Authorization header".into(),
-                    );
-                    let mut d = Denial::new(
-                        400,
-                        "ambiguous_credentials",
+                    return Err(ambiguous(
+                        &provider.name,
+                        format!("jwt ({})", provider.name),
                         "The request carries more than one Authorization header.",
-                    );
-                    d.challenge = Some(format!(
-                        r#"Bearer realm="{REALM}", error="invalid_request""#
-                    ));
-                    return Err(Failure { denial: d, rank: 3 });
+                        format!(r#"Bearer realm="{REALM}", error="invalid_request""#),
+                        trace,
+                    ))
                 }
                 Err(BearerProblem::Missing) => Err(AuthError::MissingToken),
             };
@@ -500,6 +503,21 @@ fn challenge(e: AuthError) -> String {
             e.message()
         )
     }
+}
+
+/// Two credentials of one kind: which one counts? Refused with 400, never "first one wins".
+fn ambiguous(
+    provider: &str,
+    what: String,
+    message: &'static str,
+    challenge: String,
+    trace: &mut Trace,
+) -> Failure {
+    count_denial(provider, "ambiguous_credentials");
+    trace.note(|| what, || format!("ambiguous: {message}"));
+    let mut denial = Denial::new(400, "ambiguous_credentials", message);
+    denial.challenge = Some(challenge);
+    Failure { denial, rank: 3 }
 }
 
 fn api_key_challenge(keys: &ApiKeys) -> String {
