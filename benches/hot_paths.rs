@@ -171,6 +171,7 @@ fn jwt(c: &mut Criterion) {
             claims: portcullis::auth::ClaimMap::default(),
             cache: TokenCache::new(capacity, 300),
             series: portcullis::metrics::ProviderSeries::new("bench"),
+            introspection: None,
         };
         let cold = provider(0);
         c.bench_function(&format!("jwt {alg:?} verify, no cache"), |b| {

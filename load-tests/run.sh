@@ -77,6 +77,15 @@ if [ "${APIKEY:-1}" = 1 ]; then
     PORT[redis]=18379
     URLPATH[portcullis-apikey-redis]=/key-limited
 fi
+# Opaque tokens (INTROSPECTION=0 leaves this out): one token on every request, introspected
+# once at a stand-in endpoint (nginx, see origin.conf) and then served from the cache.
+if [ "${INTROSPECTION:-1}" = 1 ]; then
+    TARGETS+=(portcullis-introspection)
+    PROC[portcullis-introspection]=portcullis
+    PORT[portcullis-introspection]=18089
+    URLPATH[portcullis-introspection]=/introspected
+    HDR[portcullis-introspection]=opaque
+fi
 if [ -n "${ONLY:-}" ]; then
     selected=()
     for t in "${TARGETS[@]}"; do
@@ -91,7 +100,10 @@ url_of() { echo "http://127.0.0.1:${PORT[$1]}${URLPATH[$1]:-/}"; }
 auth_args() {
     local alg=${TOKEN_ALG[$1]:-}
     [ -n "$alg" ] && printf '%s\n' -H "Authorization: Bearer $(cat "$RUN_DIR/$alg.token")"
-    [ -n "${HDR[$1]:-}" ] && printf '%s\n' -H "X-API-Key: $(cat "$RUN_DIR/apikey.key")"
+    case "${HDR[$1]:-}" in
+        apikey) printf '%s\n' -H "X-API-Key: $(cat "$RUN_DIR/apikey.key")" ;;
+        opaque) printf '%s\n' -H "Authorization: Bearer bench-opaque-token-0001" ;;
+    esac
     return 0
 }
 ADMIN_PORT=19901
@@ -184,6 +196,7 @@ openssl rsa -in "$RUN_DIR/rs256.pem" -pubout -out "$RUN_DIR/rs256-public.pem" 2>
 openssl ecparam -name prime256v1 -genkey -noout -out "$RUN_DIR/es256.pem" 2>/dev/null
 openssl ec -in "$RUN_DIR/es256.pem" -pubout -out "$RUN_DIR/es256-public.pem" 2>/dev/null
 printf '%s' "bench-hs256-secret-0123456789abcdef" >"$RUN_DIR/hs256.secret"
+printf '%s' "bench-introspection-client-secret" >"$RUN_DIR/introspection.secret"
 python3 - "$RUN_DIR" <<'PY'
 import base64, hashlib, hmac, json, subprocess, sys, time
 run = sys.argv[1]
@@ -425,6 +438,11 @@ NGINX_RPS=$(median "${RPS[nginx]}")
         "portcullis $(grep -c ERROR "$RUN_DIR/portcullis.out" || true) ERROR, of which" \
         "$(grep -c 'Downstream ConnectionClosed' "$RUN_DIR/portcullis.out" || true) 'Downstream ConnectionClosed'" \
         "(a client, here wrk at the end of a run, closed its connection before the answer)."
+    if [ -n "${RPS[portcullis-introspection]:-}" ]; then
+        calls=$(grep -c 'POST /introspect' "$RUN_DIR/introspection.access.log" || true)
+        echo "- Introspection: $calls call(s) to the endpoint for 1 distinct token over every round" \
+            "(expected exactly 1 per token per cache TTL of 5 min)."
+    fi
     echo "- Other work on the machine: CPUs ${BUSY_BEFORE}% busy in the second before the test;" \
         "load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
 } | tee "$RUN_DIR/results.md"

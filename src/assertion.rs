@@ -388,8 +388,7 @@ mod tests {
             client_id: Some("web-app".into()),
             extra: Vec::new(),
             expires_at,
-            key_id: None,
-            tier: None,
+            ..Identity::default()
         }
     }
 

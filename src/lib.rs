@@ -16,6 +16,7 @@ pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod redis_conn;
 pub mod request_id;
 pub mod routing;
 pub mod stdio;

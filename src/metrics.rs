@@ -24,6 +24,14 @@
 //! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
 //! | `portcullis_jwks_fetches_total` | counter | `provider`, `outcome` | JWKS fetches: `success`, `timeout`, `unreachable`, `bad_status`, `too_large`, `invalid`, `no_usable_keys`, `discovery_invalid` |
 //! | `portcullis_jwks_age_seconds` | gauge | `provider` | seconds since the last successful JWKS fetch |
+//! | `portcullis_introspection_requests_total` | counter | `provider`, `outcome` | introspection calls: `active`, `inactive`, `refused` (active but wrong issuer, audience or claims), `timeout`, `unreachable`, `bad_status`, `unauthorized` (the endpoint refused the gateway's client credentials), `invalid_response`, `discovery_invalid`, `busy`, `circuit_open` (not sent: the breaker is open) |
+//! | `portcullis_introspection_duration_seconds` | histogram | `provider` | time of an introspection call, waiting for a free slot included |
+//! | `portcullis_introspection_cache_total` | counter | `provider`, `result` | introspection cache lookups: `hit`, or `miss` (this request made the call) |
+//! | `portcullis_introspection_singleflight_joins_total` | counter | `provider` | requests that waited for another request's call for the same token instead of making their own |
+//! | `portcullis_introspection_breaker_state` | gauge | `provider` | 0 closed, 1 open (requests needing a call fail fast with 503) |
+//! | `portcullis_revocations_active` | gauge | `kind` | entries on the revocation list: `jti`, `subject`, `token` (read at scrape time) |
+//! | `portcullis_revoked_rejections_total` | counter | `provider` | requests refused because their token was revoked |
+//! | `portcullis_revocation_sync_total` | counter | `event` | shared revocation list: `loaded` (full load from Redis), `message` (an update from another gateway applied), `error` |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{
@@ -55,6 +63,14 @@ pub struct Metrics {
     pub jwt_keys: IntGaugeVec,
     pub jwks_fetches: IntCounterVec,
     pub jwks_age: GaugeVec,
+    pub introspection_calls: IntCounterVec,
+    pub introspection_duration: HistogramVec,
+    pub introspection_cache: IntCounterVec,
+    pub introspection_joins: IntCounterVec,
+    pub introspection_breaker: IntGaugeVec,
+    pub revocations_active: IntGaugeVec,
+    pub revoked_rejections: IntCounterVec,
+    pub revocation_sync: IntCounterVec,
     pub build_info: GaugeVec,
 }
 
@@ -191,6 +207,63 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["provider"],
     )?;
+    let introspection_calls = IntCounterVec::new(
+        Opts::new(
+            "portcullis_introspection_requests_total",
+            "Introspection calls by outcome",
+        ),
+        &["provider", "outcome"],
+    )?;
+    let introspection_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "portcullis_introspection_duration_seconds",
+            "Time of an introspection call",
+        )
+        .buckets(DURATION_BUCKETS.to_vec()),
+        &["provider"],
+    )?;
+    let introspection_cache = IntCounterVec::new(
+        Opts::new(
+            "portcullis_introspection_cache_total",
+            "Introspection cache lookups",
+        ),
+        &["provider", "result"],
+    )?;
+    let introspection_joins = IntCounterVec::new(
+        Opts::new(
+            "portcullis_introspection_singleflight_joins_total",
+            "Requests that shared another request's introspection call",
+        ),
+        &["provider"],
+    )?;
+    let introspection_breaker = IntGaugeVec::new(
+        Opts::new(
+            "portcullis_introspection_breaker_state",
+            "Introspection circuit breaker: 0 closed, 1 open",
+        ),
+        &["provider"],
+    )?;
+    let revocations_active = IntGaugeVec::new(
+        Opts::new(
+            "portcullis_revocations_active",
+            "Entries on the revocation list",
+        ),
+        &["kind"],
+    )?;
+    let revoked_rejections = IntCounterVec::new(
+        Opts::new(
+            "portcullis_revoked_rejections_total",
+            "Requests refused because their token was revoked",
+        ),
+        &["provider"],
+    )?;
+    let revocation_sync = IntCounterVec::new(
+        Opts::new(
+            "portcullis_revocation_sync_total",
+            "Shared revocation list events",
+        ),
+        &["event"],
+    )?;
     let build_info = GaugeVec::new(
         Opts::new("portcullis_build_info", "Build information, always 1"),
         &["version"],
@@ -216,6 +289,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(jwt_keys.clone()))?;
     registry.register(Box::new(jwks_fetches.clone()))?;
     registry.register(Box::new(jwks_age.clone()))?;
+    registry.register(Box::new(introspection_calls.clone()))?;
+    registry.register(Box::new(introspection_duration.clone()))?;
+    registry.register(Box::new(introspection_cache.clone()))?;
+    registry.register(Box::new(introspection_joins.clone()))?;
+    registry.register(Box::new(introspection_breaker.clone()))?;
+    registry.register(Box::new(revocations_active.clone()))?;
+    registry.register(Box::new(revoked_rejections.clone()))?;
+    registry.register(Box::new(revocation_sync.clone()))?;
     registry.register(Box::new(build_info.clone()))?;
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -243,6 +324,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         jwt_keys,
         jwks_fetches,
         jwks_age,
+        introspection_calls,
+        introspection_duration,
+        introspection_cache,
+        introspection_joins,
+        introspection_breaker,
+        revocations_active,
+        revoked_rejections,
+        revocation_sync,
         build_info,
     })
 }

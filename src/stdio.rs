@@ -291,6 +291,7 @@ async fn key_decision(
     let auth = crate::policy::Authenticators {
         providers: std::slice::from_ref(provider),
         api_keys: None,
+        revocations: None,
     };
     let verdict = evaluate(&policy, &auth, &facts, &mut Trace::default()).await;
     (Some(service), verdict.identity, verdict.denial)
@@ -327,7 +328,7 @@ pub fn provider_from_key(key: &str) -> Result<Provider, String> {
         rules,
         keys: KeySource::Static(Arc::new(keys)),
         claims: ClaimMap {
-            subject_fallback: Some("user_id".into()),
+            subject_fallback: vec!["user_id".into()],
             roles: Some("roles".into()),
             permissions: Some("permissions".into()),
             headers: vec![(role, "role".into())],
@@ -335,6 +336,7 @@ pub fn provider_from_key(key: &str) -> Result<Provider, String> {
         },
         cache: TokenCache::new(0, 0),
         series: crate::metrics::ProviderSeries::new("stdio"),
+        introspection: None,
     })
 }
 

@@ -9,6 +9,8 @@ fn check(path: &Path) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(["check", "-c"])
         .arg(path)
+        // conf/introspection.yaml reads one client secret from the environment.
+        .env("LEGACY_AS_CLIENT_SECRET", "demo-secret")
         .current_dir("/")
         .output()
         .unwrap();
@@ -448,4 +450,119 @@ fn broken_api_key_settings_are_rejected_with_the_offending_key() {
     .unwrap();
     let (ok, _, stderr) = check(&good);
     assert!(ok, "{stderr}");
+}
+
+/// Every YAML example in the README whose paragraph names a `conf/` file is that file's text,
+/// so what the docs show is what `every_example_in_conf_is_valid` checks.
+#[test]
+fn readme_yaml_examples_are_taken_from_checked_conf_files() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut checked = 0;
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("```yaml\n") {
+        let before = &rest[..start];
+        let after = &rest[start + 8..];
+        let end = after.find("```").unwrap();
+        let block = &after[..end];
+        // The nearest `conf/NAME.yaml` in the paragraph before the block.
+        let paragraph = before.trim_end().rsplit("\n\n").next().unwrap_or("");
+        if let Some(i) = paragraph.rfind("conf/") {
+            let name: String = paragraph[i + 5..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+                .collect();
+            let name = name.trim_end_matches('.');
+            let text = std::fs::read_to_string(conf_dir().join(name)).unwrap();
+            assert!(
+                text.contains(block),
+                "the README's example for conf/{name} is not in that file:\n{block}"
+            );
+            checked += 1;
+        }
+        rest = &after[end + 3..];
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} README examples name their conf file"
+    );
+}
+
+/// Introspection and revocation mistakes, each named by its key path.
+#[test]
+fn broken_introspection_and_revocation_settings_are_rejected_with_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "client-secret\n").unwrap();
+    std::fs::write(dir.path().join("short-token"), "short\n").unwrap();
+    std::fs::write(dir.path().join("hmac"), "0123456789abcdef0123456789abcdef").unwrap();
+    let head =
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\n";
+    let provider = |intro: &str| {
+        format!("identity_providers:\n  as:\n    issuer: https://as.example.com\n    audiences: [api]\n    introspection: {{ {intro} }}\n")
+    };
+    let good =
+        "endpoint: https://as.example.com/introspect, client_id: gw, client_secret_file: secret";
+    let route = |auth: &str| {
+        format!("routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {auth}}}]\n")
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{}{}", provider("endpoint: http://as.example.com/introspect, client_id: gw, client_secret_file: secret"), route("{introspection: as}")),
+            "identity_providers.as.introspection.endpoint: must be https",
+        ),
+        (
+            format!("{}{}", provider("discovery: true, endpoint: https://as.example.com/i, client_id: gw, client_secret_file: secret"), route("{introspection: as}")),
+            "identity_providers.as.introspection: give exactly one of `endpoint` or `discovery: true`",
+        ),
+        (
+            format!("{}{}", provider("endpoint: https://as.example.com/introspect, client_id: gw"), route("{introspection: as}")),
+            "identity_providers.as.introspection: give exactly one of client_secret_file or client_secret_env",
+        ),
+        (
+            format!("{}{}", provider("endpoint: https://as.example.com/introspect, client_id: gw, client_secret_env: PORTCULLIS_TEST_UNSET_VAR"), route("{introspection: as}")),
+            "identity_providers.as.introspection.client_secret_env: environment variable PORTCULLIS_TEST_UNSET_VAR is not set",
+        ),
+        (
+            format!("{}{}", provider(&format!("{good}, cache: {{ capacity: 0 }}")), route("{introspection: as}")),
+            "identity_providers.as.introspection.cache.capacity: at least 1",
+        ),
+        (
+            format!("{}{}", provider(&format!("{good}, introspect_jwts: true")), route("{introspection: as}")),
+            "identity_providers.as.introspection.introspect_jwts: this provider has no `keys`",
+        ),
+        (
+            format!("{}{}", provider(good), route("{jwt: as}")),
+            "routes[0].auth.jwt: identity provider \"as\" has no `keys` to verify JWTs; use `introspection: as`",
+        ),
+        (
+            format!("identity_providers:\n  corp: {{issuer: https://idp, audiences: [api], algorithms: [HS256], keys: {{hmac_secret_file: hmac}}}}\n{}", route("{any: [{introspection: corp}]}")),
+            "routes[0].auth.any[0].introspection: identity provider \"corp\" has no `introspection` endpoint",
+        ),
+        (
+            format!("identity_providers:\n  x: {{issuer: https://idp, audiences: [api]}}\n{}", route("public")),
+            "identity_providers.x: give `keys` (to verify its JWTs) or `introspection`",
+        ),
+        (
+            format!("{}revocation: {{ state_file: s.json, redis: {{url: \"redis://127.0.0.1/\"}} }}\n{}", provider(good), route("{introspection: as}")),
+            "revocation: give `state_file` (one gateway) or `redis` (a fleet), not both",
+        ),
+        (
+            format!("{}revocation: {{ admin_token_file: short-token, state_file: s.json }}\n{}", provider(good), route("{introspection: as}")),
+            "revocation.admin_token_file: the admin token must be at least 16 bytes",
+        ),
+        (
+            format!("{}revocation: {{ admin_token_file: secret }}\n{}", provider(good), route("{introspection: as}")),
+            "revocation: give `state_file` (so a restart keeps the list) or `redis`",
+        ),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("broken-intro-{i}.yaml"));
+        std::fs::write(&path, format!("{head}{body}")).unwrap();
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "case {i}: accepted:\n{body}");
+        assert!(
+            stderr.contains(expected),
+            "case {i}: expected `{expected}` in:\n{stderr}"
+        );
+    }
 }

@@ -29,21 +29,6 @@ fn orders_gateway(idp: &SigningIdp, echo: &Echo) -> Gateway {
     )
 }
 
-fn unauthorized(resp: reqwest::blocking::Response, code: &str) -> String {
-    assert_eq!(resp.status(), 401);
-    let challenge = resp.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        challenge.starts_with(r#"Bearer realm="portcullis""#),
-        "{challenge}"
-    );
-    let v = error_body(&resp.text().unwrap());
-    assert_eq!(v["error"], code);
-    challenge
-}
-
 #[test]
 fn verified_identity_reaches_the_backend_and_forged_headers_do_not() {
     let idp = idp();

@@ -75,13 +75,7 @@ impl RemoteKeys {
         settings: JwksSettings,
         on_change: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let client = super::http_client(settings.timeout, 1)?;
         let refresh = settings.refresh;
         let refresh_settings = settings.clone();
         Ok(Self {

@@ -281,13 +281,15 @@ pub struct Provider {
     pub claims: super::ClaimMap,
     pub cache: TokenCache,
     pub series: crate::metrics::ProviderSeries,
+    /// The provider's introspection endpoint (RFC 7662), when it has one.
+    pub introspection: Option<Arc<super::introspection::Introspector>>,
 }
 
 impl Provider {
     /// Seconds a client should wait when this provider's keys are unavailable.
     pub fn retry_after_secs(&self) -> u64 {
         match &self.keys {
-            KeySource::Static(_) => 1,
+            KeySource::Static(_) | KeySource::None => 1,
             KeySource::Remote(r) => r.retry_after_secs(),
         }
     }
@@ -317,6 +319,7 @@ impl Provider {
         let keys = match &self.keys {
             KeySource::Static(k) => k.clone(),
             KeySource::Remote(r) => r.current().map_err(|_| AuthError::KeysUnavailable)?,
+            KeySource::None => return Err(AuthError::UnknownKey),
         };
         let started = std::time::Instant::now();
         let mut verified = verify(token, &self.rules, &keys, now);
@@ -353,6 +356,8 @@ pub enum KeySource {
     Static(Arc<KeySet>),
     /// Fetched from `jwks_uri` and kept current in the background.
     Remote(Arc<super::jwks::RemoteKeys>),
+    /// None: the provider's tokens are only introspected.
+    None,
 }
 
 impl KeySource {
@@ -361,6 +366,7 @@ impl KeySource {
         match self {
             Self::Static(k) => k.len(),
             Self::Remote(r) => r.current().map_or(0, |k| k.len()),
+            Self::None => 0,
         }
     }
 
@@ -414,6 +420,7 @@ impl TokenCache {
             moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(EntryExpiry)
+                .support_invalidation_closures()
                 .build()
         });
         Self { inner, ttl_secs }
@@ -454,6 +461,18 @@ impl TokenCache {
                 ttl,
             },
         );
+    }
+
+    /// Forget the identities matching `pred` (a revocation).
+    pub fn evict_if(
+        &self,
+        pred: impl Fn(&[u8; 32], &super::Identity) -> bool + Send + Sync + 'static,
+    ) {
+        if let Some(c) = &self.inner {
+            if let Err(e) = c.invalidate_entries_if(move |k, v| pred(k, &v.identity)) {
+                tracing::warn!("token cache eviction failed: {e}");
+            }
+        }
     }
 
     /// Forget everything (the provider's keys changed).

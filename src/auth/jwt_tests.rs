@@ -780,6 +780,7 @@ fn provider(capacity: u64) -> Provider {
         claims: crate::auth::ClaimMap::default(),
         cache: TokenCache::new(capacity, 300),
         series: crate::metrics::ProviderSeries::new("test"),
+        introspection: None,
     }
 }
 
@@ -913,7 +914,7 @@ fn key_only_rules_skip_issuer_and_audience_but_nothing_else() {
     let claims = verify(&t, &key_only, &public_keys(), NOW).unwrap().claims;
     // The subject is the claim map's business: `user_id` when it says so, else refused.
     let with_fallback = crate::auth::ClaimMap {
-        subject_fallback: Some("user_id".into()),
+        subject_fallback: vec!["user_id".into()],
         ..crate::auth::ClaimMap::default()
     };
     assert_eq!(with_fallback.identity(&claims).unwrap().subject, "u1");

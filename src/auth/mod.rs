@@ -3,14 +3,32 @@
 //! Route policies (`crate::policy`) decide which of them a route accepts.
 
 pub mod api_key;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod revocation;
 pub mod strict_json;
 
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
 mod wycheproof_tests;
+
+/// The HTTP client of a provider's endpoints (JWKS, discovery, introspection): every request
+/// bounded by `timeout`, no redirects followed, no proxy from the environment.
+pub fn http_client(
+    timeout: std::time::Duration,
+    idle_per_host: usize,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(idle_per_host)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
 
 /// A secret kept in a file (an HMAC secret, an API-key pepper), without the trailing newline
 /// that `echo` and editors leave.
@@ -51,6 +69,10 @@ pub enum AuthError {
     ApiKeyDisabled,
     /// A key of the other environment; holds the environment this gateway accepts.
     ApiKeyWrongEnvironment(api_key::Environment),
+    /// The authorization server says the token is not active (or its `exp` has passed).
+    TokenInactive,
+    /// The token, its `jti` or its subject is on the revocation list.
+    Revoked,
 }
 
 impl AuthError {
@@ -77,6 +99,8 @@ impl AuthError {
             Self::ApiKeyExpired => "api_key_expired",
             Self::ApiKeyDisabled => "api_key_disabled",
             Self::ApiKeyWrongEnvironment(_) => "api_key_wrong_environment",
+            Self::TokenInactive => "token_inactive",
+            Self::Revoked => "token_revoked",
         }
     }
 
@@ -110,6 +134,8 @@ impl AuthError {
             Self::ApiKeyWrongEnvironment(api_key::Environment::Test) => {
                 "This gateway accepts test keys; this is a live key."
             }
+            Self::TokenInactive => "The token is not active.",
+            Self::Revoked => "The token has been revoked.",
         }
     }
 }
@@ -136,6 +162,9 @@ pub struct Identity {
     pub key_id: Option<String>,
     /// The consumer's rate-limit tier, if it has one.
     pub tier: Option<String>,
+    /// The token's `jti` and `iat`, for the revocation list.
+    pub jti: Option<String>,
+    pub issued_at: Option<u64>,
 }
 
 /// Longest value of one identity header.
@@ -146,8 +175,9 @@ pub const MAX_CLAIM_VALUE_LEN: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct ClaimMap {
     pub subject: String,
-    /// Where the subject is when `subject` is absent (the decision protocol's `user_id`).
-    pub subject_fallback: Option<String>,
+    /// Where the subject is when `subject` is absent, in order (the decision protocol's
+    /// `user_id`; an introspection answer's `username`, then `client_id`).
+    pub subject_fallback: Vec<String>,
     pub roles: Option<String>,
     /// `None`: the standard places, `scope` (space-delimited string) then `scp` (array).
     pub scopes: Option<String>,
@@ -162,7 +192,7 @@ impl Default for ClaimMap {
     fn default() -> Self {
         Self {
             subject: "sub".into(),
-            subject_fallback: None,
+            subject_fallback: Vec::new(),
             roles: None,
             scopes: None,
             permissions: None,
@@ -241,8 +271,8 @@ impl ClaimMap {
     ) -> Result<Identity, AuthError> {
         let subject_claim = claim_at(claims, &self.subject).or_else(|| {
             self.subject_fallback
-                .as_deref()
-                .and_then(|p| claim_at(claims, p))
+                .iter()
+                .find_map(|p| claim_at(claims, p))
         });
         let subject = match subject_claim {
             Some(serde_json::Value::String(s)) if jwt::is_header_safe(s, jwt::MAX_SUBJECT_LEN) => {
@@ -283,6 +313,26 @@ impl ClaimMap {
             expires_at: None,
             key_id: None,
             tier: None,
+            jti: match claims.get("jti") {
+                None => None,
+                // Opaque, compared only with the revocation list; bounded.
+                Some(serde_json::Value::String(j)) if j.len() <= MAX_CLAIM_VALUE_LEN => {
+                    Some(j.clone())
+                }
+                Some(_) => return Err(AuthError::InvalidClaim),
+            },
+            issued_at: match claims.get("iat") {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .or_else(|| {
+                            v.as_f64()
+                                .filter(|f| (0.0..1e13).contains(f))
+                                .map(|f| f as u64)
+                        })
+                        .ok_or(AuthError::InvalidClaim)?,
+                ),
+            },
         })
     }
 }

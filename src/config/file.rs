@@ -30,6 +30,8 @@ pub struct ConfigFile {
     pub api_keys: Option<ApiKeysSection>,
     /// Rate limits: the backend, consumer tiers and a global limit.
     pub rate_limits: Option<RateLimitsSection>,
+    /// Revoked tokens and subjects, and the admin API that feeds them.
+    pub revocation: Option<RevocationSection>,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
 }
@@ -43,8 +45,14 @@ pub struct ProviderSection {
     /// The token's `aud` must contain one of these.
     pub audiences: Vec<String>,
     /// Exact algorithm names (RS256, PS256, ES256, EdDSA, HS256, ...); `none` never.
+    /// Needed with `keys`.
+    #[serde(default)]
     pub algorithms: Vec<String>,
-    pub keys: KeySourceSection,
+    /// Where the keys that verify its JWTs come from; absent for a provider whose tokens
+    /// are only introspected.
+    pub keys: Option<KeySourceSection>,
+    /// Its OAuth2 introspection endpoint (RFC 7662), for opaque tokens.
+    pub introspection: Option<IntrospectionSection>,
     #[serde(default, with = "humantime_serde")]
     pub leeway: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -60,6 +68,95 @@ pub struct ProviderSection {
     pub cache: TokenCacheSection,
     #[serde(default)]
     pub jwks: JwksSection,
+}
+
+/// A provider's token introspection endpoint and how it is called.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionSection {
+    /// The endpoint (https; http only to a loopback address).
+    pub endpoint: Option<String>,
+    /// Find `introspection_endpoint` in `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+    pub client_id: String,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    pub client_auth: Option<ClientAuthSection>,
+    /// Sent as `token_type_hint` (default `access_token`; empty: not sent).
+    pub token_type_hint: Option<String>,
+    /// Per call, waiting for a free slot included (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Calls in flight at most (default 64).
+    pub max_concurrent: Option<usize>,
+    /// Also introspect JWTs that verified locally (catches their revocation).
+    #[serde(default)]
+    pub introspect_jwts: bool,
+    #[serde(default)]
+    pub cache: IntrospectionCacheSection,
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthSection {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionCacheSection {
+    /// Entries kept at most (default 100000).
+    pub capacity: Option<u64>,
+    /// Longest an active answer is reused (default 2m); never past the token's `exp`.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// How long an inactive answer is reused (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    pub inactive_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Consecutive failed calls that open the circuit (default 5).
+    pub failures: Option<u32>,
+    /// How long it stays open before one probe call is let through (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    pub open_for: Option<Duration>,
+}
+
+/// The revocation list and its admin API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSection {
+    /// The bearer token of `POST/GET/DELETE /admin/revocations` (read from this file).
+    pub admin_token_file: Option<String>,
+    /// Where a gateway without Redis keeps the list across restarts.
+    pub state_file: Option<String>,
+    /// Share the list with every gateway using this Redis.
+    pub redis: Option<RevocationRedisSection>,
+    /// How long a `jti` or token entry posted without `expires_at` is kept (default 24h).
+    #[serde(default, with = "humantime_serde")]
+    pub default_ttl: Option<Duration>,
+    /// Entries at most (default 100000).
+    pub max_entries: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRedisSection {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of the keys and channel (default `portcullis:`).
+    pub key_prefix: Option<String>,
+    /// Per command (default 250ms).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// How a `jwks_uri` is fetched.
@@ -281,6 +378,8 @@ pub struct PolicySection {
     #[serde(default)]
     pub public: bool,
     pub jwt: Option<String>,
+    /// A bearer token the provider's introspection endpoint says is active.
+    pub introspection: Option<String>,
     /// `true`: a key from the consumers file.
     #[serde(default)]
     pub api_key: bool,
@@ -306,6 +405,8 @@ pub struct PolicySection {
 #[serde(deny_unknown_fields)]
 pub struct CredentialSection {
     pub jwt: Option<String>,
+    /// A provider's opaque tokens, checked by introspection.
+    pub introspection: Option<String>,
     #[serde(default)]
     pub api_key: bool,
 }

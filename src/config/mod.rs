@@ -71,6 +71,31 @@ pub struct Config {
     pub consumers_reload_interval: Duration,
     /// Every rate limit and the backend counting them.
     pub rate_limits: limits::RateLimits,
+    /// The revocation list and its admin API, when configured.
+    pub revocation: Option<RevocationSpec>,
+}
+
+/// The revocation list, compiled.
+#[derive(Clone)]
+pub struct RevocationSpec {
+    pub list: std::sync::Arc<crate::auth::revocation::Revocations>,
+    /// The admin API's bearer token; `None`: the API is closed.
+    pub admin_token: Option<std::sync::Arc<[u8]>>,
+    /// Kept for `jti` and token entries posted without `expires_at`.
+    pub default_ttl: Duration,
+    /// Shared through Redis (then a background task keeps it in sync).
+    pub shared: bool,
+    /// Where a local list is kept (its directory is made at start).
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for RevocationSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationSpec")
+            .field("default_ttl", &self.default_ttl)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
 }
 
 pub use crate::policy::Policy;
@@ -491,6 +516,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
                 section,
                 &format!("{at}.auth"),
                 &provider_index,
+                &providers,
                 &known,
                 &mut problem,
             ),
@@ -577,6 +603,14 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         }
     }
 
+    let revocation = file
+        .revocation
+        .as_ref()
+        .and_then(|r| revocation(r, base, &mut problem));
+    if let Some(r) = &revocation {
+        evict_on_revoke(&r.list, &providers);
+    }
+
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -594,12 +628,150 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             api_keys,
             consumers_reload_interval,
             rate_limits,
+            revocation,
         }),
         None => Err(Problems(vec![Problem {
             path: "admin.address".into(),
             message: "missing".into(),
         }])),
     }
+}
+
+/// A revoked entry leaves every cache at once (verified tokens and introspection answers),
+/// whichever gateway of the fleet revoked it.
+fn evict_on_revoke(
+    list: &crate::auth::revocation::Revocations,
+    providers: &[crate::auth::jwt::Provider],
+) {
+    use crate::auth::revocation::Entry;
+    use crate::auth::Identity;
+    fn matches(e: &Entry, key: &[u8; 32], id: &Identity) -> bool {
+        match e {
+            Entry::Jti { jti, .. } => id.jti.as_deref() == Some(jti.as_str()),
+            Entry::Subject { subject, before } => {
+                id.subject == *subject && id.issued_at.is_none_or(|iat| iat <= *before)
+            }
+            Entry::Token { sha256, .. } => key == sha256,
+        }
+    }
+    for p in providers {
+        let cache = p.cache.clone();
+        let introspection = p.introspection.clone();
+        list.on_revoke(Box::new(move |e| {
+            let entry = e.clone();
+            cache.evict_if(move |k, id| matches(&entry, k, id));
+            if let Some(i) = &introspection {
+                let entry = e.clone();
+                i.evict_if(move |k, id| matches(&entry, k, id));
+            }
+        }));
+    }
+}
+
+fn revocation(
+    r: &file::RevocationSection,
+    base: &Path,
+    problem: &mut impl FnMut(String, String),
+) -> Option<RevocationSpec> {
+    use crate::auth::revocation::{Backend, Revocations};
+    let mut ok = true;
+    let admin_token = match &r.admin_token_file {
+        None => None,
+        Some(f) => {
+            let path = resolve_path(base, f);
+            match crate::auth::read_secret_file(Path::new(&path)) {
+                Ok(t) if t.len() >= 16 => Some(std::sync::Arc::from(t)),
+                Ok(_) => {
+                    problem(
+                        "revocation.admin_token_file".into(),
+                        "the admin token must be at least 16 bytes".into(),
+                    );
+                    ok = false;
+                    None
+                }
+                Err(e) => {
+                    problem("revocation.admin_token_file".into(), e);
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let default_ttl = r.default_ttl.unwrap_or(Duration::from_secs(24 * 3600));
+    if default_ttl < Duration::from_secs(1) {
+        problem("revocation.default_ttl".into(), "at least 1s".into());
+        ok = false;
+    }
+    let max_entries = r.max_entries.unwrap_or(100_000);
+    if max_entries == 0 || max_entries > 10_000_000 {
+        problem(
+            "revocation.max_entries".into(),
+            "between 1 and 10000000".into(),
+        );
+        ok = false;
+    }
+    let backend = match (&r.state_file, &r.redis) {
+        (Some(_), Some(_)) => {
+            problem(
+                "revocation".into(),
+                "give `state_file` (one gateway) or `redis` (a fleet), not both".into(),
+            );
+            return None;
+        }
+        (Some(f), None) => Backend::File(resolve_path(base, f).into()),
+        (None, Some(redis)) => {
+            let timeout = redis.timeout.unwrap_or(Duration::from_millis(250));
+            if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
+                problem(
+                    "revocation.redis.timeout".into(),
+                    "between 1ms and 10s".into(),
+                );
+                ok = false;
+            }
+            Backend::Redis {
+                url: redis.url.clone(),
+                key_prefix: redis
+                    .key_prefix
+                    .clone()
+                    .unwrap_or_else(|| "portcullis:".into()),
+                timeout,
+            }
+        }
+        (None, None) => {
+            problem(
+                "revocation".into(),
+                "give `state_file` (so a restart keeps the list) or `redis` (shared by a fleet)"
+                    .into(),
+            );
+            return None;
+        }
+    };
+    let shared = matches!(backend, Backend::Redis { .. });
+    let state_file = match &backend {
+        Backend::File(p) => Some(p.clone()),
+        _ => None,
+    };
+    let list = match Revocations::new(backend, max_entries) {
+        Ok(l) => std::sync::Arc::new(l),
+        Err(e) => {
+            problem(
+                if shared {
+                    "revocation.redis.url".into()
+                } else {
+                    "revocation.state_file".into()
+                },
+                e,
+            );
+            return None;
+        }
+    };
+    ok.then_some(RevocationSpec {
+        list,
+        admin_token,
+        default_ttl,
+        shared,
+        state_file,
+    })
 }
 
 fn same_match(a: &RouteSpec, b: &RouteSpec) -> bool {

@@ -10,6 +10,7 @@ pub fn compile(
     section: &RouteAuthSection,
     at: &str,
     provider_index: &BTreeMap<String, usize>,
+    providers: &[crate::auth::jwt::Provider],
     known_providers: &dyn Fn(&str) -> bool,
     problem: &mut impl FnMut(String, String),
 ) -> Option<Policy> {
@@ -24,9 +25,34 @@ pub fn compile(
     };
     let jwt = |name: &str, path: String, fail: &mut dyn FnMut(String, String) -> bool| {
         match provider_index.get(name) {
+            Some(i) if matches!(providers[*i].keys, crate::auth::jwt::KeySource::None) => {
+                fail(
+                    path,
+                    format!("identity provider \"{name}\" has no `keys` to verify JWTs; use `introspection: {name}`"),
+                );
+                None
+            }
             Some(i) => Some(Credential::Jwt(*i)),
             None => {
                 // A provider that exists but failed to compile has its own problem already.
+                if !known_providers(name) {
+                    fail(path, format!("unknown identity provider \"{name}\""));
+                }
+                None
+            }
+        }
+    };
+    let introspection = |name: &str, path: String, fail: &mut dyn FnMut(String, String) -> bool| {
+        match provider_index.get(name) {
+            Some(i) if providers[*i].introspection.is_some() => Some(Credential::Introspection(*i)),
+            Some(_) => {
+                fail(
+                    path,
+                    format!("identity provider \"{name}\" has no `introspection` endpoint"),
+                );
+                None
+            }
+            None => {
                 if !known_providers(name) {
                     fail(path, format!("unknown identity provider \"{name}\""));
                 }
@@ -45,16 +71,24 @@ pub fn compile(
         let mut out = Vec::new();
         let mut good = true;
         for (i, c) in items.iter().enumerate() {
-            match (&c.jwt, c.api_key) {
-                (Some(name), false) => match jwt(name, format!("{at}.{key}[{i}].jwt"), fail) {
-                    Some(cred) => out.push(cred),
-                    None => good = false,
-                },
-                (None, true) => out.push(Credential::ApiKey),
+            match (&c.jwt, &c.introspection, c.api_key) {
+                (Some(name), None, false) => {
+                    match jwt(name, format!("{at}.{key}[{i}].jwt"), fail) {
+                        Some(cred) => out.push(cred),
+                        None => good = false,
+                    }
+                }
+                (None, Some(name), false) => {
+                    match introspection(name, format!("{at}.{key}[{i}].introspection"), fail) {
+                        Some(cred) => out.push(cred),
+                        None => good = false,
+                    }
+                }
+                (None, None, true) => out.push(Credential::ApiKey),
                 _ => {
                     good = fail(
                         format!("{at}.{key}[{i}]"),
-                        "name one credential, e.g. `{ jwt: PROVIDER }` or `{ api_key: true }`"
+                        "name one credential, e.g. `{ jwt: PROVIDER }`, `{ introspection: PROVIDER }` or `{ api_key: true }`"
                             .into(),
                     );
                 }
@@ -66,6 +100,7 @@ pub fn compile(
     let given = [
         p.public,
         p.jwt.is_some(),
+        p.introspection.is_some(),
         p.api_key,
         p.any.is_some(),
         p.all.is_some(),
@@ -76,13 +111,15 @@ pub fn compile(
     let credential = if given != 1 {
         fail(
             at.to_string(),
-            "state exactly one of `public: true`, `jwt`, `api_key: true`, `any` or `all`".into(),
+            "state exactly one of `public: true`, `jwt`, `introspection`, `api_key: true`, `any` or `all`".into(),
         );
         None
     } else if p.public {
         Some(Credential::Public)
     } else if let Some(name) = &p.jwt {
         jwt(name, format!("{at}.jwt"), &mut fail)
+    } else if let Some(name) = &p.introspection {
+        introspection(name, format!("{at}.introspection"), &mut fail)
     } else if p.api_key {
         Some(Credential::ApiKey)
     } else if let Some(items) = &p.any {

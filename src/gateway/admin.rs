@@ -27,6 +27,8 @@ pub struct AdminApp {
     /// For the tracked-keys gauge.
     pub limiter: Option<Arc<crate::ratelimit::LocalLimiter>>,
     pub remote_keys: Vec<Arc<crate::auth::jwks::RemoteKeys>>,
+    /// The revocation list and its admin token, when configured.
+    pub revocation: Option<crate::config::RevocationSpec>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -124,6 +126,14 @@ impl AdminApp {
             ready &= usable;
             providers.insert(r.provider.clone(), json!({ "keys_usable": usable }));
         }
+        let mut revocations = serde_json::Value::Null;
+        if let Some(r) = &self.revocation {
+            // A fleet's shared list must have been loaded: a gateway that never saw it would
+            // accept revoked tokens.
+            let loaded = r.list.loaded();
+            ready &= loaded;
+            revocations = json!({ "loaded": loaded, "shared": r.shared });
+        }
         let status = if ready {
             StatusCode::OK
         } else {
@@ -135,6 +145,7 @@ impl AdminApp {
                 "status": if ready { "ready" } else { "not_ready" },
                 "upstreams": upstreams,
                 "identity_providers": providers,
+                "revocations": revocations,
             }),
         )
     }
@@ -144,6 +155,35 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.uri.path() == "/admin/revocations" {
+            let method = req.method.clone();
+            let authorization = req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec());
+            let body = if method == http::Method::POST || method == http::Method::DELETE {
+                read_body(session).await
+            } else {
+                Ok(None)
+            };
+            let (status, value) = match body {
+                Ok(body) => {
+                    super::revocations::handle(
+                        self.revocation.as_ref(),
+                        &method,
+                        authorization.as_deref(),
+                        body.as_deref(),
+                        super::proxy::unix_now(),
+                    )
+                    .await
+                }
+                Err(()) => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": "body_too_large", "message": "The body is too large or could not be read."}),
+                ),
+            };
+            return json_response(status, value);
+        }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -156,6 +196,13 @@ impl ServeHttp for AdminApp {
                     crate::metrics::metrics()
                         .rate_limit_keys
                         .set(l.tracked() as i64);
+                }
+                if let Some(r) = &self.revocation {
+                    let (jti, subjects, tokens) = r.list.counts(super::proxy::unix_now());
+                    let g = &crate::metrics::metrics().revocations_active;
+                    g.with_label_values(&["jti"]).set(jti as i64);
+                    g.with_label_values(&["subject"]).set(subjects as i64);
+                    g.with_label_values(&["token"]).set(tokens as i64);
                 }
                 // Ages are read at scrape time, so they grow between refreshes as they should.
                 for r in &self.remote_keys {
@@ -182,10 +229,28 @@ impl ServeHttp for AdminApp {
             "/health/ready" => self.ready(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": "not_found", "message": "Try /metrics, /health/live, /health/ready, /admin/consumers or /.well-known/jwks.json."}),
+                json!({"error": "not_found", "message": "Try /metrics, /health/live, /health/ready, /admin/consumers, /admin/revocations or /.well-known/jwks.json."}),
             ),
         }
     }
+}
+
+/// The request body, up to 16 KiB plus one chunk (the handler refuses anything larger).
+async fn read_body(session: &mut ServerSession) -> Result<Option<Vec<u8>>, ()> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > 16 * 1024 {
+                    return Err(());
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return Err(()),
+        }
+    }
+    Ok((!body.is_empty()).then_some(body))
 }
 
 /// One JWKS with the assertion keys of every pool (a key shared by pools appears once).

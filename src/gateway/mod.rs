@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod proxy;
 pub mod response;
+pub mod revocations;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
@@ -13,6 +14,18 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
 use std::time::Duration;
+
+/// Keeps a shared revocation list in step with Redis (pub/sub, reload on reconnect).
+struct RevocationSync {
+    list: std::sync::Arc<crate::auth::revocation::Revocations>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for RevocationSync {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.list.sync_loop(Duration::from_secs(30), shutdown).await;
+    }
+}
 
 /// Pingora's own command-line switches, kept as they are.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,7 +41,16 @@ fn whole_seconds(d: Duration) -> u64 {
 /// Build the server for a configuration; `run_forever` it to serve.
 pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> {
     let s = &config.server;
-    for path in [&s.pid_file, &s.upgrade_sock] {
+    let state_file = config
+        .revocation
+        .as_ref()
+        .and_then(|r| r.state_file.as_ref())
+        .and_then(|f| f.to_str());
+    for path in [&s.pid_file, &s.upgrade_sock]
+        .into_iter()
+        .map(String::as_str)
+        .chain(state_file)
+    {
         if let Some(dir) = std::path::Path::new(path).parent() {
             create_private_dir(dir)
                 .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
@@ -84,6 +106,15 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         ));
     }
 
+    if let Some(r) = config.revocation.as_ref().filter(|r| r.shared) {
+        server.add_service(pingora::services::background::background_service(
+            "revocation sync",
+            RevocationSync {
+                list: r.list.clone(),
+            },
+        ));
+    }
+
     let access_log = match &config.access_log {
         Some(path) => Some(
             AccessLog::start(path).map_err(|e| format!("cannot open access log {path}: {e}"))?,
@@ -120,6 +151,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
             remote_keys,
             api_keys: config.api_keys.clone(),
             limiter: config.rate_limits.limiter.clone(),
+            revocation: config.revocation.clone(),
         }),
     );
     admin.add_tcp(&config.admin_address.to_string());

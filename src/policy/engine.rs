@@ -17,6 +17,7 @@ pub struct Engine {
     pub routes: RouteTable,
     pub providers: Vec<Provider>,
     pub api_keys: Option<Arc<crate::auth::api_key::ApiKeys>>,
+    pub revocations: Option<Arc<crate::auth::revocation::Revocations>>,
     pub trusted_proxies: Vec<super::networks::Cidr>,
     pub rate_limits: crate::config::limits::RateLimits,
 }
@@ -134,6 +135,7 @@ impl Engine {
             routes: RouteTable::new(&config.routes),
             providers: config.providers.clone(),
             api_keys: config.api_keys.clone(),
+            revocations: config.revocation.as_ref().map(|r| r.list.clone()),
             trusted_proxies: config.trusted_proxies.clone(),
             rate_limits: config.rate_limits.clone(),
         }
@@ -238,6 +240,7 @@ impl Engine {
         let auth = super::Authenticators {
             providers: &self.providers,
             api_keys: self.api_keys.as_deref(),
+            revocations: self.revocations.as_deref(),
         };
         let guard = self
             .rate_limits

@@ -13,7 +13,9 @@ pub mod engine;
 pub mod networks;
 
 use crate::auth::api_key::{ApiKeys, Presented};
+use crate::auth::introspection::Refusal;
 use crate::auth::jwt::Provider;
+use crate::auth::revocation::{Check, Revocations};
 use crate::auth::{AuthError, Identity};
 use networks::Cidr;
 use std::borrow::Cow;
@@ -53,6 +55,8 @@ pub enum Credential {
     Public,
     /// A bearer JWT from this provider (index into the providers).
     Jwt(usize),
+    /// A bearer token this provider's introspection endpoint says is active.
+    Introspection(usize),
     /// A key from the consumers file.
     ApiKey,
     /// The first of these that the request carries and that verifies.
@@ -174,6 +178,8 @@ pub struct Verdict {
 pub struct Authenticators<'a> {
     pub providers: &'a [Provider],
     pub api_keys: Option<&'a ApiKeys>,
+    /// Revoked tokens and subjects, checked after a bearer token verifies.
+    pub revocations: Option<&'a Revocations>,
 }
 
 /// What `evaluate` looks at.
@@ -362,42 +368,59 @@ async fn verify_credential(
             denial: Denial::new(500, "internal_error", "A public credential inside any/all."),
             rank: 0,
         }),
-        Credential::Jwt(i) => {
+        Credential::Jwt(i) | Credential::Introspection(i) => {
             let Some(provider) = providers.get(*i) else {
                 return Err(Failure {
                     denial: Denial::new(500, "internal_error", "Unknown identity provider."),
                     rank: 0,
                 });
             };
+            let introspect = matches!(credential, Credential::Introspection(_));
+            let what = || {
+                format!(
+                    "{} ({})",
+                    if introspect { "introspection" } else { "jwt" },
+                    provider.name
+                )
+            };
             let outcome = match bearer_token(facts.headers) {
-                Ok(token) => provider.authenticate(token, facts.now).await,
+                Ok(token) => bearer(provider, introspect, token, auth, facts.now).await,
                 Err(BearerProblem::Ambiguous) => {
                     return Err(ambiguous(
                         &provider.name,
-                        format!("jwt ({})", provider.name),
+                        what(),
                         "The request carries more than one Authorization header.",
                         format!(r#"Bearer realm="{REALM}", error="invalid_request""#),
                         trace,
                     ))
                 }
-                Err(BearerProblem::Missing) => Err(AuthError::MissingToken),
+                Err(BearerProblem::Missing) => Err(Refusal::Token(AuthError::MissingToken)),
             };
             match outcome {
                 Ok(identity) => {
                     provider.series.allowed.inc();
-                    trace.note(
-                        || format!("jwt ({})", provider.name),
-                        || format!("verified: subject {}", identity.subject),
-                    );
+                    trace.note(what, || format!("verified: subject {}", identity.subject));
                     Ok(identity)
                 }
-                Err(e) => {
+                Err(Refusal::Token(e)) => {
                     count_denial(&provider.name, e.code());
-                    trace.note(
-                        || format!("jwt ({})", provider.name),
-                        || format!("refused: {} ({})", e.code(), e.message()),
-                    );
+                    trace.note(what, || format!("refused: {} ({})", e.code(), e.message()));
                     Err(jwt_failure(e, provider))
+                }
+                Err(Refusal::Unavailable {
+                    retry_after,
+                    circuit_open,
+                }) => {
+                    count_denial(&provider.name, "introspection_unavailable");
+                    let message = if circuit_open {
+                        "The token introspection service is failing; requests are refused until it recovers. Try again later."
+                    } else {
+                        "The token introspection service did not answer; try again later."
+                    };
+                    trace.note(what, || format!("unavailable: {message}"));
+                    let mut d = Denial::new(503, "introspection_unavailable", message);
+                    d.retry_after = Some(retry_after);
+                    Err(Failure { denial: d, rank: 4 })
                 }
             }
         }
@@ -476,6 +499,75 @@ async fn verify_credential(
     }
 }
 
+/// A bearer token for `provider`: verified as a JWT (and, with `introspect_jwts`, confirmed
+/// by introspection), or introspected; then checked against the revocation list.
+async fn bearer(
+    provider: &Provider,
+    introspect: bool,
+    token: &str,
+    auth: &Authenticators<'_>,
+    now: u64,
+) -> Result<Arc<Identity>, Refusal> {
+    let identity = if introspect {
+        let Some(introspector) = &provider.introspection else {
+            return Err(Refusal::Token(AuthError::UnknownKey));
+        };
+        if token.is_empty() {
+            return Err(Refusal::Token(AuthError::MissingToken));
+        }
+        if token.len() > provider.rules.max_token_bytes {
+            return Err(Refusal::Token(AuthError::TokenTooLarge));
+        }
+        // RFC 6750 b64token: nothing else is sent to the authorization server.
+        if !is_b64token(token) {
+            return Err(Refusal::Token(AuthError::MalformedToken));
+        }
+        introspector.introspect(token, now).await?
+    } else {
+        let identity = provider
+            .authenticate(token, now)
+            .await
+            .map_err(Refusal::Token)?;
+        if let Some(i) = provider
+            .introspection
+            .as_ref()
+            .filter(|i| i.settings.introspect_jwts)
+        {
+            i.introspect(token, now).await?;
+        }
+        identity
+    };
+    if let Some(list) = auth.revocations {
+        let digest = list
+            .has_token_entries()
+            .then(|| crate::auth::revocation::token_sha256(token.as_bytes()));
+        let revoked = list.is_revoked(&Check {
+            jti: identity.jti.as_deref(),
+            subject: &identity.subject,
+            issued_at: identity.issued_at,
+            token_sha256: digest.as_ref(),
+            now,
+        });
+        if revoked {
+            crate::metrics::metrics()
+                .revoked_rejections
+                .with_label_values(&[provider.name.as_str()])
+                .inc();
+            return Err(Refusal::Token(AuthError::Revoked));
+        }
+    }
+    Ok(identity)
+}
+
+/// `b64token` (RFC 6750 §2.1): `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 fn jwt_failure(e: AuthError, provider: &Provider) -> Failure {
     if e == AuthError::KeysUnavailable {
         let mut d = Denial::new(503, e.code(), e.message());
@@ -484,8 +576,12 @@ fn jwt_failure(e: AuthError, provider: &Provider) -> Failure {
     }
     let rank = match e {
         AuthError::MissingToken => 1,
-        // What another provider's token looks like to this one: not a verdict on the token.
-        AuthError::WrongIssuer | AuthError::UnknownKey | AuthError::BadSignature => 2,
+        // What another provider's token (or an opaque token, to a JWT provider) looks like
+        // to this one: not a verdict on the token.
+        AuthError::WrongIssuer
+        | AuthError::UnknownKey
+        | AuthError::BadSignature
+        | AuthError::MalformedToken => 2,
         _ => 3,
     };
     let mut d = Denial::new(401, e.code(), e.message());

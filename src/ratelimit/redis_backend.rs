@@ -8,7 +8,7 @@
 //! engine's decision.
 
 use super::{Limit, Verdict};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -32,11 +32,7 @@ return {1, burst - used, new_tat - now}
 "#;
 
 pub struct RedisLimiter {
-    client: redis::Client,
-    conn: tokio::sync::OnceCell<ConnectionManager>,
-    /// Milliseconds since `start` of the last failed connect (0 = none).
-    failed_at: std::sync::atomic::AtomicU64,
-    start: std::time::Instant,
+    redis: crate::redis_conn::LazyConnection,
     script: redis::Script,
     timeout: Duration,
 }
@@ -65,12 +61,8 @@ impl RedisLimiter {
     /// A limiter for `url` (`redis://host:port/db`); every call is bounded by `timeout`.
     /// Nothing is connected yet.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
         Ok(Self {
-            client,
-            conn: tokio::sync::OnceCell::new(),
-            failed_at: std::sync::atomic::AtomicU64::new(0),
-            start: std::time::Instant::now(),
+            redis: crate::redis_conn::LazyConnection::new(url, timeout)?,
             script: redis::Script::new(GCRA),
             timeout,
         })
@@ -84,39 +76,7 @@ impl RedisLimiter {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, String> {
-        use std::sync::atomic::Ordering;
-        if let Some(c) = self.conn.get() {
-            return Ok(c.clone());
-        }
-        let now_ms = self.start.elapsed().as_millis() as u64 + 1;
-        let failed = self.failed_at.load(Ordering::Relaxed);
-        if failed != 0 && now_ms - failed < 1000 {
-            return Err("redis: unreachable (retrying within a second)".into());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let made = self
-            .conn
-            .get_or_try_init(|| async {
-                tokio::time::timeout(
-                    self.timeout * 4,
-                    self.client.get_connection_manager_with_config(config),
-                )
-                .await
-                .map_err(|_| "redis: connection timed out".to_string())?
-                .map_err(|e| format!("redis: {e}"))
-            })
-            .await;
-        match made {
-            Ok(c) => Ok(c.clone()),
-            Err(e) => {
-                self.failed_at.store(now_ms, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+        self.redis.get().await
     }
 
     /// Check and count one request; an error when Redis did not answer in time.

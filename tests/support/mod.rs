@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod introspection;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// A loopback port nobody listens on right now.
@@ -490,6 +492,22 @@ pub fn statuses(raw: &str) -> Vec<u16> {
     raw.match_indices("HTTP/1.1 ")
         .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
         .collect()
+}
+
+/// Assert a 401 with a Bearer challenge and the error code `code`; the challenge.
+pub fn unauthorized(resp: reqwest::blocking::Response, code: &str) -> String {
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with(r#"Bearer realm="portcullis""#),
+        "{challenge}"
+    );
+    let v = error_body(&resp.text().unwrap());
+    assert_eq!(v["error"], code);
+    challenge
 }
 
 /// A test identity provider: serves a JWKS over HTTP on loopback, and can rotate keys, fail,

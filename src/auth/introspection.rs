@@ -1,0 +1,655 @@
+//! OAuth2 token introspection (RFC 7662): opaque tokens are valid only when the provider's
+//! authorization server says so. The gateway asks once per token and remembers the answer.
+//!
+//! - **Cache** (moka, shared by every worker): keyed by SHA-256 of the token; an active answer
+//!   lives until min(`cache.ttl`, the token's `exp`), an inactive one for `cache.inactive_ttl`.
+//!   Concurrent requests with the same uncached token share one call (moka's `try_get_with`
+//!   runs one initialiser per key; the others wait for it and count as single-flight joins).
+//!   Failures are never cached. A revoked token may stay valid for at most the TTL — unless it
+//!   is revoked at the gateway too (`crate::auth::revocation`), which evicts it at once.
+//! - **Strict answers**: `active` must be the boolean `true`. A missing or non-boolean
+//!   `active`, a non-JSON or non-200 answer, or a refusal of the gateway's own client
+//!   credentials is a dependency failure (503), never a 401. An `exp` in the past means
+//!   inactive; `iss` and `aud` are compared with the provider's when present; the claims map
+//!   to the identity exactly as a JWT's do.
+//! - **Protecting the auth server**: every call is bounded by `timeout` (waiting for one of
+//!   the `max_concurrent` slots included), and a circuit breaker opens after `failures`
+//!   consecutive failures: for `open_for` requests that would need a call fail fast with 503
+//!   and `Retry-After`; then one probe is let through and its outcome closes or reopens it.
+
+use super::{AuthError, ClaimMap, Identity};
+use crate::metrics::metrics;
+use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Largest introspection answer read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// How the gateway authenticates itself to the introspection endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic` with the form-urlencoded id and secret.
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// Where the endpoint is.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Fixed(String),
+    /// The `introspection_endpoint` of this OIDC discovery document, read on first use.
+    Discovery(String),
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub endpoint: Endpoint,
+    pub client_id: String,
+    pub client_secret: String,
+    pub client_auth: ClientAuth,
+    /// Sent as `token_type_hint` (default `access_token`).
+    pub token_type_hint: Option<String>,
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+    pub cache_capacity: u64,
+    pub cache_ttl: Duration,
+    pub inactive_ttl: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
+    /// Also ask about JWTs that verified locally (catches their revocation).
+    pub introspect_jwts: bool,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_auth", &self.client_auth)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A verdict on the token (inactive, wrong audience, ...): 401.
+    Token(AuthError),
+    /// The introspection service cannot answer: 503 with `Retry-After`.
+    Unavailable {
+        retry_after: u64,
+        circuit_open: bool,
+    },
+}
+
+/// What the cache holds for one token.
+#[derive(Clone)]
+enum Answer {
+    Active(Arc<Identity>),
+    /// Inactive, or refused on its claims (issuer, audience, shape): the same answer until
+    /// the entry expires.
+    Refused(AuthError),
+}
+
+#[derive(Clone)]
+struct Cached {
+    answer: Answer,
+    /// Unix second from which the entry must not be used.
+    until: u64,
+    ttl: Duration,
+}
+
+struct CachedExpiry;
+
+impl moka::Expiry<[u8; 32], Cached> for CachedExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Cached,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// A failed call, as every request waiting on it sees it.
+#[derive(Debug, Clone, Copy)]
+struct CallFailure {
+    retry_after: u64,
+    circuit_open: bool,
+}
+
+/// Per-provider metric handles, resolved once.
+#[derive(Debug, Clone)]
+struct Series {
+    hit: prometheus::IntCounter,
+    miss: prometheus::IntCounter,
+    joins: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+    breaker: prometheus::IntGauge,
+}
+
+pub struct Introspector {
+    pub provider: String,
+    issuer: String,
+    audiences: Vec<String>,
+    claims: ClaimMap,
+    pub settings: Settings,
+    client: reqwest::Client,
+    discovered: Mutex<Option<String>>,
+    cache: moka::future::Cache<[u8; 32], Cached>,
+    slots: tokio::sync::Semaphore,
+    breaker: Breaker,
+    series: Series,
+}
+
+impl std::fmt::Debug for Introspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspector")
+            .field("provider", &self.provider)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Introspector {
+    pub fn new(
+        provider: &str,
+        issuer: &str,
+        audiences: Vec<String>,
+        claims: ClaimMap,
+        settings: Settings,
+    ) -> Result<Self, String> {
+        let client = super::http_client(settings.timeout, settings.max_concurrent)?;
+        let m = metrics();
+        let series = Series {
+            hit: m.introspection_cache.with_label_values(&[provider, "hit"]),
+            miss: m.introspection_cache.with_label_values(&[provider, "miss"]),
+            joins: m.introspection_joins.with_label_values(&[provider]),
+            duration: m.introspection_duration.with_label_values(&[provider]),
+            breaker: m.introspection_breaker.with_label_values(&[provider]),
+        };
+        series.breaker.set(0);
+        Ok(Self {
+            provider: provider.to_string(),
+            issuer: issuer.to_string(),
+            audiences,
+            claims,
+            client,
+            discovered: Mutex::new(None),
+            cache: moka::future::Cache::builder()
+                .max_capacity(settings.cache_capacity)
+                .expire_after(CachedExpiry)
+                .support_invalidation_closures()
+                .build(),
+            slots: tokio::sync::Semaphore::new(settings.max_concurrent),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
+            settings,
+            series,
+        })
+    }
+
+    /// Whether `token` is active, and who it belongs to: from the cache, or by asking the
+    /// authorization server (one call per token however many requests carry it at once).
+    pub async fn introspect(&self, token: &str, now: u64) -> Result<Arc<Identity>, Refusal> {
+        // The same digest names the token on the revocation list.
+        let key = super::revocation::token_sha256(token.as_bytes());
+        if let Some(hit) = self.cache.get(&key).await {
+            if now < hit.until {
+                self.series.hit.inc();
+                return answer(hit.answer);
+            }
+            // moka's clock and the token's differ; the token's wins.
+            self.cache.invalidate(&key).await;
+        }
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .cache
+            .try_get_with(key, async {
+                ran.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.call(token, now).await
+            })
+            .await;
+        if ran.load(std::sync::atomic::Ordering::Relaxed) {
+            self.series.miss.inc();
+        } else {
+            self.series.joins.inc();
+        }
+        match result {
+            Ok(cached) => answer(cached.answer),
+            Err(f) => Err(Refusal::Unavailable {
+                retry_after: f.retry_after,
+                circuit_open: f.circuit_open,
+            }),
+        }
+    }
+
+    /// Forget cached answers matching `pred` (a revocation).
+    pub fn evict_if(&self, pred: impl Fn(&[u8; 32], &Identity) -> bool + Send + Sync + 'static) {
+        let r = self
+            .cache
+            .invalidate_entries_if(move |k, v| match &v.answer {
+                Answer::Active(id) => pred(k, id),
+                Answer::Refused(_) => false,
+            });
+        if let Err(e) = r {
+            tracing::warn!(provider = %self.provider, "introspection cache eviction failed: {e}");
+        }
+    }
+
+    /// Entries cached (approximate; for tests and metrics).
+    pub async fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+
+    async fn call(&self, token: &str, now: u64) -> Result<Cached, CallFailure> {
+        let probe = match self.breaker.admit() {
+            Admit::Closed => false,
+            Admit::Probe => true,
+            Admit::Open(wait) => {
+                count(&self.provider, "circuit_open");
+                return Err(CallFailure {
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    circuit_open: true,
+                });
+            }
+        };
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.settings.timeout, async {
+            let Ok(_slot) = self.slots.acquire().await else {
+                return Err(("busy", false));
+            };
+            self.ask(token).await
+        })
+        .await
+        .unwrap_or(Err(("timeout", true)));
+        self.series
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        let body = match outcome {
+            Ok(body) => body,
+            Err((outcome, breaker)) => return Err(self.failed(outcome, breaker, probe)),
+        };
+        match self.judge(&body, now) {
+            Ok(cached) => {
+                if self.breaker.success() {
+                    self.series.breaker.set(0);
+                    tracing::info!(provider = %self.provider, "introspection is answering again; circuit closed");
+                }
+                count(
+                    &self.provider,
+                    match cached.answer {
+                        Answer::Active(_) => "active",
+                        Answer::Refused(AuthError::TokenInactive) => "inactive",
+                        Answer::Refused(_) => "refused",
+                    },
+                );
+                Ok(cached)
+            }
+            Err(why) => {
+                tracing::error!(provider = %self.provider, "the introspection endpoint's answer is not valid ({why}); requests needing introspection get 503");
+                Err(self.failed("invalid_response", true, probe))
+            }
+        }
+    }
+
+    fn failed(&self, outcome: &'static str, breaker: bool, probe: bool) -> CallFailure {
+        count(&self.provider, outcome);
+        let mut circuit_open = false;
+        if (breaker || probe) && self.breaker.failure() {
+            self.series.breaker.set(1);
+            circuit_open = true;
+            tracing::error!(
+                provider = %self.provider,
+                failures = self.settings.breaker_failures,
+                open_for = ?self.settings.breaker_open_for,
+                "introspection keeps failing; circuit open"
+            );
+        }
+        let retry_after = if circuit_open {
+            self.settings.breaker_open_for.as_secs_f64().ceil().max(1.0) as u64
+        } else {
+            1
+        };
+        CallFailure {
+            retry_after,
+            circuit_open,
+        }
+    }
+
+    async fn endpoint(&self) -> Result<String, (&'static str, bool)> {
+        let doc_uri = match &self.settings.endpoint {
+            Endpoint::Fixed(uri) => return Ok(uri.clone()),
+            Endpoint::Discovery(doc) => doc,
+        };
+        if let Some(uri) = self.discovered.lock().ok().and_then(|d| d.clone()) {
+            return Ok(uri);
+        }
+        let resp = self
+            .client
+            .get(doc_uri)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            tracing::error!(provider = %self.provider, status = resp.status().as_u16(), "the discovery document could not be fetched");
+            return Err(("discovery_invalid", true));
+        }
+        let body = bounded_body(resp).await?;
+        let uri = super::strict_json::from_slice(&body)
+            .ok()
+            .and_then(|doc| {
+                doc.get("introspection_endpoint")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .filter(|u| super::jwks::allowed_uri(u));
+        let Some(uri) = uri else {
+            tracing::error!(provider = %self.provider, "the discovery document names no usable introspection_endpoint (https, or http on loopback)");
+            return Err(("discovery_invalid", true));
+        };
+        if let Ok(mut d) = self.discovered.lock() {
+            *d = Some(uri.clone());
+        }
+        Ok(uri)
+    }
+
+    /// One POST to the endpoint; the body of a 200 answer.
+    async fn ask(&self, token: &str) -> Result<Vec<u8>, (&'static str, bool)> {
+        let uri = self.endpoint().await?;
+        let s = &self.settings;
+        let post_credentials = s.client_auth == ClientAuth::Post;
+        // The serializer is not `Send`: built and finished before any await.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token);
+            if let Some(hint) = &s.token_type_hint {
+                form.append_pair("token_type_hint", hint);
+            }
+            if post_credentials {
+                form.append_pair("client_id", &s.client_id);
+                form.append_pair("client_secret", &s.client_secret);
+            }
+            form.finish()
+        };
+        let mut req = self
+            .client
+            .post(&uri)
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded");
+        if !post_credentials {
+            use base64::Engine;
+            let enc = |v: &str| -> String {
+                url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+            };
+            let pair = format!("{}:{}", enc(&s.client_id), enc(&s.client_secret));
+            let value = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            );
+            req = req.header("authorization", value);
+        }
+        let resp = req.body(body).send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => bounded_body(resp).await,
+            401 | 403 => {
+                tracing::error!(
+                    provider = %self.provider,
+                    status,
+                    client_id = %s.client_id,
+                    "the introspection endpoint refused the gateway's client credentials; check client_id and the client secret"
+                );
+                Err(("unauthorized", true))
+            }
+            _ => {
+                tracing::error!(provider = %self.provider, status, "the introspection endpoint answered with an error status");
+                Err(("bad_status", true))
+            }
+        }
+    }
+
+    /// The verdict of a 200 answer; `Err` when the answer itself is not acceptable.
+    fn judge(&self, body: &[u8], now: u64) -> Result<Cached, &'static str> {
+        let Ok(Value::Object(fields)) = super::strict_json::from_slice(body) else {
+            return Err("not a JSON object");
+        };
+        let active = match fields.get("active") {
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("`active` is not a boolean"),
+            None => return Err("no `active` member"),
+        };
+        let exp = time_field(&fields, "exp")?;
+        let inactive_until = now + self.settings.inactive_ttl.as_secs().max(1);
+        let refused = |e: AuthError| {
+            let until = match (e, exp) {
+                // Refused on its claims: no longer than the token lives either.
+                (AuthError::WrongIssuer | AuthError::WrongAudience, Some(exp)) if exp > now => {
+                    exp.min(inactive_until)
+                }
+                _ => inactive_until,
+            };
+            Cached {
+                answer: Answer::Refused(e),
+                until,
+                ttl: Duration::from_secs(until.saturating_sub(now).max(1)),
+            }
+        };
+        if !active || exp.is_some_and(|e| e <= now) {
+            return Ok(refused(AuthError::TokenInactive));
+        }
+        if time_field(&fields, "nbf")?.is_some_and(|nbf| nbf > now) {
+            return Ok(refused(AuthError::TokenInactive));
+        }
+        match fields.get("iss") {
+            None => {}
+            Some(Value::String(iss)) if *iss == self.issuer => {}
+            Some(_) => return Ok(refused(AuthError::WrongIssuer)),
+        }
+        let aud_ok = match fields.get("aud") {
+            None => true,
+            Some(Value::String(a)) => self.audiences.iter().any(|w| w == a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .any(|a| self.audiences.iter().any(|w| a.as_str() == Some(w))),
+            Some(_) => false,
+        };
+        if !aud_ok {
+            return Ok(refused(AuthError::WrongAudience));
+        }
+        let mut identity = match self.claims.identity(&fields) {
+            Ok(id) => id,
+            Err(e) => return Ok(refused(e)),
+        };
+        identity.method = "introspection";
+        identity.provider = self.provider.clone();
+        identity.expires_at = exp;
+        let until = exp.map_or(now + self.settings.cache_ttl.as_secs(), |exp| {
+            exp.min(now + self.settings.cache_ttl.as_secs())
+        });
+        Ok(Cached {
+            answer: Answer::Active(Arc::new(identity)),
+            until,
+            ttl: Duration::from_secs(until.saturating_sub(now).max(1)),
+        })
+    }
+}
+
+fn answer(a: Answer) -> Result<Arc<Identity>, Refusal> {
+    match a {
+        Answer::Active(id) => Ok(id),
+        Answer::Refused(e) => Err(Refusal::Token(e)),
+    }
+}
+
+fn count(provider: &str, outcome: &str) {
+    metrics()
+        .introspection_calls
+        .with_label_values(&[provider, outcome])
+        .inc();
+}
+
+fn transport(e: reqwest::Error) -> (&'static str, bool) {
+    if e.is_timeout() {
+        ("timeout", true)
+    } else {
+        ("unreachable", true)
+    }
+}
+
+async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>, (&'static str, bool)> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(("invalid_response", true));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_RESPONSE_BYTES {
+            return Err(("invalid_response", true));
+        }
+    }
+    Ok(body)
+}
+
+/// A NumericDate member: absent, or a non-negative number (anything else makes the answer
+/// invalid).
+fn time_field(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, &'static str> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(f)) if (0.0..1e13).contains(&f) => Ok(Some(f as u64)),
+            _ => Err("a time member is not a valid NumericDate"),
+        },
+        Some(_) => Err("a time member is not a number"),
+    }
+}
+
+enum Admit {
+    Closed,
+    /// The circuit was open long enough: this call is the probe.
+    Probe,
+    /// Fail fast; the circuit reopens for probing after this long.
+    Open(Duration),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BreakerState {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is in flight since this instant.
+    HalfOpen {
+        since: Instant,
+    },
+}
+
+/// Consecutive failures open the circuit; after `open_for` one probe decides.
+struct Breaker {
+    state: Mutex<BreakerState>,
+    threshold: u32,
+    open_for: Duration,
+}
+
+impl Breaker {
+    fn new(threshold: u32, open_for: Duration) -> Self {
+        Self {
+            state: Mutex::new(BreakerState::Closed { failures: 0 }),
+            threshold: threshold.max(1),
+            open_for,
+        }
+    }
+
+    fn admit(&self) -> Admit {
+        let Ok(mut s) = self.state.lock() else {
+            return Admit::Closed;
+        };
+        let now = Instant::now();
+        match *s {
+            BreakerState::Closed { .. } => Admit::Closed,
+            BreakerState::Open { until } if now < until => Admit::Open(until - now),
+            // A probe that never reported back (its request was dropped) is replaced.
+            BreakerState::HalfOpen { since } if now.duration_since(since) < self.open_for => {
+                Admit::Open(self.open_for - now.duration_since(since))
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => {
+                *s = BreakerState::HalfOpen { since: now };
+                Admit::Probe
+            }
+        }
+    }
+
+    /// Returns true when this closed an open circuit.
+    fn success(&self) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        let was_open = !matches!(*s, BreakerState::Closed { .. });
+        *s = BreakerState::Closed { failures: 0 };
+        was_open
+    }
+
+    /// Returns true when this opened the circuit.
+    fn failure(&self) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        let open = match *s {
+            BreakerState::Closed { failures } => failures + 1 >= self.threshold,
+            BreakerState::HalfOpen { .. } => true,
+            BreakerState::Open { .. } => false,
+        };
+        *s = if open {
+            BreakerState::Open {
+                until: Instant::now() + self.open_for,
+            }
+        } else if let BreakerState::Closed { failures } = *s {
+            BreakerState::Closed {
+                failures: failures + 1,
+            }
+        } else {
+            *s
+        };
+        open
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_consecutive_failures_and_one_probe_decides() {
+        let b = Breaker::new(3, Duration::from_millis(50));
+        assert!(matches!(b.admit(), Admit::Closed));
+        assert!(!b.failure());
+        assert!(!b.failure());
+        // A success in between starts the count again.
+        assert!(!b.success());
+        assert!(!b.failure());
+        assert!(!b.failure());
+        assert!(b.failure(), "the third consecutive failure opens");
+        assert!(matches!(b.admit(), Admit::Open(_)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(b.admit(), Admit::Probe));
+        // Only one probe at a time.
+        assert!(matches!(b.admit(), Admit::Open(_)));
+        assert!(b.failure(), "a failed probe reopens");
+        assert!(matches!(b.admit(), Admit::Open(_)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(b.admit(), Admit::Probe));
+        assert!(b.success(), "a good probe closes");
+        assert!(matches!(b.admit(), Admit::Closed));
+    }
+}

@@ -1,0 +1,517 @@
+//! Opaque tokens end to end: the real gateway asks a real RFC 7662 introspection server
+//! (`support::introspection`), caches its answers, shares one call among concurrent requests,
+//! and answers 503 — never 401, never an allow — when the server fails.
+
+use crate::support::introspection::TestIntrospection;
+use crate::support::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const CLIENT_ID: &str = "portcullis-gw";
+const SECRET: &str = "s3cret+with%odd chars";
+const AUD: &str = "api://orders";
+
+/// A gateway with provider `sso` (introspection only, `settings` YAML lines added under
+/// `introspection:`), `/orders` needing its tokens and `/public` open.
+struct Setup {
+    server: TestIntrospection,
+    _echo: Echo,
+    gw: Gateway,
+    _secrets: tempfile::TempDir,
+}
+
+fn provider_yaml(
+    server: &TestIntrospection,
+    secret_file: &std::path::Path,
+    settings: &str,
+) -> String {
+    format!(
+        "identity_providers:\n  sso:\n    issuer: {iss}\n    audiences: [\"{AUD}\"]\n    claims:\n      roles: roles\n      tenant: tid\n    introspection:\n      endpoint: {endpoint}\n      client_id: {CLIENT_ID}\n      client_secret_file: {secret}\n{settings}",
+        iss = server.issuer(),
+        endpoint = server.endpoint(),
+        secret = secret_file.display(),
+    )
+}
+
+/// A directory holding the client secret file (trailing newline, as editors leave it).
+fn secret_file(secret: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    (secrets, secret_file)
+}
+
+fn setup_with(server: TestIntrospection, secret: &str, settings: &str) -> Setup {
+    let (secrets, secret_file) = secret_file(secret);
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso, scopes: [orders:read] }}\n  - name: public\n    match: {{ path_prefix: /public }}\n    upstream: echo\n    auth: public\n",
+        provider = provider_yaml(&server, &secret_file, settings),
+        origin = echo.addr
+    ));
+    Setup {
+        server,
+        _echo: echo,
+        gw,
+        _secrets: secrets,
+    }
+}
+
+fn setup(settings: &str) -> Setup {
+    setup_with(
+        TestIntrospection::start(CLIENT_ID, SECRET),
+        SECRET,
+        settings,
+    )
+}
+
+fn get(gw: &Gateway, token: &str) -> reqwest::blocking::Response {
+    client()
+        .get(gw.url("/orders/1"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .unwrap()
+}
+
+fn active_fields() -> serde_json::Value {
+    json!({
+        "sub": "alice", "client_id": "web-app", "username": "alice@example.com",
+        "scope": "orders:read orders:write", "roles": ["buyer"], "tid": "acme",
+        "exp": now() + 300, "iat": now(), "aud": AUD, "token_type": "Bearer",
+    })
+}
+
+fn refused(
+    resp: reqwest::blocking::Response,
+    status: u16,
+    code: &str,
+) -> reqwest::header::HeaderMap {
+    assert_eq!(resp.status(), status);
+    let headers = resp.headers().clone();
+    let body = error_body(&resp.text().unwrap());
+    assert_eq!(body["error"], code, "{body}");
+    headers
+}
+
+#[test]
+fn an_active_token_is_allowed_with_its_identity_and_the_answer_is_cached() {
+    let s = setup("");
+    s.server.activate("opaque-token-1", active_fields());
+    let resp = client()
+        .get(s.gw.url("/orders/1"))
+        .header("Authorization", "Bearer opaque-token-1")
+        .header("X-User-ID", "mallory")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(r.header_all("x-user-id"), ["alice"]);
+    assert_eq!(r.header_all("x-user-scopes"), ["orders:read,orders:write"]);
+    assert_eq!(r.header_all("x-user-roles"), ["buyer"]);
+    assert_eq!(r.header_all("x-tenant-id"), ["acme"]);
+    assert_eq!(r.header_all("x-client-id"), ["web-app"]);
+    assert_eq!(r.header_all("x-auth-method"), ["introspection"]);
+    assert_eq!(r.header_all("x-auth-provider"), ["sso"]);
+    assert_eq!(
+        r.header("authorization"),
+        None,
+        "the token is not forwarded"
+    );
+
+    // How the gateway asked: its credentials by HTTP Basic (form-urlencoded first, RFC 6749
+    // 2.3.1, which the odd characters of the secret exercise), with the hint.
+    let seen = s.server.last_request().unwrap();
+    assert_eq!(seen.auth, "client_secret_basic");
+    assert_eq!(seen.client_id.as_deref(), Some(CLIENT_ID));
+    assert_eq!(seen.token_type_hint.as_deref(), Some("access_token"));
+    assert_eq!(
+        seen.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+
+    for _ in 0..5 {
+        assert_eq!(get(&s.gw, "opaque-token-1").status(), 200);
+    }
+    assert_eq!(
+        s.server.calls_for("opaque-token-1"),
+        1,
+        "answers are cached"
+    );
+    assert_eq!(
+        s.gw.metric(r#"portcullis_introspection_cache_total{provider="sso",result="hit"}"#),
+        Some(5.0)
+    );
+    assert_eq!(
+        s.gw.metric(r#"portcullis_introspection_requests_total{outcome="active",provider="sso"}"#),
+        Some(1.0)
+    );
+    // Scopes are enforced on the introspected identity.
+    let mut fields = active_fields();
+    fields["scope"] = json!("profile");
+    s.server.activate("opaque-token-2", fields);
+    refused(get(&s.gw, "opaque-token-2"), 403, "insufficient_scope");
+}
+
+#[test]
+fn inactive_tokens_get_401_and_the_answer_is_cached_briefly() {
+    let s = setup("      cache: { inactive_ttl: 2s }\n");
+    let h = refused(get(&s.gw, "never-issued"), 401, "token_inactive");
+    assert!(h["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains(r#"error="invalid_token""#));
+    refused(get(&s.gw, "never-issued"), 401, "token_inactive");
+    assert_eq!(s.server.calls_for("never-issued"), 1, "negative caching");
+
+    // Activated meanwhile: still refused until the inactive answer expires, then allowed.
+    s.server.activate("never-issued", active_fields());
+    refused(get(&s.gw, "never-issued"), 401, "token_inactive");
+    assert!(s
+        .gw
+        .eventually(Duration::from_secs(5), || get(&s.gw, "never-issued")
+            .status()
+            == 200));
+    assert_eq!(s.server.calls_for("never-issued"), 2);
+
+    // `active: true` with an `exp` in the past is inactive.
+    let mut fields = active_fields();
+    fields["exp"] = json!(now() - 5);
+    s.server.activate("expired-but-active", fields);
+    refused(get(&s.gw, "expired-but-active"), 401, "token_inactive");
+    // Not a b64token: never sent to the authorization server.
+    let before = s.server.calls();
+    refused(get(&s.gw, "a\"b"), 401, "token_malformed");
+    assert_eq!(s.server.calls(), before);
+}
+
+#[test]
+fn a_thousand_concurrent_requests_with_one_new_token_make_one_call() {
+    let s = setup("      max_concurrent: 4\n      timeout: 10s\n");
+    s.server.activate("burst-token", active_fields());
+    // The server is slow, so every request arrives while the first call is in flight.
+    s.server.set_delay(Duration::from_millis(1500));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = s.gw.url("/orders/1");
+    let statuses: Vec<u16> = rt.block_on(async {
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..1000 {
+            let (c, url) = (c.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                match c
+                    .get(&url)
+                    .header("Authorization", "Bearer burst-token")
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                }
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{:?}", {
+        let mut counts = std::collections::BTreeMap::new();
+        for s in &statuses {
+            *counts.entry(*s).or_insert(0) += 1;
+        }
+        counts
+    });
+    assert_eq!(s.server.calls_for("burst-token"), 1, "exactly one call");
+    let joins =
+        s.gw.metric(r#"portcullis_introspection_singleflight_joins_total{provider="sso"}"#)
+            .unwrap_or(0.0);
+    let hits =
+        s.gw.metric(r#"portcullis_introspection_cache_total{provider="sso",result="hit"}"#)
+            .unwrap_or(0.0);
+    assert!(joins >= 1.0, "requests waited for the one call");
+    assert_eq!(joins + hits, 999.0);
+}
+
+#[test]
+fn a_cached_answer_ends_at_the_tokens_exp() {
+    let s = setup("      cache: { ttl: 5m }\n");
+    let mut fields = active_fields();
+    fields["exp"] = json!(now() + 2);
+    s.server.activate("short-lived", fields);
+    assert_eq!(get(&s.gw, "short-lived").status(), 200);
+    assert_eq!(get(&s.gw, "short-lived").status(), 200);
+    assert_eq!(s.server.calls_for("short-lived"), 1);
+    // Past its exp the cached answer is gone: the gateway asks again, and the answer's exp
+    // is in the past, so it is inactive.
+    std::thread::sleep(Duration::from_millis(3100));
+    refused(get(&s.gw, "short-lived"), 401, "token_inactive");
+    assert_eq!(s.server.calls_for("short-lived"), 2);
+}
+
+#[test]
+fn endpoint_down_is_503_and_jwt_routes_are_unaffected() {
+    let idp = SigningIdp::new();
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    // The JWT provider and the introspection provider side by side.
+    let jwt_provider = idp.provider_yaml("corp");
+    let sso = provider_yaml(&server, &secret_file, "      timeout: 300ms\n")
+        .replace("identity_providers:\n", "");
+    let gw = Gateway::start(&format!(
+        "{jwt_provider}{sso}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n  - name: jwt\n    match: {{ path_prefix: /jwt }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n",
+        echo.addr
+    ));
+    server.activate("opaque", active_fields());
+    server.set_down(true);
+    let h = refused(get(&gw, "opaque"), 503, "introspection_unavailable");
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let resp = client()
+        .get(gw.url("/jwt/1"))
+        .header("Authorization", format!("Bearer {}", idp.good_token()))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "JWT routes do not need introspection");
+    assert!(gw
+        .metric(r#"portcullis_introspection_requests_total{outcome="unreachable",provider="sso"}"#)
+        .is_some());
+    server.set_down(false);
+    assert_eq!(get(&gw, "opaque").status(), 200, "failures are not cached");
+}
+
+#[test]
+fn a_slow_endpoint_times_out_with_503() {
+    let s = setup("      timeout: 200ms\n");
+    s.server.activate("slow", active_fields());
+    s.server.set_delay(Duration::from_secs(3));
+    let started = Instant::now();
+    refused(get(&s.gw, "slow"), 503, "introspection_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout bounds the wait ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.gw.metric(r#"portcullis_introspection_requests_total{outcome="timeout",provider="sso"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn the_breaker_opens_after_repeated_failures_and_a_probe_closes_it() {
+    let s = setup("      breaker: { failures: 3, open_for: 1s }\n");
+    s.server
+        .set_override(Some((500, "application/json".into(), "{}".into())));
+    for i in 0..3 {
+        refused(
+            get(&s.gw, &format!("t{i}")),
+            503,
+            "introspection_unavailable",
+        );
+    }
+    assert_eq!(s.server.calls(), 3);
+    assert_eq!(
+        s.gw.metric(r#"portcullis_introspection_breaker_state{provider="sso"}"#),
+        Some(1.0)
+    );
+    // Open: no call is made, the answer comes at once with Retry-After.
+    let resp = get(&s.gw, "t9");
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body = error_body(&resp.text().unwrap());
+    assert_eq!(body["error"], "introspection_unavailable");
+    assert!(
+        body["message"].as_str().unwrap().contains("failing"),
+        "{body}"
+    );
+    assert_eq!(
+        s.server.calls(),
+        3,
+        "nothing sent while the circuit is open"
+    );
+    assert!(s
+        .gw
+        .metric(r#"portcullis_introspection_requests_total{outcome="circuit_open",provider="sso"}"#)
+        .is_some());
+
+    // The server recovers; after open_for one probe goes through and closes the circuit.
+    s.server.set_override(None);
+    s.server.activate("good", active_fields());
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&s.gw, "good").status(), 200);
+    assert_eq!(
+        s.gw.metric(r#"portcullis_introspection_breaker_state{provider="sso"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&s.gw, "t9").status(),
+        401,
+        "calls flow again (inactive)"
+    );
+}
+
+#[test]
+fn malformed_answers_are_a_dependency_failure_not_a_401() {
+    let s = setup("      breaker: { failures: 100 }\n");
+    let cases = [
+        (
+            200,
+            "application/json",
+            r#"{"sub":"alice","exp":9999999999}"#,
+        ),
+        (
+            200,
+            "application/json",
+            r#"{"active":"true","sub":"alice"}"#,
+        ),
+        (200, "application/json", r#"{"active":1}"#),
+        (200, "text/html", "<html><body>Login</body></html>"),
+        (200, "application/json", r#"{"active":true,"exp":"soon"}"#),
+        (200, "application/json", r#"{"active":true,"active":false}"#),
+        (500, "application/json", "{}"),
+        (302, "text/html", ""),
+    ];
+    for (i, (status, ctype, body)) in cases.iter().enumerate() {
+        s.server
+            .set_override(Some((*status, ctype.to_string(), body.to_string())));
+        let token = format!("tok{i}");
+        refused(get(&s.gw, &token), 503, "introspection_unavailable");
+    }
+    assert_eq!(
+        s.gw.metric(
+            r#"portcullis_introspection_requests_total{outcome="invalid_response",provider="sso"}"#
+        ),
+        Some(6.0)
+    );
+    assert_eq!(
+        s.gw.metric(
+            r#"portcullis_introspection_requests_total{outcome="bad_status",provider="sso"}"#
+        ),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn a_wrong_client_secret_is_503_with_a_log_line_naming_the_cause() {
+    let s = setup_with(
+        TestIntrospection::start(CLIENT_ID, SECRET),
+        "not-the-secret",
+        "",
+    );
+    s.server.activate("opaque", active_fields());
+    refused(get(&s.gw, "opaque"), 503, "introspection_unavailable");
+    let log = std::fs::read_to_string(s.gw.dir.path().join("gateway.stderr")).unwrap();
+    assert!(
+        log.contains("refused the gateway's client credentials"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("not-the-secret"),
+        "the secret is never logged"
+    );
+    assert!(!log.contains("opaque"), "the token is never logged");
+}
+
+#[test]
+fn wrong_issuer_or_audience_in_the_answer_is_refused() {
+    let s = setup("");
+    let mut fields = active_fields();
+    fields["iss"] = json!("https://someone-else.example");
+    s.server.activate("foreign-iss", fields);
+    refused(get(&s.gw, "foreign-iss"), 401, "token_wrong_issuer");
+    let mut fields = active_fields();
+    fields["aud"] = json!(["api://billing"]);
+    s.server.activate("foreign-aud", fields);
+    refused(get(&s.gw, "foreign-aud"), 401, "token_wrong_audience");
+    let mut fields = active_fields();
+    fields["iss"] = json!(s.server.issuer());
+    s.server.activate("own-iss", fields);
+    assert_eq!(get(&s.gw, "own-iss").status(), 200);
+}
+
+#[test]
+fn keycloak_style_discovery_finds_the_endpoint_and_client_secret_post_works() {
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    server.enable_discovery(None);
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    let provider = provider_yaml(
+        &server,
+        &secret_file,
+        "      client_auth: client_secret_post\n",
+    )
+    .replace(
+        &format!("      endpoint: {}\n", server.endpoint()),
+        "      discovery: true\n",
+    );
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n",
+        echo.addr
+    ));
+    // A client-credentials token: no `sub`, the client stands in.
+    server.activate(
+        "svc-token",
+        json!({"client_id": "billing-job", "scope": "orders:read", "exp": now() + 60}),
+    );
+    let resp = get(&gw, "svc-token");
+    assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(r.header_all("x-user-id"), ["billing-job"]);
+    assert_eq!(r.header_all("x-client-id"), ["billing-job"]);
+    let seen = server.last_request().unwrap();
+    assert_eq!(seen.auth, "client_secret_post");
+    assert_eq!(server.discovery_calls(), 1);
+    assert_eq!(get(&gw, "svc-token").status(), 200);
+    assert_eq!(server.discovery_calls(), 1, "the endpoint is remembered");
+}
+
+#[test]
+fn introspect_jwts_catches_a_jwt_the_authorization_server_revoked() {
+    let idp = SigningIdp::new();
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    let provider = format!(
+        "{}    introspection:\n      endpoint: {}\n      client_id: {CLIENT_ID}\n      client_secret_file: {}\n      introspect_jwts: true\n      cache: {{ ttl: 2s }}\n",
+        idp.provider_yaml("corp"),
+        server.endpoint(),
+        secret_file.display()
+    );
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: jwt\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n",
+        echo.addr
+    ));
+    let token = idp.good_token();
+    server.activate(&token, json!({"sub": "alice"}));
+    let resp = get(&gw, &token);
+    assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(
+        r.header_all("x-auth-method"),
+        ["jwt"],
+        "the JWT names the caller"
+    );
+    assert_eq!(get(&gw, &token).status(), 200);
+    assert_eq!(server.calls_for(&token), 1, "one call per token per TTL");
+    // Revoked at the authorization server: refused once the cached answer (2 s) is gone.
+    server.deactivate(&token);
+    assert!(gw.eventually(Duration::from_secs(6), || get(&gw, &token).status() == 401));
+    refused(get(&gw, &token), 401, "token_inactive");
+    // A JWT that does not verify is never sent to the authorization server.
+    let calls = server.calls();
+    refused(
+        get(&gw, "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"),
+        401,
+        "token_algorithm_not_allowed",
+    );
+    assert_eq!(server.calls(), calls);
+}
