@@ -14,6 +14,7 @@
 #   WARMUP          seconds of the unmeasured wrk run per target before round 1 (default 2)
 #   WRK_THREADS     wrk -t (default 2)
 #   WRK_CONNECTIONS wrk -c (default 64)
+#   JWT=0, APIKEY=0, INTROSPECTION=0  leave those groups of targets out
 #   PORTCULLIS_BIN  use this binary instead of building target/release/portcullis
 #   NO_INSTALL=1    never apt-get install; fail if wrk, nginx, haproxy or curl is missing
 #

@@ -488,9 +488,10 @@ fn readme_yaml_examples_are_taken_from_checked_conf_files() {
     );
 }
 
-/// Introspection and revocation mistakes, each named by its key path.
+/// Introspection and revocation mistakes, each named by its key path (catalogue I5: a plain-http
+/// endpoint off loopback, or one without client credentials, is refused at start).
 #[test]
-fn broken_introspection_and_revocation_settings_are_rejected_with_the_offending_key() {
+fn i5_broken_introspection_and_revocation_settings_are_rejected_with_the_offending_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "client-secret\n").unwrap();
     std::fs::write(dir.path().join("short-token"), "short\n").unwrap();

@@ -153,7 +153,7 @@ fn an_active_token_is_allowed_with_its_identity_and_the_answer_is_cached() {
 }
 
 #[test]
-fn inactive_tokens_get_401_and_the_answer_is_cached_briefly() {
+fn i1_i4_i8_inactive_tokens_get_401_and_the_answer_is_cached_briefly() {
     let s = setup("      cache: { inactive_ttl: 2s }\n");
     let h = refused(get(&s.gw, "never-issued"), 401, "token_inactive");
     assert!(h["www-authenticate"]
@@ -173,6 +173,12 @@ fn inactive_tokens_get_401_and_the_answer_is_cached_briefly() {
             == 200));
     assert_eq!(s.server.calls_for("never-issued"), 2);
 
+    // I1: an inactive answer is inactive whatever else it claims.
+    s.server.activate(
+        "inactive-admin",
+        json!({"active": false, "sub": "admin", "scope": "orders:read admin"}),
+    );
+    refused(get(&s.gw, "inactive-admin"), 401, "token_inactive");
     // `active: true` with an `exp` in the past is inactive.
     let mut fields = active_fields();
     fields["exp"] = json!(now() - 5);
@@ -243,7 +249,7 @@ fn a_thousand_concurrent_requests_with_one_new_token_make_one_call() {
 }
 
 #[test]
-fn a_cached_answer_ends_at_the_tokens_exp() {
+fn i4_a_cached_answer_ends_at_the_tokens_exp() {
     let s = setup("      cache: { ttl: 5m }\n");
     let mut fields = active_fields();
     fields["exp"] = json!(now() + 2);
@@ -290,25 +296,75 @@ fn endpoint_down_is_503_and_jwt_routes_are_unaffected() {
 }
 
 #[test]
-fn a_slow_endpoint_times_out_with_503() {
-    let s = setup("      timeout: 200ms\n");
-    s.server.activate("slow", active_fields());
+fn r10_a_slow_endpoint_times_out_and_trips_the_breaker() {
+    let s = setup("      timeout: 300ms\n      breaker: { failures: 3, open_for: 30s }\n");
     s.server.set_delay(Duration::from_secs(3));
-    let started = Instant::now();
-    refused(get(&s.gw, "slow"), 503, "introspection_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the timeout bounds the wait ({:?})",
-        started.elapsed()
-    );
+    for i in 0..3 {
+        let token = format!("slow{i}");
+        s.server.activate(&token, active_fields());
+        let started = Instant::now();
+        refused(get(&s.gw, &token), 503, "introspection_unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the timeout bounds the wait ({:?})",
+            started.elapsed()
+        );
+    }
     assert_eq!(
         s.gw.metric(r#"portcullis_introspection_requests_total{outcome="timeout",provider="sso"}"#),
-        Some(1.0)
+        Some(3.0)
+    );
+    // Tripped: later requests do not wait for the slow server at all (no call is made).
+    let calls = s.server.calls();
+    let resp = get(&s.gw, "slow9");
+    assert_eq!(resp.status(), 503);
+    assert!(
+        resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 1
+    );
+    let body = error_body(&resp.text().unwrap());
+    assert!(
+        body["message"].as_str().unwrap().contains("failing"),
+        "{body}"
+    );
+    assert_eq!(s.server.calls(), calls);
+}
+
+/// Catalogue I6: random opaque tokens from one client are refused by the failed-auth guard
+/// after a few 401s, so they cannot turn into a flood of calls to the authorization server.
+#[test]
+fn i6_random_opaque_tokens_cannot_amplify_onto_the_authorization_server() {
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        "{provider}rate_limits:\n  failed_auth: {{ failures: 5, per: minute, block: 1m }}\nupstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n",
+        echo.addr,
+        provider = provider_yaml(&server, &secret_file, ""),
+    ));
+    let mut statuses = Vec::new();
+    for i in 0..50 {
+        statuses.push(
+            get(&gw, &format!("random-{i}-{}", fastrand::u64(..)))
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(&statuses[..5], &[401; 5]);
+    assert!(statuses[6..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(
+        server.calls() <= 6,
+        "{} calls reached the server",
+        server.calls()
     );
 }
 
 #[test]
-fn the_breaker_opens_after_repeated_failures_and_a_probe_closes_it() {
+fn i3_r9_the_breaker_opens_after_repeated_failures_and_a_probe_closes_it() {
     let s = setup("      breaker: { failures: 3, open_for: 1s }\n");
     s.server
         .set_override(Some((500, "application/json".into(), "{}".into())));
@@ -360,7 +416,7 @@ fn the_breaker_opens_after_repeated_failures_and_a_probe_closes_it() {
 }
 
 #[test]
-fn malformed_answers_are_a_dependency_failure_not_a_401() {
+fn i2_i3_r9_malformed_answers_are_a_dependency_failure_not_a_401() {
     let s = setup("      breaker: { failures: 100 }\n");
     let cases = [
         (
@@ -422,7 +478,7 @@ fn a_wrong_client_secret_is_503_with_a_log_line_naming_the_cause() {
 }
 
 #[test]
-fn wrong_issuer_or_audience_in_the_answer_is_refused() {
+fn i7_wrong_issuer_or_audience_in_the_answer_is_refused() {
     let s = setup("");
     let mut fields = active_fields();
     fields["iss"] = json!("https://someone-else.example");
