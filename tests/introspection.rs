@@ -248,6 +248,43 @@ fn a_thousand_concurrent_requests_with_one_new_token_make_one_call() {
     assert_eq!(joins + hits, 999.0);
 }
 
+/// At most `max_concurrent` calls are in flight: six new tokens at once through two slots take
+/// at least three rounds of the server's delay (a lower bound, so a slow machine cannot fail it).
+#[test]
+fn calls_in_flight_are_bounded_by_max_concurrent() {
+    let s = setup("      max_concurrent: 2\n      timeout: 10s\n");
+    s.server.set_delay(Duration::from_millis(500));
+    let tokens: Vec<String> = (0..6).map(|i| format!("parallel-{i}")).collect();
+    for t in &tokens {
+        s.server.activate(t, active_fields());
+    }
+    let started = Instant::now();
+    let handles: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            let (url, t) = (s.gw.url("/orders/1"), t.clone());
+            std::thread::spawn(move || {
+                client()
+                    .get(url)
+                    .header("Authorization", format!("Bearer {t}"))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1450),
+        "six calls through two slots finished in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.server.calls(), 6);
+}
+
 #[test]
 fn i4_a_cached_answer_ends_at_the_tokens_exp() {
     let s = setup("      cache: { ttl: 5m }\n");
