@@ -161,6 +161,7 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
                 request_id: &request_id,
                 forwarded_for,
                 client_ip: outcome.client_ip,
+                client_cert: None,
                 https: false,
                 host: host.as_deref(),
                 now: unix_now(),

@@ -108,6 +108,8 @@ fn health_endpoints_answer() {
     let c = client();
     let live = c.get(gw.admin_url("/health/live")).send().unwrap();
     assert_eq!(live.status(), 200);
+    let live: serde_json::Value = live.json().unwrap();
+    assert_eq!(live["pid"], gw.pid(), "the answering process names itself");
     let ready = c.get(gw.admin_url("/health/ready")).send().unwrap();
     assert_eq!(ready.status(), 200);
     let v: serde_json::Value = ready.json().unwrap();

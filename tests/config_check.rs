@@ -224,6 +224,26 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "upstreams.a.tls.ca_file: cannot read \"/nonexistent/ca.pem\"",
     ),
     (
+        "client certificates without a CA bundle",
+        "listeners: [{address: 127.0.0.1:8443, tls: {certificate: /nonexistent/c.pem, key: /nonexistent/k.pem, client_certificate: required}}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "listeners[0].tls.client_ca_file: client certificates need the CA bundle they must chain to",
+    ),
+    (
+        "unreadable client CA bundle",
+        "listeners: [{address: 127.0.0.1:8443, tls: {certificate: /nonexistent/c.pem, key: /nonexistent/k.pem, client_certificate: optional, client_ca_file: /nonexistent/ca.pem}}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "listeners[0].tls.client_ca_file: cannot read \"/nonexistent/ca.pem\"",
+    ),
+    (
+        "a client CA bundle without asking for certificates",
+        "listeners: [{address: 127.0.0.1:8443, tls: {certificate: /nonexistent/c.pem, key: /nonexistent/k.pem, client_ca_file: /nonexistent/ca.pem}}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "listeners[0].tls.client_certificate: set `required` or `optional`",
+    ),
+    (
+        "unknown client certificate mode",
+        "listeners: [{address: 127.0.0.1:8443, tls: {certificate: /nonexistent/c.pem, key: /nonexistent/k.pem, client_certificate: sometimes}}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "unknown variant `sometimes`",
+    ),
+    (
         "not yaml",
         "listeners: [{address: 127.0.0.1:8080\n",
         "did not find expected",

@@ -15,6 +15,7 @@ mod health;
 mod introspection;
 mod jwks;
 mod jwt;
+mod mtls;
 mod paths;
 mod policy;
 mod proxying;

@@ -6,6 +6,7 @@ pub mod api_key;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod mtls;
 pub mod revocation;
 pub mod strict_json;
 

@@ -457,6 +457,22 @@ pub struct ListenerSection {
 pub struct ListenerTls {
     pub certificate: String,
     pub key: String,
+    /// Ask clients for a certificate (mTLS): `required` or `optional`.
+    pub client_certificate: Option<ClientCertificateMode>,
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub client_ca_file: Option<String>,
+    /// Most certificates between the client's and a trusted CA (default 2).
+    pub max_chain_depth: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertificateMode {
+    /// The handshake fails without a valid certificate.
+    Required,
+    /// A certificate is asked for; without one the connection is made, with an invalid one
+    /// the handshake fails.
+    Optional,
 }
 
 #[derive(Debug, Deserialize)]

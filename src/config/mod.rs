@@ -114,7 +114,22 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub address: SocketAddr,
-    pub tls: Option<(String, String)>,
+    pub tls: Option<ListenerTlsSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTlsSpec {
+    pub certificate: String,
+    pub key: String,
+    /// Client certificates (mTLS), when asked for.
+    pub client: Option<ClientCertSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientCertSpec {
+    pub required: bool,
+    pub ca_file: String,
+    pub max_chain_depth: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -274,13 +289,17 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             );
         }
         let tls = l.tls.as_ref().map(|t| {
-            check_readable(
-                &t.certificate,
-                &format!("{at}.tls.certificate"),
-                &mut problem,
-            );
-            check_readable(&t.key, &format!("{at}.tls.key"), &mut problem);
-            (t.certificate.clone(), t.key.clone())
+            // Relative paths are relative to the configuration file, as everywhere.
+            let certificate = resolve_path(base, &t.certificate);
+            let key = resolve_path(base, &t.key);
+            check_readable(&certificate, &format!("{at}.tls.certificate"), &mut problem);
+            check_readable(&key, &format!("{at}.tls.key"), &mut problem);
+            let client = client_certificates(t, base, &format!("{at}.tls"), &mut problem);
+            ListenerTlsSpec {
+                certificate,
+                key,
+                client,
+            }
         });
         listeners.push(Listener { address, tls });
     }
@@ -771,6 +790,60 @@ fn revocation(
         default_ttl,
         shared,
         state_file,
+    })
+}
+
+/// A listener's client-certificate settings: the CA bundle must hold at least one
+/// certificate; the depth is bounded (deep chains cost handshake CPU, catalogue X11).
+fn client_certificates(
+    t: &file::ListenerTls,
+    base: &Path,
+    at: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Option<ClientCertSpec> {
+    let Some(mode) = t.client_certificate else {
+        if t.client_ca_file.is_some() || t.max_chain_depth.is_some() {
+            problem(
+                format!("{at}.client_certificate"),
+                "set `required` or `optional` to ask clients for certificates".into(),
+            );
+        }
+        return None;
+    };
+    let Some(ca_file) = t.client_ca_file.as_deref().map(|f| resolve_path(base, f)) else {
+        problem(
+            format!("{at}.client_ca_file"),
+            "client certificates need the CA bundle they must chain to".into(),
+        );
+        return None;
+    };
+    match std::fs::read(&ca_file) {
+        Err(e) => {
+            problem(
+                format!("{at}.client_ca_file"),
+                format!("cannot read \"{ca_file}\": {e}"),
+            );
+            return None;
+        }
+        Ok(pem) => {
+            if pingora::tls::x509::X509::stack_from_pem(&pem).map_or(true, |s| s.is_empty()) {
+                problem(
+                    format!("{at}.client_ca_file"),
+                    format!("\"{ca_file}\" holds no PEM certificate"),
+                );
+                return None;
+            }
+        }
+    }
+    let max_chain_depth = t.max_chain_depth.unwrap_or(2);
+    if !(1..=8).contains(&max_chain_depth) {
+        problem(format!("{at}.max_chain_depth"), "between 1 and 8".into());
+        return None;
+    }
+    Some(ClientCertSpec {
+        required: mode == file::ClientCertificateMode::Required,
+        ca_file,
+        max_chain_depth,
     })
 }
 

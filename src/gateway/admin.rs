@@ -219,7 +219,11 @@ impl ServeHttp for AdminApp {
                     crate::metrics::render(),
                 )
             }
-            "/health/live" => json_response(StatusCode::OK, json!({"status": "live"})),
+            // The pid tells which process answers (a graceful upgrade hands the address over).
+            "/health/live" => json_response(
+                StatusCode::OK,
+                json!({"status": "live", "pid": std::process::id()}),
+            ),
             "/admin/consumers" => self.consumers(),
             "/.well-known/jwks.json" => respond(
                 StatusCode::OK,

@@ -2,6 +2,7 @@
 //! together into one server.
 
 pub mod admin;
+pub mod mtls;
 pub mod proxy;
 pub mod response;
 pub mod revocations;
@@ -9,7 +10,6 @@ pub mod revocations;
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::metrics::metrics;
-use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -133,10 +133,9 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         let addr = l.address.to_string();
         match &l.tls {
             None => proxy.add_tcp(&addr),
-            Some((cert, key)) => {
-                let mut tls = TlsSettings::intermediate(cert, key)
-                    .map_err(|e| format!("listener {addr}: {e}"))?;
-                tls.enable_h2();
+            Some(t) => {
+                let tls =
+                    mtls::listener_settings(t).map_err(|e| format!("listener {addr}: {e}"))?;
                 proxy.add_tls_with_settings(&addr, None, tls);
             }
         }

@@ -46,6 +46,8 @@ pub struct RequestCtx {
     client_ip: Option<IpAddr>,
     /// `RateLimit-Policy` and `RateLimit` for the response, when a limit applied.
     rate_headers: Option<(String, String)>,
+    /// The connection's verified client certificate (mTLS listeners).
+    client_cert: Option<Arc<crate::auth::mtls::ClientCert>>,
 }
 
 #[async_trait]
@@ -65,10 +67,17 @@ impl ProxyHttp for Gateway {
             reported: None,
             client_ip: None,
             rate_headers: None,
+            client_cert: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Read once per request from what the handshake left on the connection.
+        ctx.client_cert = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<super::mtls::CertFacts>())
+            .map(|f| f.0.clone());
         let req = session.req_header();
         ctx.request_id = request_id::from_headers(&req.headers);
 
@@ -251,6 +260,7 @@ impl ProxyHttp for Gateway {
             request_id: &ctx.request_id,
             forwarded_for,
             client_ip: ctx.client_ip,
+            client_cert: ctx.client_cert.as_deref(),
             https,
             host,
             now: unix_now(),
@@ -407,6 +417,8 @@ pub struct UpstreamView<'a> {
     pub request_id: &'a str,
     pub forwarded_for: Option<String>,
     pub client_ip: Option<IpAddr>,
+    /// The verified client certificate, told to the backend in `X-Client-Cert-*`.
+    pub client_cert: Option<&'a crate::auth::mtls::ClientCert>,
     pub https: bool,
     pub host: Option<&'a str>,
     pub now: u64,
@@ -419,6 +431,12 @@ pub struct UpstreamView<'a> {
 pub fn prepare_upstream_request(req: &mut RequestHeader, v: UpstreamView<'_>) -> Result<()> {
     identity::strip_hop_by_hop(req);
     v.namespace.strip(req);
+    // Only a certificate the listener verified; client-sent copies went with the namespace.
+    if let Some(cert) = v.client_cert {
+        for (name, value) in cert.headers() {
+            req.insert_header(name, value)?;
+        }
+    }
     if let Some(id) = v.identity {
         identity::inject_identity(req, id)?;
         if let Some(a) = v.assertion {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod introspection;
+pub mod pki;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -235,8 +236,10 @@ impl Gateway {
                 };
                 gw.wait_ready();
                 // Pingora exits when a listener cannot bind; a port that another test took
-                // would still have answered above.
-                if gw.child.as_mut().is_some_and(still_running) {
+                // would still have answered above, so the admin listener must be this
+                // process's own.
+                let pid = gw.child.as_ref().map(Child::id);
+                if gw.child.as_mut().is_some_and(still_running) && gw.admin_pid() == pid {
                     return gw;
                 }
                 let _ = gw.take_child();
@@ -255,6 +258,17 @@ impl Gateway {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
+    }
+
+    /// The pid of the process answering on the admin address.
+    pub fn admin_pid(&self) -> Option<u32> {
+        let v: serde_json::Value = client()
+            .get(self.admin_url("/health/live"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        v["pid"].as_u64().map(|p| p as u32)
     }
 
     pub fn wait_ready(&self) {

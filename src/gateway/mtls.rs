@@ -1,0 +1,127 @@
+//! Client certificates on TLS listeners (mTLS): the OpenSSL settings, and the handshake
+//! callback that reads a verified certificate's facts once per connection.
+
+use crate::auth::mtls::ClientCert;
+use crate::config::{ClientCertSpec, ListenerTlsSpec};
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use pingora::tls::hash::MessageDigest;
+use pingora::tls::ssl::{SslFiletype, SslVerifyMode};
+use pingora::tls::x509::{X509Name, X509Ref};
+use std::any::Any;
+use std::sync::Arc;
+
+/// What the handshake callback leaves on the connection (read with
+/// `ssl_digest.extension.get::<CertFacts>()`).
+pub struct CertFacts(pub Arc<ClientCert>);
+
+struct Callbacks;
+
+#[async_trait]
+impl TlsAccept for Callbacks {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        // Runs only after a successful handshake: a certificate here was verified.
+        let cert = ssl.peer_certificate()?;
+        Some(Arc::new(CertFacts(Arc::new(facts(&cert)?))))
+    }
+}
+
+fn text(data: &openssl::asn1::Asn1StringRef) -> String {
+    data.to_string()
+        .unwrap_or_else(|_| String::from_utf8_lossy(data.as_slice()).into_owned())
+}
+
+/// The facts of a certificate.
+pub fn facts(cert: &X509Ref) -> Option<ClientCert> {
+    let subject: Vec<(String, String)> = cert
+        .subject_name()
+        .entries()
+        .map(|e| {
+            let key = e
+                .object()
+                .nid()
+                .short_name()
+                .map_or_else(|_| e.object().to_string(), str::to_string);
+            (key, text(e.data()))
+        })
+        .collect();
+    let common_name = subject
+        .iter()
+        .find(|(k, _)| k == "CN")
+        .map(|(_, v)| v.clone());
+    let (mut san_dns, mut san_uri, mut san_email) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(names) = cert.subject_alt_names() {
+        for n in names.iter() {
+            if let Some(d) = n.dnsname() {
+                san_dns.push(d.to_string());
+            } else if let Some(u) = n.uri() {
+                san_uri.push(u.to_string());
+            } else if let Some(e) = n.email() {
+                san_email.push(e.to_string());
+            }
+        }
+    }
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .ok()
+        .and_then(|bn| bn.to_hex_str().ok().map(|h| h.to_string()))
+        .unwrap_or_default();
+    let digest = cert.digest(MessageDigest::sha256()).ok()?;
+    let fingerprint: [u8; 32] = digest.as_ref().try_into().ok()?;
+    Some(ClientCert {
+        subject,
+        common_name,
+        san_dns,
+        san_uri,
+        san_email,
+        serial,
+        fingerprint,
+    })
+}
+
+/// The TLS settings of a listener: Mozilla "intermediate", HTTP/2 offered, and, when client
+/// certificates are asked for, verification against the CA bundle to the configured depth.
+pub fn listener_settings(t: &ListenerTlsSpec) -> Result<TlsSettings, String> {
+    let Some(client) = &t.client else {
+        let mut tls =
+            TlsSettings::intermediate(&t.certificate, &t.key).map_err(|e| e.to_string())?;
+        tls.enable_h2();
+        return Ok(tls);
+    };
+    let mut tls = TlsSettings::with_callbacks(Box::new(Callbacks)).map_err(|e| e.to_string())?;
+    tls.set_certificate_chain_file(&t.certificate)
+        .map_err(|e| format!("{}: {e}", t.certificate))?;
+    tls.set_private_key_file(&t.key, SslFiletype::PEM)
+        .map_err(|e| format!("{}: {e}", t.key))?;
+    tls.check_private_key()
+        .map_err(|e| format!("{} does not match {}: {e}", t.key, t.certificate))?;
+    verify_clients(&mut tls, client)?;
+    tls.enable_h2();
+    Ok(tls)
+}
+
+fn verify_clients(tls: &mut TlsSettings, c: &ClientCertSpec) -> Result<(), String> {
+    let mode = if c.required {
+        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
+    } else {
+        SslVerifyMode::PEER
+    };
+    tls.set_verify(mode);
+    tls.set_verify_depth(c.max_chain_depth);
+    tls.set_ca_file(&c.ca_file)
+        .map_err(|e| format!("{}: {e}", c.ca_file))?;
+    tls.set_client_ca_list(
+        X509Name::load_client_ca_file(&c.ca_file).map_err(|e| format!("{}: {e}", c.ca_file))?,
+    );
+    // A resumed session would skip verification of a certificate presented before (e.g.
+    // before a CA was removed): every connection does a full handshake (catalogue X5).
+    tls.set_session_cache_mode(pingora::tls::ssl::SslSessionCacheMode::OFF);
+    tls.set_options(pingora::tls::ssl::SslOptions::NO_TICKET);
+    Ok(())
+}

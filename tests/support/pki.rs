@@ -1,0 +1,151 @@
+//! Certificates made at test time with OpenSSL: a CA, and client certificates it (or another
+//! CA) signs, with chosen names, SANs, validity and key usage.
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+};
+use openssl::x509::{X509NameBuilder, X509};
+use std::path::{Path, PathBuf};
+
+fn key() -> PKey<Private> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+}
+
+fn serial() -> openssl::asn1::Asn1Integer {
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::ONE, false).unwrap();
+    serial.to_asn1_integer().unwrap()
+}
+
+pub struct Ca {
+    pub cert: X509,
+    key: PKey<Private>,
+    /// The CA certificate as a PEM file.
+    pub pem: PathBuf,
+}
+
+/// A client certificate to make.
+pub struct Leaf<'a> {
+    pub cn: &'a str,
+    pub org: Option<&'a str>,
+    pub san_uri: &'a [&'a str],
+    pub san_dns: &'a [&'a str],
+    pub san_email: &'a [&'a str],
+    /// Extended key usage `clientAuth` (else `serverAuth` only).
+    pub client_auth: bool,
+    /// Valid from/until, in days from now.
+    pub days: (i64, i64),
+}
+
+impl Default for Leaf<'_> {
+    fn default() -> Self {
+        Self {
+            cn: "client",
+            org: None,
+            san_uri: &[],
+            san_dns: &[],
+            san_email: &[],
+            client_auth: true,
+            days: (-1, 2),
+        }
+    }
+}
+
+fn days(d: i64) -> Asn1Time {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    Asn1Time::from_unix(now + d * 86_400).unwrap()
+}
+
+impl Ca {
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let key = key();
+        let mut n = X509NameBuilder::new().unwrap();
+        n.append_entry_by_nid(Nid::COMMONNAME, name).unwrap();
+        let n = n.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial()).unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(&n).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&days(-1)).unwrap();
+        b.set_not_after(&days(30)).unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let cert = b.build();
+        let pem = dir.join(format!("{name}.pem"));
+        std::fs::write(&pem, cert.to_pem().unwrap()).unwrap();
+        Self { cert, key, pem }
+    }
+
+    /// A certificate signed by this CA: its PEM files (certificate, key) and the certificate.
+    pub fn issue(&self, dir: &Path, file: &str, leaf: &Leaf) -> (PathBuf, PathBuf, X509) {
+        let key = key();
+        let mut n = X509NameBuilder::new().unwrap();
+        n.append_entry_by_nid(Nid::COMMONNAME, leaf.cn).unwrap();
+        if let Some(o) = leaf.org {
+            n.append_entry_by_nid(Nid::ORGANIZATIONNAME, o).unwrap();
+        }
+        let n = n.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial()).unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(self.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&days(leaf.days.0)).unwrap();
+        b.set_not_after(&days(leaf.days.1)).unwrap();
+        b.append_extension(BasicConstraints::new().critical().build().unwrap())
+            .unwrap();
+        let mut eku = ExtendedKeyUsage::new();
+        if leaf.client_auth {
+            eku.client_auth();
+        } else {
+            eku.server_auth();
+        }
+        b.append_extension(eku.build().unwrap()).unwrap();
+        if !(leaf.san_uri.is_empty() && leaf.san_dns.is_empty() && leaf.san_email.is_empty()) {
+            let mut san = SubjectAlternativeName::new();
+            for u in leaf.san_uri {
+                san.uri(u);
+            }
+            for d in leaf.san_dns {
+                san.dns(d);
+            }
+            for e in leaf.san_email {
+                san.email(e);
+            }
+            let ext = san
+                .build(&b.x509v3_context(Some(&self.cert), None))
+                .unwrap();
+            b.append_extension(ext).unwrap();
+        }
+        b.sign(&self.key, MessageDigest::sha256()).unwrap();
+        let cert = b.build();
+        let cert_path = dir.join(format!("{file}.crt"));
+        let key_path = dir.join(format!("{file}.key"));
+        std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+        std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        (cert_path, key_path, cert)
+    }
+}
