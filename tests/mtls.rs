@@ -5,7 +5,6 @@
 use crate::support::pki::{Ca, Leaf};
 use crate::support::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 struct Mtls {
     gw: Gateway,
@@ -43,31 +42,17 @@ fn start(mode: &str) -> Mtls {
 /// `curl` over HTTPS with an optional client certificate: (status, body); status 0 when the
 /// handshake failed.
 fn curl(m: &Mtls, client: Option<(&Path, &Path)>, headers: &[&str]) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "10",
-        "-w",
-        "\n%{http_code}",
-    ])
-    .arg("--cacert")
-    .arg(&m.server_ca);
+    let mut extra: Vec<String> = Vec::new();
     if let Some((cert, key)) = client {
-        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        extra.extend(["--cert".into(), cert.display().to_string()]);
+        extra.extend(["--key".into(), key.display().to_string()]);
     }
     for h in headers {
-        cmd.args(["-H", h]);
+        extra.extend(["-H".into(), h.to_string()]);
     }
-    let out = cmd
-        .arg(format!("https://localhost:{}/who", m.gw.addr.port()))
-        .output()
-        .expect("curl is installed by `make test`");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let url = format!("https://localhost:{}/who", m.gw.addr.port());
+    curl_https(&url, &m.server_ca, &extra)
 }
 
 fn echoed(body: &str) -> Echoed {

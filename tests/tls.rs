@@ -1,36 +1,6 @@
 //! TLS on the public listener, and TLS with SNI and verification to upstreams.
 
 use crate::support::*;
-use std::process::Command;
-
-/// `curl` over HTTPS trusting `ca`; returns (status, body), the status prefixed by the HTTP
-/// version when `with_version`.
-fn curl_https(url: &str, ca: &std::path::Path, extra: &[&str]) -> (u16, String) {
-    let (code, body) = curl_https_raw(url, ca, extra, "%{http_code}");
-    (code.parse().unwrap_or(0), body)
-}
-
-fn curl_https_raw(url: &str, ca: &std::path::Path, extra: &[&str], w: &str) -> (String, String) {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "10",
-            "-w",
-            &format!("\n{w}"),
-        ])
-        .arg("--cacert")
-        .arg(ca)
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("curl is installed by `make test`");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (code.trim().to_string(), body.to_string())
-}
 
 fn tls_gateway(upstream: &str) -> (Gateway, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

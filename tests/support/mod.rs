@@ -508,6 +508,40 @@ pub fn statuses(raw: &str) -> Vec<u16> {
         .collect()
 }
 
+/// `curl` over HTTPS trusting `ca`; returns (status, body), the status prefixed by the HTTP
+/// version when `with_version`.
+pub fn curl_https(url: &str, ca: &std::path::Path, extra: &[&str]) -> (u16, String) {
+    let (code, body) = curl_https_raw(url, ca, extra, "%{http_code}");
+    (code.parse().unwrap_or(0), body)
+}
+
+pub fn curl_https_raw(
+    url: &str,
+    ca: &std::path::Path,
+    extra: &[&str],
+    w: &str,
+) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "10",
+            "-w",
+            &format!("\n{w}"),
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl is installed by `make test`");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.trim().to_string(), body.to_string())
+}
+
 /// Assert a 401 with a Bearer challenge and the error code `code`; the challenge.
 pub fn unauthorized(resp: reqwest::blocking::Response, code: &str) -> String {
     assert_eq!(resp.status(), 401);
