@@ -24,8 +24,8 @@
 //! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
 //! | `portcullis_jwks_fetches_total` | counter | `provider`, `outcome` | JWKS fetches: `success`, `timeout`, `unreachable`, `bad_status`, `too_large`, `invalid`, `no_usable_keys`, `discovery_invalid` |
 //! | `portcullis_jwks_age_seconds` | gauge | `provider` | seconds since the last successful JWKS fetch |
-//! | `portcullis_introspection_requests_total` | counter | `provider`, `outcome` | introspection calls: `active`, `inactive`, `refused` (active but wrong issuer, audience or claims), `timeout`, `unreachable`, `bad_status`, `unauthorized` (the endpoint refused the gateway's client credentials), `invalid_response`, `discovery_invalid`, `busy`, `circuit_open` (not sent: the breaker is open) |
-//! | `portcullis_introspection_duration_seconds` | histogram | `provider` | time of an introspection call, waiting for a free slot included |
+//! | `portcullis_introspection_requests_total` | counter | `provider`, `outcome` | introspection calls: `active`, `inactive`, `refused` (active but wrong issuer, audience or claims), `timeout`, `unreachable`, `bad_status`, `unauthorized` (the endpoint refused the gateway's client credentials), `invalid_response`, `too_large` (over 64 KiB), `discovery_invalid`, `busy`, `circuit_open` (not sent: the breaker is open) |
+//! | `portcullis_introspection_duration_seconds` | histogram | `provider` | time of an introspection call (from sending to its answer or timeout) |
 //! | `portcullis_introspection_cache_total` | counter | `provider`, `result` | introspection cache lookups: `hit`, or `miss` (this request made the call) |
 //! | `portcullis_introspection_singleflight_joins_total` | counter | `provider` | requests that waited for another request's call for the same token instead of making their own |
 //! | `portcullis_introspection_breaker_state` | gauge | `provider` | 0 closed, 1 open (requests needing a call fail fast with 503) |

@@ -184,7 +184,15 @@ fn i1_i4_i8_inactive_tokens_get_401_and_the_answer_is_cached_briefly() {
     fields["exp"] = json!(now() - 5);
     s.server.activate("expired-but-active", fields);
     refused(get(&s.gw, "expired-but-active"), 401, "token_inactive");
-    // Not a b64token: never sent to the authorization server.
+    // Not valid before a future `nbf`.
+    let mut fields = active_fields();
+    fields["nbf"] = json!(now() + 600);
+    s.server.activate("not-yet", fields);
+    refused(get(&s.gw, "not-yet"), 401, "token_inactive");
+    // Not a b64token, or larger than `max_token_bytes`: never sent to the server.
+    let calls = s.server.calls();
+    refused(get(&s.gw, &"a".repeat(9000)), 401, "token_too_large");
+    assert_eq!(s.server.calls(), calls);
     let before = s.server.calls();
     refused(get(&s.gw, "a\"b"), 401, "token_malformed");
     assert_eq!(s.server.calls(), before);
@@ -283,6 +291,55 @@ fn calls_in_flight_are_bounded_by_max_concurrent() {
         started.elapsed()
     );
     assert_eq!(s.server.calls(), 6);
+}
+
+/// A request that cannot get a slot in time is `busy`: the gateway's own limit, answered
+/// without a call and not counted against the breaker (only the server's failures are).
+/// One slot, a server slower than the timeout: the first request holds the slot until its
+/// call times out, the second takes it next, the third gives up waiting.
+#[test]
+fn waiting_too_long_for_a_slot_is_busy_not_a_server_failure() {
+    let s =
+        setup("      max_concurrent: 1\n      timeout: 500ms\n      breaker: { failures: 3 }\n");
+    s.server.set_delay(Duration::from_secs(3));
+    let handles: Vec<_> = ["first", "second", "third"]
+        .into_iter()
+        .map(|t| {
+            s.server.activate(t, active_fields());
+            let url = s.gw.url("/orders/1");
+            let h = std::thread::spawn(move || {
+                client()
+                    .get(url)
+                    .header("Authorization", format!("Bearer {t}"))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            h
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 503);
+    }
+    let outcome = |o: &str| {
+        s.gw.metric(&format!(
+            r#"portcullis_introspection_requests_total{{outcome="{o}",provider="sso"}}"#
+        ))
+    };
+    assert_eq!(outcome("busy"), Some(1.0));
+    assert_eq!(outcome("timeout"), Some(2.0));
+    assert_eq!(
+        s.server.calls(),
+        2,
+        "the busy request never reached the server"
+    );
+    assert_eq!(
+        s.gw.metric(r#"portcullis_introspection_breaker_state{provider="sso"}"#),
+        Some(0.0),
+        "two server failures of three allowed: busy did not count"
+    );
 }
 
 #[test]
@@ -565,6 +622,34 @@ fn keycloak_style_discovery_finds_the_endpoint_and_client_secret_post_works() {
     assert_eq!(server.discovery_calls(), 1);
     assert_eq!(get(&gw, "svc-token").status(), 200);
     assert_eq!(server.discovery_calls(), 1, "the endpoint is remembered");
+}
+
+#[test]
+fn a_discovery_document_without_a_usable_endpoint_is_503() {
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    let provider = provider_yaml(&server, &secret_file, "").replace(
+        &format!("      endpoint: {}\n", server.endpoint()),
+        "      discovery: true\n",
+    );
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n",
+        echo.addr
+    ));
+    server.activate("svc-token", active_fields());
+    // The server publishes no discovery document (404).
+    refused(get(&gw, "svc-token"), 503, "introspection_unavailable");
+    assert_eq!(server.calls(), 0);
+    assert_eq!(
+        gw.metric(
+            r#"portcullis_introspection_requests_total{outcome="bad_status",provider="sso"}"#
+        ),
+        Some(1.0)
+    );
+    // Once it does, the next request finds the endpoint.
+    server.enable_discovery(None);
+    assert_eq!(get(&gw, "svc-token").status(), 200);
 }
 
 #[test]

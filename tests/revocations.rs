@@ -236,6 +236,11 @@ fn the_admin_api_needs_its_token_and_refuses_bad_bodies_precisely() {
         (status, body["error"].clone()),
         (405, json!("method_not_allowed"))
     );
+    let (status, body) = admin(&gw, "POST", Some(json!({"jti": "x".repeat(20_000)})));
+    assert_eq!(
+        (status, body["error"].clone()),
+        (413, json!("body_too_large"))
+    );
     // Nothing was added by any of it.
     let (_, list) = admin(&gw, "GET", None);
     assert_eq!(list, json!({"jti": [], "subjects": [], "tokens": []}));
@@ -346,4 +351,20 @@ fn a_change_redis_cannot_store_is_refused_not_half_applied() {
         admin(&gw, "POST", Some(json!({"jti": "jti-g"}))).0 == 201
     }));
     assert_revoked(call(&gw, &t));
+}
+
+#[test]
+fn the_admin_api_is_closed_without_a_token_file_and_absent_without_a_list() {
+    let (idp, echo, files) = (SigningIdp::new(), Echo::start(), Files::new());
+    // A list, but no admin token: closed.
+    let gw = jwt_gateway(&idp, &echo, &format!("revocation:\n{}", files.state_file()));
+    let (status, body) = admin(&gw, "GET", None);
+    assert_eq!(
+        (status, body["error"].clone()),
+        (403, json!("admin_api_disabled"))
+    );
+    // No list at all: not found.
+    let gw = jwt_gateway(&idp, &echo, "");
+    let (status, body) = admin(&gw, "POST", Some(json!({"subject": "x"})));
+    assert_eq!((status, body["error"].clone()), (404, json!("not_found")));
 }

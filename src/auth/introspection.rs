@@ -12,14 +12,15 @@
 //!   credentials is a dependency failure (503), never a 401. An `exp` in the past means
 //!   inactive; `iss` and `aud` are compared with the provider's when present; the claims map
 //!   to the identity exactly as a JWT's do.
-//! - **Protecting the auth server**: every call is bounded by `timeout` (waiting for one of
-//!   the `max_concurrent` slots included), and a circuit breaker opens after `failures`
+//! - **Protecting the auth server**: at most `max_concurrent` calls are in flight (a request
+//!   waits at most `timeout` for a free slot, then gets 503 without a call: `busy`), every
+//!   call is bounded by `timeout`, and a circuit breaker opens after `failures`
 //!   consecutive failures: for `open_for` requests that would need a call fail fast with 503
 //!   and `Retry-After`; then one probe is let through and its outcome closes or reopens it.
 
 use super::{AuthError, ClaimMap, Identity};
 use crate::metrics::metrics;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -258,21 +259,23 @@ impl Introspector {
                 });
             }
         };
+        // A free slot, waited for at most `timeout`: a request that cannot get one is `busy`
+        // (the gateway's own limit) and never reaches the server. Then the call itself gets
+        // the whole `timeout`, so no call is started with only a sliver of time left.
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.settings.timeout, self.slots.acquire()).await
+        else {
+            return Err(self.failed("busy", probe));
+        };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.settings.timeout, async {
-            let Ok(_slot) = self.slots.acquire().await else {
-                return Err(("busy", false));
-            };
-            self.ask(token).await
-        })
-        .await
-        .unwrap_or(Err(("timeout", true)));
+        let outcome = tokio::time::timeout(self.settings.timeout, self.ask(token))
+            .await
+            .unwrap_or(Err("timeout"));
         self.series
             .duration
             .observe(started.elapsed().as_secs_f64());
         let body = match outcome {
             Ok(body) => body,
-            Err((outcome, breaker)) => return Err(self.failed(outcome, breaker, probe)),
+            Err(outcome) => return Err(self.failed(outcome, probe)),
         };
         match self.judge(&body, now) {
             Ok(cached) => {
@@ -292,15 +295,17 @@ impl Introspector {
             }
             Err(why) => {
                 tracing::error!(provider = %self.provider, "the introspection endpoint's answer is not valid ({why}); requests needing introspection get 503");
-                Err(self.failed("invalid_response", true, probe))
+                Err(self.failed("invalid_response", probe))
             }
         }
     }
 
-    fn failed(&self, outcome: &'static str, breaker: bool, probe: bool) -> CallFailure {
+    fn failed(&self, outcome: &'static str, probe: bool) -> CallFailure {
         count(&self.provider, outcome);
         let mut circuit_open = false;
-        if (breaker || probe) && self.breaker.failure() {
+        // No free slot in time is our own limit, not a failure of the server (unless this
+        // was the probe).
+        if (outcome != "busy" || probe) && self.breaker.failure() {
             self.series.breaker.set(1);
             circuit_open = true;
             tracing::error!(
@@ -321,7 +326,7 @@ impl Introspector {
         }
     }
 
-    async fn endpoint(&self) -> Result<String, (&'static str, bool)> {
+    async fn endpoint(&self) -> Result<String, &'static str> {
         let doc_uri = match &self.settings.endpoint {
             Endpoint::Fixed(uri) => return Ok(uri.clone()),
             Endpoint::Discovery(doc) => doc,
@@ -329,30 +334,16 @@ impl Introspector {
         if let Some(uri) = self.discovered.lock().ok().and_then(|d| d.clone()) {
             return Ok(uri);
         }
-        let resp = self
-            .client
-            .get(doc_uri)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            tracing::error!(provider = %self.provider, status = resp.status().as_u16(), "the discovery document could not be fetched");
-            return Err(("discovery_invalid", true));
-        }
-        let body = bounded_body(resp).await?;
-        let uri = super::strict_json::from_slice(&body)
-            .ok()
-            .and_then(|doc| {
-                doc.get("introspection_endpoint")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .filter(|u| super::jwks::allowed_uri(u));
-        let Some(uri) = uri else {
-            tracing::error!(provider = %self.provider, "the discovery document names no usable introspection_endpoint (https, or http on loopback)");
-            return Err(("discovery_invalid", true));
-        };
+        let uri = super::fetch::discovered(
+            &self.client,
+            doc_uri,
+            "introspection_endpoint",
+            MAX_RESPONSE_BYTES,
+        )
+        .await
+        .inspect_err(|why| {
+            tracing::error!(provider = %self.provider, %why, "no usable introspection_endpoint from the discovery document (it must be https, or http on loopback)");
+        })?;
         if let Ok(mut d) = self.discovered.lock() {
             *d = Some(uri.clone());
         }
@@ -360,7 +351,7 @@ impl Introspector {
     }
 
     /// One POST to the endpoint; the body of a 200 answer.
-    async fn ask(&self, token: &str) -> Result<Vec<u8>, (&'static str, bool)> {
+    async fn ask(&self, token: &str) -> Result<Vec<u8>, &'static str> {
         let uri = self.endpoint().await?;
         let s = &self.settings;
         let post_credentials = s.client_auth == ClientAuth::Post;
@@ -394,10 +385,14 @@ impl Introspector {
             );
             req = req.header("authorization", value);
         }
-        let resp = req.body(body).send().await.map_err(transport)?;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| super::fetch::transport(&e))?;
         let status = resp.status().as_u16();
         match status {
-            200 => bounded_body(resp).await,
+            200 => super::fetch::read_bounded(resp, MAX_RESPONSE_BYTES).await,
             401 | 403 => {
                 tracing::error!(
                     provider = %self.provider,
@@ -405,11 +400,11 @@ impl Introspector {
                     client_id = %s.client_id,
                     "the introspection endpoint refused the gateway's client credentials; check client_id and the client secret"
                 );
-                Err(("unauthorized", true))
+                Err("unauthorized")
             }
             _ => {
                 tracing::error!(provider = %self.provider, status, "the introspection endpoint answered with an error status");
-                Err(("bad_status", true))
+                Err("bad_status")
             }
         }
     }
@@ -424,7 +419,10 @@ impl Introspector {
             Some(_) => return Err("`active` is not a boolean"),
             None => return Err("no `active` member"),
         };
-        let exp = time_field(&fields, "exp")?;
+        let time = |name| {
+            super::numeric_date(&fields, name).map_err(|_| "a time member is not a NumericDate")
+        };
+        let exp = time("exp")?;
         let inactive_until = now + self.settings.inactive_ttl.as_secs().max(1);
         let refused = |e: AuthError| {
             let until = match (e, exp) {
@@ -443,7 +441,7 @@ impl Introspector {
         if !active || exp.is_some_and(|e| e <= now) {
             return Ok(refused(AuthError::TokenInactive));
         }
-        if time_field(&fields, "nbf")?.is_some_and(|nbf| nbf > now) {
+        if time("nbf")?.is_some_and(|nbf| nbf > now) {
             return Ok(refused(AuthError::TokenInactive));
         }
         match fields.get("iss") {
@@ -492,45 +490,6 @@ fn count(provider: &str, outcome: &str) {
         .introspection_calls
         .with_label_values(&[provider, outcome])
         .inc();
-}
-
-fn transport(e: reqwest::Error) -> (&'static str, bool) {
-    if e.is_timeout() {
-        ("timeout", true)
-    } else {
-        ("unreachable", true)
-    }
-}
-
-async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>, (&'static str, bool)> {
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(("invalid_response", true));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_RESPONSE_BYTES {
-            return Err(("invalid_response", true));
-        }
-    }
-    Ok(body)
-}
-
-/// A NumericDate member: absent, or a non-negative number (anything else makes the answer
-/// invalid).
-fn time_field(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, &'static str> {
-    match fields.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(v), _) => Ok(Some(v)),
-            (None, Some(f)) if (0.0..1e13).contains(&f) => Ok(Some(f as u64)),
-            _ => Err("a time member is not a valid NumericDate"),
-        },
-        Some(_) => Err("a time member is not a number"),
-    }
 }
 
 enum Admit {

@@ -232,14 +232,13 @@ impl RemoteKeys {
         {
             return Ok(uri);
         }
-        let body = self.get_bounded(&self.settings.uri).await.map(|(b, _)| b)?;
-        let doc = super::strict_json::from_slice(&body).map_err(|_| "discovery_invalid")?;
-        let uri = doc
-            .get("jwks_uri")
-            .and_then(|u| u.as_str())
-            .filter(|u| allowed_uri(u))
-            .ok_or("discovery_invalid")?
-            .to_string();
+        let uri = super::fetch::discovered(
+            &self.client,
+            &self.settings.uri,
+            "jwks_uri",
+            self.settings.max_bytes,
+        )
+        .await?;
         if let Ok(mut s) = self.state.write() {
             s.discovered_uri = Some(uri.clone());
         }
@@ -266,13 +265,7 @@ impl RemoteKeys {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "unreachable"
-                }
-            })?;
+            .map_err(|e| super::fetch::transport(&e))?;
         if !resp.status().is_success() {
             return Err("bad_status");
         }
@@ -281,20 +274,7 @@ impl RemoteKeys {
             .get("cache-control")
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        if resp
-            .content_length()
-            .is_some_and(|n| n > self.settings.max_bytes as u64)
-        {
-            return Err("too_large");
-        }
-        let mut body = Vec::new();
-        let mut resp = resp;
-        while let Some(chunk) = resp.chunk().await.map_err(|_| "unreachable")? {
-            body.extend_from_slice(&chunk);
-            if body.len() > self.settings.max_bytes {
-                return Err("too_large");
-            }
-        }
+        let body = super::fetch::read_bounded(resp, self.settings.max_bytes).await?;
         Ok((body, max_age))
     }
 

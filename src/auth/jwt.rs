@@ -677,20 +677,7 @@ fn check_time_claims(
     now: u64,
 ) -> Result<Option<u64>, AuthError> {
     let leeway = rules.leeway_secs;
-    let number = |name: &str| -> Result<Option<u64>, AuthError> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(Value::Number(n)) => {
-                // Negative, fractional beyond u64, or absurd values are refused outright.
-                match (n.as_u64(), n.as_f64()) {
-                    (Some(v), _) => Ok(Some(v)),
-                    (None, Some(f)) if (0.0..1e13).contains(&f) => Ok(Some(f as u64)),
-                    _ => Err(AuthError::InvalidClaim),
-                }
-            }
-            Some(_) => Err(AuthError::InvalidClaim),
-        }
-    };
+    let number = |name: &str| super::numeric_date(claims, name);
     let exp = number("exp")?;
     let nbf = number("nbf")?;
     let iat = number("iat")?;

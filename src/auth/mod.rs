@@ -3,6 +3,7 @@
 //! Route policies (`crate::policy`) decide which of them a route accepts.
 
 pub mod api_key;
+pub mod fetch;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
@@ -168,6 +169,24 @@ pub struct Identity {
     pub issued_at: Option<u64>,
 }
 
+/// A NumericDate member (`exp`, `nbf`, `iat`) of a token's claims or an introspection answer:
+/// absent, or a non-negative number (a fraction is cut to the second). A negative, absurd or
+/// non-numeric value is an error, never a skipped check (catalogue C1-C3).
+pub fn numeric_date(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<u64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(serde_json::Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(f)) if (0.0..1e13).contains(&f) => Ok(Some(f as u64)),
+            _ => Err(AuthError::InvalidClaim),
+        },
+        Some(_) => Err(AuthError::InvalidClaim),
+    }
+}
+
 /// Longest value of one identity header.
 pub const MAX_CLAIM_VALUE_LEN: usize = 1024;
 
@@ -322,18 +341,7 @@ impl ClaimMap {
                 }
                 Some(_) => return Err(AuthError::InvalidClaim),
             },
-            issued_at: match claims.get("iat") {
-                None => None,
-                Some(v) => Some(
-                    v.as_u64()
-                        .or_else(|| {
-                            v.as_f64()
-                                .filter(|f| (0.0..1e13).contains(f))
-                                .map(|f| f as u64)
-                        })
-                        .ok_or(AuthError::InvalidClaim)?,
-                ),
-            },
+            issued_at: numeric_date(claims, "iat")?,
         })
     }
 }

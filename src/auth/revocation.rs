@@ -166,7 +166,8 @@ impl Entry {
         Ok(e)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// A jti or subject is 1 to `MAX_KEY_LEN` bytes without control characters.
+    pub fn validate(&self) -> Result<(), String> {
         let (what, s) = match self {
             Entry::Jti { jti, .. } => ("jti", jti),
             Entry::Subject { subject, .. } => ("subject", subject),

@@ -86,7 +86,7 @@ pub struct IntrospectionSection {
     pub client_auth: Option<ClientAuthSection>,
     /// Sent as `token_type_hint` (default `access_token`; empty: not sent).
     pub token_type_hint: Option<String>,
-    /// Per call, waiting for a free slot included (default 1s).
+    /// Per call, and the longest wait for a free slot (default 1s).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     /// Calls in flight at most (default 64).
