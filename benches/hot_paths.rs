@@ -223,6 +223,9 @@ fn decision(c: &mut Criterion) {
     headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
     let method = Method::GET;
     let facts = RequestFacts {
+        client_cert: None,
+        https: false,
+        body: None,
         method: &method,
         host: Some("api.example.com"),
         path: "/api/orders/42",

@@ -83,6 +83,10 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
         .and_then(|h| h.to_str().ok())
         .map(str::to_string);
     let facts = RequestFacts {
+        client_cert: None,
+        https: false,
+        // `explain` takes no body: a signed request is checked as bodiless.
+        body: Some(b""),
         method: &method,
         host: host.as_deref(),
         path,
@@ -162,6 +166,7 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
                 forwarded_for,
                 client_ip: outcome.client_ip,
                 client_cert: None,
+                cert_forward: config.client_certs.forward,
                 https: false,
                 host: host.as_deref(),
                 now: unix_now(),

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod reload;
 pub mod request_id;
 pub mod routing;
 pub mod stdio;

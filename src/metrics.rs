@@ -19,6 +19,9 @@
 //! | `portcullis_redis_duration_seconds` | histogram | | round-trip time of rate-limit decisions in Redis |
 //! | `portcullis_redis_errors_total` | counter | | rate-limit decisions Redis did not answer (then `fail_open` counts locally, `fail_closed` answers 503) |
 //! | `portcullis_api_keys` | gauge | | API keys loaded from the consumers file |
+//! | `portcullis_signing_keys` | gauge | | HMAC signing keys loaded from the signing keys file |
+//! | `portcullis_signing_key_reloads_total` | counter | `result` | signing keys file reloads: `success`, `invalid` |
+//! | `portcullis_signature_nonces_total` | counter | `result` | signed-request nonces: `fresh`, `replayed`, `store_full`, `store_error` |
 //! | `portcullis_jwt_cache_total` | counter | `provider`, `result` | verified-token cache lookups that found (`hit`) or did not find (`miss`) a valid entry |
 //! | `portcullis_jwt_verify_duration_seconds` | histogram | `provider` | time to verify a token that was not cached (signature and claims) |
 //! | `portcullis_jwt_keys` | gauge | `provider` | keys loaded for the provider |
@@ -31,6 +34,7 @@
 //! | `portcullis_introspection_breaker_state` | gauge | `provider` | 0 closed, 1 open (requests needing a call fail fast with 503) |
 //! | `portcullis_revocations_active` | gauge | `kind` | entries on the revocation list: `jti`, `subject`, `token` (read at scrape time) |
 //! | `portcullis_revoked_rejections_total` | counter | `provider` | requests refused because their token was revoked |
+//! | `portcullis_client_cert_refusals_total` | counter | `reason` | client certificates refused by the CRL: `revoked`, `crl_stale`, `resumed_revoked` |
 //! | `portcullis_revocation_sync_total` | counter | `event` | shared revocation list: `loaded` (full load from Redis), `message` (an update from another gateway applied), `error` |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
@@ -58,6 +62,9 @@ pub struct Metrics {
     pub redis_duration: Histogram,
     pub redis_errors: IntCounter,
     pub api_keys: IntGauge,
+    pub signing_keys: IntGauge,
+    pub signing_key_reloads: IntCounterVec,
+    pub signature_nonces: IntCounterVec,
     pub jwt_cache: IntCounterVec,
     pub jwt_verify_duration: HistogramVec,
     pub jwt_keys: IntGaugeVec,
@@ -70,6 +77,7 @@ pub struct Metrics {
     pub introspection_breaker: IntGaugeVec,
     pub revocations_active: IntGaugeVec,
     pub revoked_rejections: IntCounterVec,
+    pub client_cert_refusals: IntCounterVec,
     pub revocation_sync: IntCounterVec,
     pub build_info: GaugeVec,
 }
@@ -284,6 +292,27 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(redis_duration.clone()))?;
     registry.register(Box::new(redis_errors.clone()))?;
     registry.register(Box::new(api_keys.clone()))?;
+    let signing_keys = IntGauge::new(
+        "portcullis_signing_keys",
+        "HMAC signing keys loaded from the signing keys file.",
+    )?;
+    registry.register(Box::new(signing_keys.clone()))?;
+    let signing_key_reloads = IntCounterVec::new(
+        Opts::new(
+            "portcullis_signing_key_reloads_total",
+            "Signing keys file reloads, by result.",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(signing_key_reloads.clone()))?;
+    let signature_nonces = IntCounterVec::new(
+        Opts::new(
+            "portcullis_signature_nonces_total",
+            "Nonces of verified signed requests, by result.",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(signature_nonces.clone()))?;
     registry.register(Box::new(jwt_cache.clone()))?;
     registry.register(Box::new(jwt_verify_duration.clone()))?;
     registry.register(Box::new(jwt_keys.clone()))?;
@@ -296,6 +325,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(introspection_breaker.clone()))?;
     registry.register(Box::new(revocations_active.clone()))?;
     registry.register(Box::new(revoked_rejections.clone()))?;
+    let client_cert_refusals = IntCounterVec::new(
+        Opts::new(
+            "portcullis_client_cert_refusals_total",
+            "Client certificates refused by the revocation lists, by reason.",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(client_cert_refusals.clone()))?;
     registry.register(Box::new(revocation_sync.clone()))?;
     registry.register(Box::new(build_info.clone()))?;
     build_info
@@ -319,6 +356,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         redis_duration,
         redis_errors,
         api_keys,
+        signing_keys,
+        signing_key_reloads,
+        signature_nonces,
         jwt_cache,
         jwt_verify_duration,
         jwt_keys,
@@ -331,6 +371,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         introspection_breaker,
         revocations_active,
         revoked_rejections,
+        client_cert_refusals,
         revocation_sync,
         build_info,
     })

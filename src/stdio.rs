@@ -179,6 +179,10 @@ impl Session {
                 upstream_names,
             } => {
                 let facts = RequestFacts {
+                    client_cert: None,
+                    https: false,
+                    // The protocol carries no body: a signed request is checked as bodiless.
+                    body: Some(b""),
                     method: &method,
                     host: headers.get("host").and_then(|h| h.to_str().ok()),
                     path,
@@ -271,6 +275,11 @@ async fn key_decision(
         client_ip: None,
         now,
         extra_permission,
+        client_cert: None,
+        host: None,
+        path: &canonical,
+        https: false,
+        body: None,
     };
     let Some(provider) = provider else {
         // Before `init` no key is known, so no token can be valid.
@@ -292,6 +301,9 @@ async fn key_decision(
         providers: std::slice::from_ref(provider),
         api_keys: None,
         revocations: None,
+        client_certs: None,
+        bound_tokens: false,
+        signing: None,
     };
     let verdict = evaluate(&policy, &auth, &facts, &mut Trace::default()).await;
     (Some(service), verdict.identity, verdict.denial)

@@ -587,3 +587,67 @@ fn i5_broken_introspection_and_revocation_settings_are_rejected_with_the_offendi
         );
     }
 }
+
+#[test]
+fn broken_mtls_settings_are_rejected_with_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = conf_dir().join("keys");
+    std::fs::write(dir.path().join("garbage.crl"), "not a CRL\n").unwrap();
+    let tls = format!(
+        "{{certificate: {0}/demo-server.crt, key: {0}/demo-server.key, client_certificate: optional, client_ca_file: {0}/demo-clients-ca.pem",
+        keys.display()
+    );
+    let upstream = "upstreams: {a: {backends: [127.0.0.1:1]}}\n";
+    let route = |auth: &str| {
+        format!("routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {auth}}}]\n")
+    };
+    let mtls_listener = format!("listeners: [{{address: 127.0.0.1:8443, tls: {tls}}}}}]\n");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("listeners: [{{address: 127.0.0.1:8080}}]\n{upstream}{}", route("{mtls: true}")),
+            "listeners: a route accepts `mtls` but no listener asks for client certificates",
+        ),
+        (
+            format!("{mtls_listener}{upstream}{}", route("{api_key: true, client_subjects: [spiffe://a/b]}")),
+            "routes[0].auth.client_subjects: only the `mtls` credential has certificate subjects",
+        ),
+        (
+            format!("{mtls_listener}{upstream}{}", route("{mtls: true, client_subjects: [\"spiffe://*/b\"]}")),
+            "routes[0].auth.client_subjects[0]: an identity, or a prefix ending in a single `*`",
+        ),
+        (
+            format!("{mtls_listener}{upstream}{}", route("{mtls: true, bound_tokens: true}")),
+            "routes[0].auth.bound_tokens: only bearer tokens (`jwt`, `introspection`) can be bound",
+        ),
+        (
+            format!("{mtls_listener}client_certificates: {{consumers: [{{identity: spiffe://a/b, consumer: x}}, {{identity: spiffe://a/b, consumer: y}}]}}\n{upstream}{}", route("{mtls: true}")),
+            "client_certificates.consumers[1].identity: \"spiffe://a/b\" is listed twice",
+        ),
+        (
+            format!("{mtls_listener}client_certificates: {{consumers: [{{identity: spiffe://a/b, consumer: x, tier: gold}}]}}\n{upstream}{}", route("{mtls: true}")),
+            "client_certificates.consumers[0].tier: \"gold\" is not a tier of rate_limits.tiers",
+        ),
+        (
+            format!("listeners: [{{address: 127.0.0.1:8443, tls: {tls}, client_crl_file: {}}}}}]\n{upstream}{}", dir.path().join("garbage.crl").display(), route("{mtls: true}")),
+            "listeners[0].tls.client_crl_file: ",
+        ),
+        (
+            format!("listeners: [{{address: 127.0.0.1:8080}}]\nupstreams: {{a: {{backends: [127.0.0.1:1], tls: {{sni: a.internal, client_certificate: {}/demo-server.crt}}}}}}\n{}", keys.display(), route("public")),
+            "upstreams.a.tls.client_certificate: give both `client_certificate` and `client_key`",
+        ),
+        (
+            format!("listeners: [{{address: 127.0.0.1:8080}}]\nupstreams: {{a: {{backends: [127.0.0.1:1], tls: {{sni: a.internal, client_certificate: {0}/demo-clients-ca.pem, client_key: {0}/demo-server.key}}}}}}\n{1}", keys.display(), route("public")),
+            "upstreams.a.tls.client_key: does not belong to the certificate",
+        ),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("broken-mtls-{i}.yaml"));
+        std::fs::write(&path, body).unwrap();
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "case {i}: accepted:\n{body}");
+        assert!(
+            stderr.contains(expected),
+            "case {i}: expected `{expected}` in:\n{stderr}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod mtls;
+mod mtls_policy;
 mod paths;
 mod policy;
 mod proxying;

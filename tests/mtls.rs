@@ -6,42 +6,72 @@ use crate::support::pki::{Ca, Leaf};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 
-struct Mtls {
-    gw: Gateway,
-    _echo: Echo,
-    dir: tempfile::TempDir,
-    ca: Ca,
+pub struct Mtls {
+    pub gw: Gateway,
+    pub echo: Echo,
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
     /// The server certificate, for `--cacert`.
-    server_ca: PathBuf,
+    pub server_ca: PathBuf,
 }
 
 fn start(mode: &str) -> Mtls {
+    start_with(mode, "", &|echo| pass_through(echo))
+}
+
+/// A gateway whose one listener asks for client certificates (`mode`) from a CA made here;
+/// `tls_extra` adds keys under the listener's `tls` (six spaces); `body` gives the rest of
+/// the configuration for the echo origin.
+pub fn start_with(
+    mode: &str,
+    tls_extra: &str,
+    body: &dyn Fn(std::net::SocketAddr) -> String,
+) -> Mtls {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed_cert(dir.path(), "edge");
     let ca = Ca::new(dir.path(), "clients-ca");
+    start_in(dir, ca, mode, tls_extra, body)
+}
+
+pub fn start_in(
+    dir: tempfile::TempDir,
+    ca: Ca,
+    mode: &str,
+    tls_extra: &str,
+    body: &dyn Fn(std::net::SocketAddr) -> String,
+) -> Mtls {
+    let (cert, key) = self_signed_cert(dir.path(), "edge");
     let echo = Echo::start();
     let gw = Gateway::start_with_listeners(
         &format!(
-            "  - address: 127.0.0.1:{}\n    tls:\n      certificate: {}\n      key: {}\n      client_certificate: {mode}\n      client_ca_file: {}\n",
+            "  - address: 127.0.0.1:{}\n    tls:\n      certificate: {}\n      key: {}\n      client_certificate: {mode}\n      client_ca_file: {}\n{tls_extra}",
             free_port(),
             cert.display(),
             key.display(),
             ca.pem.display()
         ),
-        &pass_through(echo.addr),
+        &body(echo.addr),
     );
     Mtls {
         gw,
-        _echo: echo,
+        echo,
         server_ca: cert,
         ca,
         dir,
     }
 }
 
+fn curl(m: &Mtls, client: Option<(&Path, &Path)>, headers: &[&str]) -> (u16, String) {
+    curl_path(m, "/who", client, headers)
+}
+
 /// `curl` over HTTPS with an optional client certificate: (status, body); status 0 when the
 /// handshake failed.
-fn curl(m: &Mtls, client: Option<(&Path, &Path)>, headers: &[&str]) -> (u16, String) {
+pub fn curl_path(
+    m: &Mtls,
+    path: &str,
+    client: Option<(&Path, &Path)>,
+    headers: &[&str],
+) -> (u16, String) {
     let mut extra: Vec<String> = Vec::new();
     if let Some((cert, key)) = client {
         extra.extend(["--cert".into(), cert.display().to_string()]);
@@ -51,11 +81,11 @@ fn curl(m: &Mtls, client: Option<(&Path, &Path)>, headers: &[&str]) -> (u16, Str
         extra.extend(["-H".into(), h.to_string()]);
     }
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let url = format!("https://localhost:{}/who", m.gw.addr.port());
+    let url = format!("https://localhost:{}{path}", m.gw.addr.port());
     curl_https(&url, &m.server_ca, &extra)
 }
 
-fn echoed(body: &str) -> Echoed {
+pub fn echoed(body: &str) -> Echoed {
     serde_json::from_str(body).unwrap()
 }
 

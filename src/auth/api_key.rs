@@ -7,7 +7,7 @@
 //! consumers file gives no usable key. A presented key is looked up by its digest (one hash
 //! map probe) and the stored digest is then compared in constant time.
 
-use super::{AuthError, Identity};
+use super::{constant_time_eq, hmac_sha256, parse_time, valid_name, AuthError, Identity};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
@@ -160,28 +160,6 @@ impl Hasher {
     }
 }
 
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// Equal without an early exit, so timing tells nothing about where two digests differ.
-pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 // ------------------------------------------------------------------ consumers file
 
 #[derive(Debug, Deserialize)]
@@ -253,27 +231,6 @@ pub struct Keyring {
     pub consumers: Vec<Arc<Consumer>>,
     /// Keys in file order (for the admin listing).
     pub keys: Vec<Arc<KeyEntry>>,
-}
-
-/// Unix seconds of `2027-02-20` or `2027-02-20T12:00:00Z`.
-fn parse_time(s: &str) -> Result<u64, String> {
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_string()
-    };
-    humantime::parse_rfc3339(&full)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .ok_or_else(|| format!("\"{s}\" is not a date (YYYY-MM-DD or RFC 3339 in UTC)"))
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
 }
 
 impl Keyring {
@@ -609,17 +566,47 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
+impl crate::reload::Reloadable for ApiKeys {
+    fn what(&self) -> &'static str {
+        "consumers file"
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn stamp(&self) -> &std::sync::Mutex<Option<(u64, std::time::SystemTime)>> {
+        &self.stamp
+    }
+
+    fn read_and_swap(&self) -> Result<usize, Vec<String>> {
+        let ring = Self::read(&self.path, &self.hasher, &self.tiers)?;
+        let n = ring.len();
+        match self.ring.write() {
+            Ok(mut r) => *r = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+        Ok(n)
+    }
+
+    fn record(&self, outcome: Result<usize, ()>) {
+        let m = crate::metrics::metrics();
+        match outcome {
+            Ok(n) => {
+                m.consumer_reloads.with_label_values(&["success"]).inc();
+                m.api_keys.set(n as i64);
+            }
+            Err(()) => m.consumer_reloads.with_label_values(&["invalid"]).inc(),
+        }
+    }
+}
+
 /// A key as found in a request.
 pub enum Presented<'a> {
     Missing,
     /// More than one key (two headers, or a header and the query): which one counts?
     Ambiguous,
     Key(std::borrow::Cow<'a, str>),
-}
-
-fn file_stamp(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()?))
 }
 
 impl ApiKeys {
@@ -632,7 +619,7 @@ impl ApiKeys {
         hasher: Hasher,
         tiers: Vec<String>,
     ) -> Result<Self, Vec<String>> {
-        let stamp = file_stamp(&path);
+        let stamp = crate::reload::file_stamp(&path);
         let ring = Self::read(&path, &hasher, &tiers)?;
         Ok(Self {
             path,
@@ -664,29 +651,6 @@ impl ApiKeys {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
-    }
-
-    /// Read the file again. A file with any problem is refused as a whole and the keys in
-    /// force stay; the result says how many keys are loaded now, or what was wrong.
-    pub fn reload(&self) -> Result<usize, Vec<String>> {
-        let stamp = file_stamp(&self.path);
-        if let Ok(mut s) = self.stamp.lock() {
-            *s = stamp;
-        }
-        let ring = Self::read(&self.path, &self.hasher, &self.tiers)?;
-        let n = ring.len();
-        match self.ring.write() {
-            Ok(mut r) => *r = Arc::new(ring),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
-        }
-        Ok(n)
-    }
-
-    /// `reload` when the file's size or modification time changed since the last read.
-    pub fn reload_if_changed(&self) -> Option<Result<usize, Vec<String>>> {
-        let now = file_stamp(&self.path);
-        let changed = self.stamp.lock().map(|s| *s != now).unwrap_or(true);
-        changed.then(|| self.reload())
     }
 
     /// The key a request carries, from the configured headers (and the query parameter when

@@ -3,11 +3,14 @@
 //! Route policies (`crate::policy`) decide which of them a route accepts.
 
 pub mod api_key;
+pub mod crl;
 pub mod fetch;
+pub mod http_sig;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod mtls;
+pub mod nonces;
 pub mod revocation;
 pub mod strict_json;
 
@@ -75,6 +78,20 @@ pub enum AuthError {
     TokenInactive,
     /// The token, its `jti` or its subject is on the revocation list.
     Revoked,
+    /// The token is bound to a client certificate (RFC 8705 `cnf.x5t#S256`) that this
+    /// connection did not present.
+    CertificateMismatch,
+    /// The route takes only certificate-bound tokens, and this one is not bound.
+    NotBound,
+    /// The token has a `cnf` claim with a confirmation method the gateway cannot check
+    /// (e.g. DPoP `jkt`): accepting it as a plain bearer token would drop the binding.
+    UnsupportedBinding,
+    /// No client certificate on this connection.
+    ClientCertMissing,
+    /// The verified certificate does not carry exactly one identity of the configured kind.
+    ClientCertNoIdentity,
+    /// The certificate's identity is not a configured consumer.
+    ClientCertUnknown,
 }
 
 impl AuthError {
@@ -103,6 +120,12 @@ impl AuthError {
             Self::ApiKeyWrongEnvironment(_) => "api_key_wrong_environment",
             Self::TokenInactive => "token_inactive",
             Self::Revoked => "token_revoked",
+            Self::CertificateMismatch => "token_certificate_mismatch",
+            Self::NotBound => "token_not_bound",
+            Self::UnsupportedBinding => "token_binding_unsupported",
+            Self::ClientCertMissing => "client_cert_missing",
+            Self::ClientCertNoIdentity => "client_cert_no_identity",
+            Self::ClientCertUnknown => "client_cert_unknown",
         }
     }
 
@@ -138,6 +161,18 @@ impl AuthError {
             }
             Self::TokenInactive => "The token is not active.",
             Self::Revoked => "The token has been revoked.",
+            Self::CertificateMismatch => {
+                "The token is bound to a client certificate that this connection did not present."
+            }
+            Self::NotBound => "This route takes only tokens bound to a client certificate.",
+            Self::UnsupportedBinding => {
+                "The token is bound by a confirmation method this gateway cannot check."
+            }
+            Self::ClientCertMissing => "A client certificate is required.",
+            Self::ClientCertNoIdentity => {
+                "The client certificate does not name exactly one identity of the configured kind."
+            }
+            Self::ClientCertUnknown => "The client certificate's identity is not a known consumer.",
         }
     }
 }
@@ -167,6 +202,79 @@ pub struct Identity {
     /// The token's `jti` and `iat`, for the revocation list.
     pub jti: Option<String>,
     pub issued_at: Option<u64>,
+    /// SHA-256 of the client certificate the token is bound to (RFC 8705 `cnf.x5t#S256`).
+    pub cert_thumbprint: Option<[u8; 32]>,
+}
+
+/// The certificate a token is bound to (RFC 8705 section 3.1): `cnf` absent is an unbound
+/// token; `cnf` with `x5t#S256` (base64url of a SHA-256) is bound; anything else (another
+/// confirmation method only, a wrong shape) is refused rather than read as unbound.
+fn cert_binding(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<[u8; 32]>, AuthError> {
+    use base64::Engine;
+    let Some(cnf) = claims.get("cnf") else {
+        return Ok(None);
+    };
+    let serde_json::Value::Object(cnf) = cnf else {
+        return Err(AuthError::InvalidClaim);
+    };
+    match cnf.get("x5t#S256") {
+        None => Err(AuthError::UnsupportedBinding),
+        Some(serde_json::Value::String(t)) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(t)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Some)
+            .ok_or(AuthError::InvalidClaim),
+        Some(_) => Err(AuthError::InvalidClaim),
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Equal without an early exit, so timing tells nothing about where two digests differ.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Unix seconds of `2027-02-20` or `2027-02-20T12:00:00Z`.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    humantime::parse_rfc3339(&full)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .ok_or_else(|| format!("\"{s}\" is not a date (YYYY-MM-DD or RFC 3339 in UTC)"))
+}
+
+/// Consumer names: letters, digits and `- _ . : @`, at most 128.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
 }
 
 /// A NumericDate member (`exp`, `nbf`, `iat`) of a token's claims or an introspection answer:
@@ -342,6 +450,7 @@ impl ClaimMap {
                 Some(_) => return Err(AuthError::InvalidClaim),
             },
             issued_at: numeric_date(claims, "iat")?,
+            cert_thumbprint: cert_binding(claims)?,
         })
     }
 }

@@ -7,6 +7,10 @@
 //! commas, quotes): every value is percent-encoded before it becomes part of a header, so the
 //! separators the gateway uses (`,` `=`) and line breaks can never be injected (catalogue X8).
 
+use super::{AuthError, Identity};
+use std::collections::HashMap;
+use std::sync::Arc;
+
 /// The verified client certificate of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCert {
@@ -77,6 +81,139 @@ impl ClientCert {
     }
 }
 
+/// Which value of a certificate names the caller for the `mtls` credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentitySource {
+    /// The URI SAN (SPIFFE IDs: `spiffe://trust-domain/path`).
+    SanUri,
+    /// The DNS SAN.
+    SanDns,
+    /// The subject's common name.
+    CommonName,
+}
+
+impl IdentitySource {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SanUri => "san_uri",
+            Self::SanDns => "san_dns",
+            Self::CommonName => "common_name",
+        }
+    }
+}
+
+/// How the verified certificate's facts are told to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forward {
+    /// `X-Client-Cert-Subject`, `-SAN`, `-Fingerprint`, `-Serial`.
+    #[default]
+    Headers,
+    /// One Envoy-style `X-Forwarded-Client-Cert: Hash=..;Subject="..";URI=..;DNS=..`.
+    Xfcc,
+}
+
+/// The `mtls` credential's settings: which certificate value names the caller, and the
+/// consumers those names map to.
+#[derive(Debug, Clone)]
+pub struct ClientCertPolicy {
+    pub source: IdentitySource,
+    pub forward: Forward,
+    /// Certificate identity -> the caller. When empty, any verified certificate is a caller
+    /// named by its identity; otherwise only the listed identities are.
+    pub consumers: HashMap<String, Arc<Identity>>,
+}
+
+impl Default for ClientCertPolicy {
+    fn default() -> Self {
+        Self {
+            source: IdentitySource::SanUri,
+            forward: Forward::Headers,
+            consumers: HashMap::new(),
+        }
+    }
+}
+
+/// A pattern of allowed certificate identities: exact, or a prefix ending in `*`
+/// (`spiffe://acme/billing/*`).
+pub fn subject_allowed(patterns: &[String], subject: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => subject.starts_with(prefix),
+        None => p == subject,
+    })
+}
+
+impl ClientCertPolicy {
+    /// The one identity of the configured kind the certificate carries.
+    pub fn identity_of<'a>(&self, cert: &'a ClientCert) -> Result<&'a str, AuthError> {
+        let values: &[String] = match self.source {
+            IdentitySource::SanUri => &cert.san_uri,
+            IdentitySource::SanDns => &cert.san_dns,
+            IdentitySource::CommonName => {
+                return match &cert.subject.iter().filter(|(k, _)| k == "CN").count() {
+                    1 => cert
+                        .common_name
+                        .as_deref()
+                        .filter(|cn| !cn.is_empty())
+                        .ok_or(AuthError::ClientCertNoIdentity),
+                    _ => Err(AuthError::ClientCertNoIdentity),
+                }
+            }
+        };
+        match values {
+            [one] if !one.is_empty() => Ok(one),
+            _ => Err(AuthError::ClientCertNoIdentity),
+        }
+    }
+
+    /// The caller a verified certificate names (catalogue X14: no certificate is no identity,
+    /// never an empty one).
+    pub fn authenticate(&self, cert: Option<&ClientCert>) -> Result<Arc<Identity>, AuthError> {
+        let cert = cert.ok_or(AuthError::ClientCertMissing)?;
+        let name = self.identity_of(cert)?;
+        if self.consumers.is_empty() {
+            return Ok(Arc::new(Identity {
+                method: "mtls",
+                provider: "mtls".into(),
+                subject: name.to_string(),
+                ..Identity::default()
+            }));
+        }
+        self.consumers
+            .get(name)
+            .cloned()
+            .ok_or(AuthError::ClientCertUnknown)
+    }
+}
+
+impl ClientCert {
+    /// Envoy's `X-Forwarded-Client-Cert` element for this certificate:
+    /// `Hash=<hex>;Subject="<subject>";URI=<uri>;DNS=<dns>`, every value percent-encoded
+    /// (so no `,` `;` `"` or line break from the certificate survives).
+    pub fn xfcc(&self) -> String {
+        let mut out = format!(
+            "Hash={};Subject=\"{}\"",
+            hex::encode(self.fingerprint),
+            self.subject_header()
+        );
+        for (key, list) in [("URI", &self.san_uri), ("DNS", &self.san_dns)] {
+            for v in list {
+                out.push(';');
+                out.push_str(key);
+                out.push('=');
+                out.push_str(&encode(v));
+            }
+        }
+        out
+    }
+
+    /// The SHA-256 thumbprint RFC 8705 binds tokens to (`cnf.x5t#S256`).
+    pub fn matches_thumbprint(&self, thumbprint: &[u8; 32]) -> bool {
+        super::constant_time_eq(&self.fingerprint, thumbprint)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +253,58 @@ mod tests {
             );
         }
         assert_eq!(c.headers()[2].1, "ab".repeat(32));
+        let xfcc = c.xfcc();
+        assert!(http::HeaderValue::from_str(&xfcc).is_ok());
+        assert!(!xfcc.contains("\r") && !xfcc.contains(",O=Acme=") && !xfcc.contains("x,y"));
+        assert_eq!(xfcc.matches(';').count(), 4, "{xfcc}");
+    }
+
+    #[test]
+    fn x14_no_certificate_is_no_identity() {
+        let policy = ClientCertPolicy::default();
+        assert_eq!(policy.authenticate(None), Err(AuthError::ClientCertMissing));
+        // Two URI SANs: which one is the caller? Neither.
+        assert_eq!(
+            policy.authenticate(Some(&cert())),
+            Err(AuthError::ClientCertNoIdentity)
+        );
+        let mut one = cert();
+        one.san_uri.truncate(1);
+        assert_eq!(
+            policy.authenticate(Some(&one)).map(|i| i.subject.clone()),
+            Ok("spiffe://acme/billing".to_string())
+        );
+        let mut none = cert();
+        none.san_uri.clear();
+        assert_eq!(
+            policy.authenticate(Some(&none)),
+            Err(AuthError::ClientCertNoIdentity)
+        );
+        let consumers = ClientCertPolicy {
+            consumers: [(
+                "spiffe://acme/other".to_string(),
+                Arc::new(Identity::default()),
+            )]
+            .into_iter()
+            .collect(),
+            ..ClientCertPolicy::default()
+        };
+        assert_eq!(
+            consumers.authenticate(Some(&one)),
+            Err(AuthError::ClientCertUnknown)
+        );
+    }
+
+    #[test]
+    fn subject_patterns_are_exact_or_a_trailing_star_prefix() {
+        let p = vec![
+            "spiffe://acme/billing".to_string(),
+            "spiffe://acme/ops/*".to_string(),
+        ];
+        assert!(subject_allowed(&p, "spiffe://acme/billing"));
+        assert!(!subject_allowed(&p, "spiffe://acme/billing2"));
+        assert!(subject_allowed(&p, "spiffe://acme/ops/deploy"));
+        assert!(!subject_allowed(&p, "spiffe://acme/ops"));
+        assert!(!subject_allowed(&[], "spiffe://acme/billing"));
     }
 }

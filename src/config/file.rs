@@ -32,6 +32,12 @@ pub struct ConfigFile {
     pub rate_limits: Option<RateLimitsSection>,
     /// Revoked tokens and subjects, and the admin API that feeds them.
     pub revocation: Option<RevocationSection>,
+    /// HMAC-signed requests (RFC 9421): the keys, the window and the nonce store.
+    pub request_signing: Option<RequestSigningSection>,
+    /// How a verified client certificate (mTLS) names the caller, and how its facts are
+    /// forwarded.
+    #[serde(default)]
+    pub client_certificates: ClientCertificatesSection,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
 }
@@ -383,6 +389,12 @@ pub struct PolicySection {
     /// `true`: a key from the consumers file.
     #[serde(default)]
     pub api_key: bool,
+    /// `true`: a verified client certificate (mTLS listener).
+    #[serde(default)]
+    pub mtls: bool,
+    /// `true`: an HMAC-signed request (RFC 9421) with a key of the signing keys file.
+    #[serde(default)]
+    pub hmac: bool,
     pub any: Option<Vec<CredentialSection>>,
     pub all: Option<Vec<CredentialSection>>,
     #[serde(default)]
@@ -398,6 +410,13 @@ pub struct PolicySection {
     pub mode: Option<ModeSection>,
     #[serde(default)]
     pub keep_authorization: bool,
+    /// Certificate identities the `mtls` credential accepts on this route (exact, or a
+    /// prefix ending in `*`).
+    #[serde(default)]
+    pub client_subjects: Vec<String>,
+    /// Bearer tokens must be bound to the client certificate (RFC 8705).
+    #[serde(default)]
+    pub bound_tokens: bool,
 }
 
 /// One credential inside `any` / `all`.
@@ -409,6 +428,10 @@ pub struct CredentialSection {
     pub introspection: Option<String>,
     #[serde(default)]
     pub api_key: bool,
+    #[serde(default)]
+    pub mtls: bool,
+    #[serde(default)]
+    pub hmac: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,6 +486,62 @@ pub struct ListenerTls {
     pub client_ca_file: Option<String>,
     /// Most certificates between the client's and a trusted CA (default 2).
     pub max_chain_depth: Option<u32>,
+    /// PEM file of certificate revocation lists, reloaded when it changes.
+    pub client_crl_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSigningSection {
+    /// YAML file of key ids, their consumers and shared secrets; reloaded when it changes.
+    pub keys_file: String,
+    /// How far `created` may be from now, either way (default 300s).
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// Components every signature must cover (default `@method`, `@authority`, `@path`,
+    /// `@query`, `content-digest`; the last only when there is a body).
+    pub components: Option<Vec<String>>,
+    #[serde(default)]
+    pub nonces: NoncesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoncesSection {
+    /// Most nonces remembered in this process (default 1,000,000).
+    pub max_entries: Option<usize>,
+    /// Share the nonces with every gateway using this Redis.
+    pub redis: Option<RevocationRedisSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificatesSection {
+    /// Which certificate value names the caller (default `san_uri`).
+    pub identity: Option<crate::auth::mtls::IdentitySource>,
+    /// `headers` (default) or `xfcc`.
+    pub forward: Option<crate::auth::mtls::Forward>,
+    /// Certificate identity -> consumer; when given, other identities are refused.
+    #[serde(default)]
+    pub consumers: Vec<CertConsumerSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertConsumerSection {
+    /// The certificate's identity (per `identity`), e.g. `spiffe://acme/billing`.
+    pub identity: String,
+    /// Consumer name -> `X-Client-ID`.
+    pub consumer: String,
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// A rate-limit tier of `rate_limits.tiers`.
+    pub tier: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -659,6 +738,10 @@ pub struct UpstreamTls {
     pub verify: bool,
     /// PEM file of the CA certificates to trust for this pool (default: the system roots).
     pub ca_file: Option<String>,
+    /// PEM certificate (chain) the gateway presents to the backend (mTLS upstream).
+    pub client_certificate: Option<String>,
+    /// PEM private key of `client_certificate`.
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -73,6 +73,19 @@ pub struct Config {
     pub rate_limits: limits::RateLimits,
     /// The revocation list and its admin API, when configured.
     pub revocation: Option<RevocationSpec>,
+    /// How a verified client certificate names the caller and is forwarded.
+    pub client_certs: std::sync::Arc<crate::auth::mtls::ClientCertPolicy>,
+    /// HMAC-signed requests, when configured.
+    pub signing: Option<std::sync::Arc<SigningSpec>>,
+}
+
+/// HMAC-signed requests (RFC 9421): the keys in force, what a signature must cover, and
+/// where nonces are remembered.
+#[derive(Debug)]
+pub struct SigningSpec {
+    pub keys: std::sync::Arc<crate::auth::http_sig::SigningKeys>,
+    pub rules: crate::auth::http_sig::Requirements,
+    pub nonces: crate::auth::nonces::NonceStore,
 }
 
 /// The revocation list, compiled.
@@ -130,6 +143,8 @@ pub struct ClientCertSpec {
     pub required: bool,
     pub ca_file: String,
     pub max_chain_depth: u32,
+    /// Revocation lists, reloaded when the file changes.
+    pub crl_file: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +202,8 @@ pub struct TlsSpec {
     pub verify: bool,
     /// CA certificates to trust instead of the system roots.
     pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
+    /// The certificate and key the gateway presents to the backend (mTLS upstream).
+    pub client_cert_key: Option<std::sync::Arc<pingora::utils::tls::CertKey>>,
 }
 
 #[derive(Debug, Clone)]
@@ -622,6 +639,46 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         }
     }
 
+    let client_certs = std::sync::Arc::new(client_cert_policy(
+        &file.client_certificates,
+        &tier_names,
+        &mut problem,
+    ));
+    let uses_mtls = file.routes.iter().any(|r| match &r.auth {
+        Some(file::RouteAuthSection::Policy(p)) => {
+            p.mtls || p.any.iter().chain(p.all.iter()).flatten().any(|c| c.mtls)
+        }
+        _ => false,
+    });
+    if uses_mtls
+        && !listeners
+            .iter()
+            .any(|l| l.tls.as_ref().is_some_and(|t| t.client.is_some()))
+    {
+        problem(
+            "listeners".into(),
+            "a route accepts `mtls` but no listener asks for client certificates (`tls.client_certificate`)".into(),
+        );
+    }
+
+    let signing = file
+        .request_signing
+        .as_ref()
+        .and_then(|r| signing(r, base, &tier_names, &mut problem))
+        .map(std::sync::Arc::new);
+    let uses_hmac = file.routes.iter().any(|r| match &r.auth {
+        Some(file::RouteAuthSection::Policy(p)) => {
+            p.hmac || p.any.iter().chain(p.all.iter()).flatten().any(|c| c.hmac)
+        }
+        _ => false,
+    });
+    if uses_hmac && file.request_signing.is_none() {
+        problem(
+            "request_signing".into(),
+            "a route accepts `hmac` but no `request_signing.keys_file` is configured".into(),
+        );
+    }
+
     let revocation = file
         .revocation
         .as_ref()
@@ -648,6 +705,8 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             consumers_reload_interval,
             rate_limits,
             revocation,
+            client_certs,
+            signing,
         }),
         None => Err(Problems(vec![Problem {
             path: "admin.address".into(),
@@ -802,7 +861,8 @@ fn client_certificates(
     problem: &mut impl FnMut(String, String),
 ) -> Option<ClientCertSpec> {
     let Some(mode) = t.client_certificate else {
-        if t.client_ca_file.is_some() || t.max_chain_depth.is_some() {
+        if t.client_ca_file.is_some() || t.max_chain_depth.is_some() || t.client_crl_file.is_some()
+        {
             problem(
                 format!("{at}.client_certificate"),
                 "set `required` or `optional` to ask clients for certificates".into(),
@@ -840,11 +900,252 @@ fn client_certificates(
         problem(format!("{at}.max_chain_depth"), "between 1 and 8".into());
         return None;
     }
+    let crl_file = t.client_crl_file.as_deref().map(|f| resolve_path(base, f));
+    if let Some(path) = &crl_file {
+        if let Err(e) = crate::auth::crl::Crls::load(std::path::Path::new(path), &ca_file) {
+            problem(format!("{at}.client_crl_file"), e);
+            return None;
+        }
+    }
     Some(ClientCertSpec {
         required: mode == file::ClientCertificateMode::Required,
         ca_file,
         max_chain_depth,
+        crl_file,
     })
+}
+
+/// The `request_signing` section.
+fn signing(
+    r: &file::RequestSigningSection,
+    base: &Path,
+    tiers: &[String],
+    problem: &mut impl FnMut(String, String),
+) -> Option<SigningSpec> {
+    use crate::auth::http_sig::{Requirements, SigningKeys, DEFAULT_WINDOW};
+    let mut ok = true;
+    let path = std::path::PathBuf::from(resolve_path(base, &r.keys_file));
+    let keys = match SigningKeys::load(path.clone(), tiers.to_vec()) {
+        Ok(k) => Some(std::sync::Arc::new(k)),
+        Err(problems) => {
+            for p in problems {
+                problem(format!("request_signing.keys_file ({})", path.display()), p);
+            }
+            None
+        }
+    };
+    let window = r.window.map_or(DEFAULT_WINDOW, |w| w.as_secs());
+    if !(1..=3600).contains(&window) {
+        problem("request_signing.window".into(), "between 1s and 1h".into());
+        ok = false;
+    }
+    let mut rules = Requirements {
+        window,
+        ..Requirements::default()
+    };
+    if let Some(list) = &r.components {
+        for (i, c) in list.iter().enumerate() {
+            if let Err(e) = Requirements::validate_component(c) {
+                problem(format!("request_signing.components[{i}]"), e);
+                ok = false;
+            }
+        }
+        for must in ["@method", "@path"] {
+            if !list.iter().any(|c| c == must) {
+                problem(
+                    "request_signing.components".into(),
+                    format!("must include `{must}`: a signature that does not bind it could be replayed against another request"),
+                );
+                ok = false;
+            }
+        }
+        rules.components = list.clone();
+    }
+    let nonces = match &r.nonces.redis {
+        None => {
+            let max = r.nonces.max_entries.unwrap_or(1_000_000);
+            if max == 0 {
+                problem(
+                    "request_signing.nonces.max_entries".into(),
+                    "at least 1".into(),
+                );
+                ok = false;
+            }
+            crate::auth::nonces::NonceStore::Memory(crate::auth::http_sig::NonceCache::new(max))
+        }
+        Some(redis) => {
+            let timeout = redis.timeout.unwrap_or(Duration::from_millis(100));
+            match crate::redis_conn::LazyConnection::new(&redis.url, timeout) {
+                Ok(conn) => crate::auth::nonces::NonceStore::Redis {
+                    conn: Box::new(conn),
+                    prefix: redis
+                        .key_prefix
+                        .clone()
+                        .unwrap_or_else(|| "portcullis:".into()),
+                },
+                Err(e) => {
+                    problem("request_signing.nonces.redis.url".into(), e);
+                    return None;
+                }
+            }
+        }
+    };
+    let keys = keys?;
+    ok.then_some(SigningSpec {
+        keys,
+        rules,
+        nonces,
+    })
+}
+
+/// The certificate and key a pool presents to its backends; `Err(())` after reporting.
+fn upstream_client_cert(
+    t: &file::UpstreamTls,
+    base: &Path,
+    at: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Result<Option<std::sync::Arc<pingora::utils::tls::CertKey>>, ()> {
+    use pingora::tls::pkey::PKey;
+    use pingora::tls::x509::X509;
+    let (cert, key) = match (&t.client_certificate, &t.client_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (resolve_path(base, c), resolve_path(base, k)),
+        _ => {
+            problem(
+                format!("{at}.client_certificate"),
+                "give both `client_certificate` and `client_key`".into(),
+            );
+            return Err(());
+        }
+    };
+    let certs = std::fs::read(&cert)
+        .map_err(|e| format!("cannot read \"{cert}\": {e}"))
+        .and_then(|pem| {
+            X509::stack_from_pem(&pem)
+                .map_err(|e| format!("\"{cert}\" holds no PEM certificate: {e}"))
+        })
+        .and_then(|c| {
+            if c.is_empty() {
+                Err(format!("\"{cert}\" holds no PEM certificate"))
+            } else {
+                Ok(c)
+            }
+        });
+    let certs = certs.map_err(|m| problem(format!("{at}.client_certificate"), m))?;
+    let pkey = std::fs::read(&key)
+        .map_err(|e| format!("cannot read \"{key}\": {e}"))
+        .and_then(|pem| {
+            PKey::private_key_from_pem(&pem)
+                .map_err(|_| format!("\"{key}\" holds no PEM private key"))
+        })
+        .map_err(|m| problem(format!("{at}.client_key"), m))?;
+    let matches = certs[0]
+        .public_key()
+        .is_ok_and(|public| public.public_eq(&pkey));
+    if !matches {
+        problem(
+            format!("{at}.client_key"),
+            format!("does not belong to the certificate in \"{cert}\""),
+        );
+        return Err(());
+    }
+    Ok(Some(std::sync::Arc::new(
+        pingora::utils::tls::CertKey::new(certs, pkey),
+    )))
+}
+
+/// The `client_certificates` section: which certificate value names the caller, how the
+/// facts are forwarded, and the consumers certificate identities map to.
+fn client_cert_policy(
+    c: &file::ClientCertificatesSection,
+    tiers: &[String],
+    problem: &mut impl FnMut(String, String),
+) -> crate::auth::mtls::ClientCertPolicy {
+    use crate::auth::mtls::{ClientCertPolicy, IdentitySource};
+    let mut policy = ClientCertPolicy {
+        source: c.identity.unwrap_or(IdentitySource::SanUri),
+        forward: c.forward.unwrap_or_default(),
+        ..ClientCertPolicy::default()
+    };
+    for (i, e) in c.consumers.iter().enumerate() {
+        let at = format!("client_certificates.consumers[{i}]");
+        if e.identity.is_empty() || e.identity.len() > 1024 || e.identity.contains(char::is_control)
+        {
+            problem(
+                format!("{at}.identity"),
+                "a certificate identity, e.g. spiffe://acme/billing".into(),
+            );
+            continue;
+        }
+        if !crate::auth::valid_name(&e.consumer) {
+            problem(
+                format!("{at}.consumer"),
+                "letters, digits and - _ . : @ only, at most 128".into(),
+            );
+            continue;
+        }
+        if let Some(t) = &e.tier {
+            if !tiers.iter().any(|n| n == t) {
+                problem(
+                    format!("{at}.tier"),
+                    format!("\"{t}\" is not a tier of rate_limits.tiers"),
+                );
+                continue;
+            }
+        }
+        let mut bad = false;
+        if e.tenant
+            .as_deref()
+            .is_some_and(|t| !policies::valid_value(t))
+        {
+            problem(
+                format!("{at}.tenant"),
+                "a non-empty name without spaces, commas or control characters".into(),
+            );
+            bad = true;
+        }
+        for (key, values) in [
+            ("roles", &e.roles),
+            ("scopes", &e.scopes),
+            ("permissions", &e.permissions),
+        ] {
+            for (j, v) in values.iter().enumerate() {
+                if !policies::valid_value(v) {
+                    problem(
+                        format!("{at}.{key}[{j}]"),
+                        "a non-empty name without spaces, commas or control characters".into(),
+                    );
+                    bad = true;
+                }
+            }
+        }
+        if bad {
+            continue;
+        }
+        let identity = crate::auth::Identity {
+            method: "mtls",
+            provider: "mtls".into(),
+            subject: e.identity.clone(),
+            client_id: Some(e.consumer.clone()),
+            tenant: e.tenant.clone(),
+            roles: e.roles.clone(),
+            scopes: e.scopes.clone(),
+            permissions: e.permissions.clone(),
+            tier: e.tier.clone(),
+            ..crate::auth::Identity::default()
+        };
+        if policy
+            .consumers
+            .insert(e.identity.clone(), std::sync::Arc::new(identity))
+            .is_some()
+        {
+            problem(
+                format!("{at}.identity"),
+                format!("\"{}\" is listed twice", e.identity),
+            );
+        }
+    }
+    policy
 }
 
 fn same_match(a: &RouteSpec, b: &RouteSpec) -> bool {
@@ -1106,10 +1407,13 @@ fn compile_upstream(
                 }
             }
         });
+        let client_cert_key = upstream_client_cert(t, base, &format!("{at}.tls"), problem);
+        ok &= client_cert_key.is_ok();
         TlsSpec {
             sni: t.sni.clone(),
             verify: t.verify,
             ca,
+            client_cert_key: client_cert_key.ok().flatten(),
         }
     });
     let assertion = u.identity_assertion.as_ref().and_then(|a| {

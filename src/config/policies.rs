@@ -71,27 +71,34 @@ pub fn compile(
         let mut out = Vec::new();
         let mut good = true;
         for (i, c) in items.iter().enumerate() {
-            match (&c.jwt, &c.introspection, c.api_key) {
-                (Some(name), None, false) => {
-                    match jwt(name, format!("{at}.{key}[{i}].jwt"), fail) {
-                        Some(cred) => out.push(cred),
-                        None => good = false,
-                    }
-                }
-                (None, Some(name), false) => {
-                    match introspection(name, format!("{at}.{key}[{i}].introspection"), fail) {
-                        Some(cred) => out.push(cred),
-                        None => good = false,
-                    }
-                }
-                (None, None, true) => out.push(Credential::ApiKey),
-                _ => {
-                    good = fail(
-                        format!("{at}.{key}[{i}]"),
-                        "name one credential, e.g. `{ jwt: PROVIDER }`, `{ introspection: PROVIDER }` or `{ api_key: true }`"
-                            .into(),
-                    );
-                }
+            let named = [
+                c.jwt.is_some(),
+                c.introspection.is_some(),
+                c.api_key,
+                c.mtls,
+            ];
+            if named.iter().filter(|n| **n).count() != 1 {
+                good = fail(
+                    format!("{at}.{key}[{i}]"),
+                    "name one credential, e.g. `{ jwt: PROVIDER }`, `{ introspection: PROVIDER }`, `{ api_key: true }`, `{ mtls: true }` or `{ hmac: true }`"
+                        .into(),
+                );
+                continue;
+            }
+            let cred = if let Some(name) = &c.jwt {
+                jwt(name, format!("{at}.{key}[{i}].jwt"), fail)
+            } else if let Some(name) = &c.introspection {
+                introspection(name, format!("{at}.{key}[{i}].introspection"), fail)
+            } else if c.api_key {
+                Some(Credential::ApiKey)
+            } else if c.hmac {
+                Some(Credential::Hmac)
+            } else {
+                Some(Credential::Mtls(p.client_subjects.clone()))
+            };
+            match cred {
+                Some(cred) => out.push(cred),
+                None => good = false,
             }
         }
         good.then_some(out)
@@ -102,6 +109,8 @@ pub fn compile(
         p.jwt.is_some(),
         p.introspection.is_some(),
         p.api_key,
+        p.mtls,
+        p.hmac,
         p.any.is_some(),
         p.all.is_some(),
     ]
@@ -111,7 +120,7 @@ pub fn compile(
     let credential = if given != 1 {
         fail(
             at.to_string(),
-            "state exactly one of `public: true`, `jwt`, `introspection`, `api_key: true`, `any` or `all`".into(),
+            "state exactly one of `public: true`, `jwt`, `introspection`, `api_key: true`, `mtls: true`, `hmac: true`, `any` or `all`".into(),
         );
         None
     } else if p.public {
@@ -122,6 +131,10 @@ pub fn compile(
         introspection(name, format!("{at}.introspection"), &mut fail)
     } else if p.api_key {
         Some(Credential::ApiKey)
+    } else if p.mtls {
+        Some(Credential::Mtls(p.client_subjects.clone()))
+    } else if p.hmac {
+        Some(Credential::Hmac)
     } else if let Some(items) = &p.any {
         list(items, "any", &mut fail).map(Credential::Any)
     } else if let Some(items) = &p.all {
@@ -171,7 +184,36 @@ pub fn compile(
         Some(ModeSection::Report) => Mode::Report,
     };
     let credential = credential?;
+    let takes = |want: &dyn Fn(&Credential) -> bool| match &credential {
+        Credential::Any(list) | Credential::All(list) => list.iter().any(want),
+        c => want(c),
+    };
+    if !p.client_subjects.is_empty() {
+        if !takes(&|c| matches!(c, Credential::Mtls(_))) {
+            ok &= fail(
+                format!("{at}.client_subjects"),
+                "only the `mtls` credential has certificate subjects; add `mtls: true`".into(),
+            );
+        }
+        for (i, s) in p.client_subjects.iter().enumerate() {
+            let stem = s.strip_suffix('*').unwrap_or(s);
+            if stem.is_empty() || stem.contains('*') || !valid_value(s) {
+                ok &= fail(
+                    format!("{at}.client_subjects[{i}]"),
+                    "an identity, or a prefix ending in a single `*`".into(),
+                );
+            }
+        }
+    }
+    if p.bound_tokens && !takes(&|c| matches!(c, Credential::Jwt(_) | Credential::Introspection(_)))
+    {
+        ok &= fail(
+            format!("{at}.bound_tokens"),
+            "only bearer tokens (`jwt`, `introspection`) can be bound to a certificate".into(),
+        );
+    }
     ok.then_some(Policy {
+        bound_tokens: p.bound_tokens,
         credential,
         require,
         networks,
@@ -230,6 +272,6 @@ fn requirements(
     }
 }
 
-fn valid_value(v: &str) -> bool {
+pub(super) fn valid_value(v: &str) -> bool {
     !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }

@@ -13,6 +13,7 @@ use crate::metrics::metrics;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Keeps a shared revocation list in step with Redis (pub/sub, reload on reconnect).
@@ -95,12 +96,37 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         }
     }
 
+    // Each mTLS listener's revocation lists, shared by its verify callback and the reloader.
+    let mut crls: Vec<Option<Arc<crate::auth::crl::CrlFile>>> = Vec::new();
+    for l in &config.listeners {
+        let client = l.tls.as_ref().and_then(|t| t.client.as_ref());
+        crls.push(
+            match client.and_then(|c| c.crl_file.as_ref().map(|f| (c, f))) {
+                None => None,
+                Some((c, f)) => Some(Arc::new(
+                    crate::auth::crl::CrlFile::load(f.into(), c.ca_file.clone())
+                        .map_err(|e| format!("listener {}: {e}", l.address))?,
+                )),
+            },
+        );
+    }
+    let mut files: Vec<Arc<dyn crate::reload::Reloadable>> = Vec::new();
     if let Some(keys) = &config.api_keys {
         metrics().api_keys.set(keys.current().len() as i64);
+        files.push(keys.clone());
+    }
+    for c in crls.iter().flatten() {
+        files.push(c.clone());
+    }
+    if let Some(s) = &config.signing {
+        metrics().signing_keys.set(s.keys.current().len() as i64);
+        files.push(s.keys.clone());
+    }
+    if !files.is_empty() {
         server.add_service(pingora::services::background::background_service(
-            "consumers file",
-            ConsumersReloader {
-                keys: keys.clone(),
+            "file reloader",
+            crate::reload::Reloader {
+                files,
                 interval: config.consumers_reload_interval,
             },
         ));
@@ -129,13 +155,13 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
-    for l in &config.listeners {
+    for (l, crl) in config.listeners.iter().zip(crls) {
         let addr = l.address.to_string();
         match &l.tls {
             None => proxy.add_tcp(&addr),
             Some(t) => {
                 let tls =
-                    mtls::listener_settings(t).map_err(|e| format!("listener {addr}: {e}"))?;
+                    mtls::listener_settings(t, crl).map_err(|e| format!("listener {addr}: {e}"))?;
                 proxy.add_tls_with_settings(&addr, None, tls);
             }
         }
@@ -181,61 +207,4 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// Keeps the consumers file in force: reloads it when it changes (checked every `interval`)
-/// and on `SIGHUP`. A file with any problem is refused whole and the keys in force stay.
-struct ConsumersReloader {
-    keys: std::sync::Arc<crate::auth::api_key::ApiKeys>,
-    interval: Duration,
-}
-
-impl ConsumersReloader {
-    fn apply(&self, outcome: Option<Result<usize, Vec<String>>>, why: &str) {
-        let m = metrics();
-        match outcome {
-            None => {}
-            Some(Ok(n)) => {
-                m.consumer_reloads.with_label_values(&["success"]).inc();
-                m.api_keys.set(n as i64);
-                tracing::info!(keys = n, reason = why, file = %self.keys.path.display(), "consumers file reloaded");
-            }
-            Some(Err(problems)) => {
-                m.consumer_reloads.with_label_values(&["invalid"]).inc();
-                tracing::error!(
-                    file = %self.keys.path.display(),
-                    problems = %problems.join("; "),
-                    "consumers file refused; the keys in force stay"
-                );
-            }
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for ConsumersReloader {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler; the consumers file is still polled");
-                None
-            }
-        };
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => self.apply(self.keys.reload_if_changed(), "changed"),
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => self.apply(Some(self.keys.reload()), "SIGHUP"),
-            }
-        }
-    }
 }

@@ -1,15 +1,19 @@
 //! Client certificates on TLS listeners (mTLS): the OpenSSL settings, and the handshake
 //! callback that reads a verified certificate's facts once per connection.
 
+use crate::auth::crl::{CrlFile, Refused};
 use crate::auth::mtls::ClientCert;
 use crate::config::{ClientCertSpec, ListenerTlsSpec};
+use crate::metrics::metrics;
 use async_trait::async_trait;
+use openssl::asn1::Asn1Time;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::hash::MessageDigest;
-use pingora::tls::ssl::{SslFiletype, SslVerifyMode};
+use pingora::tls::ssl::{SslFiletype, SslOptions, SslVerifyMode};
 use pingora::tls::x509::{X509Name, X509Ref};
+use pingora::tls::x509::{X509StoreContextRef, X509VerifyResult};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -17,7 +21,13 @@ use std::sync::Arc;
 /// `ssl_digest.extension.get::<CertFacts>()`).
 pub struct CertFacts(pub Arc<ClientCert>);
 
-struct Callbacks;
+/// Left on a resumed connection whose certificate has since been revoked or has expired:
+/// every request on it is refused (`401 client_cert_revoked`).
+pub struct CertRejected;
+
+struct Callbacks {
+    crl: Option<Arc<CrlFile>>,
+}
 
 #[async_trait]
 impl TlsAccept for Callbacks {
@@ -25,10 +35,49 @@ impl TlsAccept for Callbacks {
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        // Runs only after a successful handshake: a certificate here was verified.
+        // Runs only after a successful handshake: a certificate here was verified, in this
+        // handshake or in the one whose session is resumed.
         let cert = ssl.peer_certificate()?;
+        if ssl.session_reused() && !still_good(&cert, self.crl.as_deref()) {
+            metrics()
+                .client_cert_refusals
+                .with_label_values(&["resumed_revoked"])
+                .inc();
+            return Some(Arc::new(CertRejected));
+        }
         Some(Arc::new(CertFacts(Arc::new(facts(&cert)?))))
     }
+}
+
+/// A resumed session skipped verification: the leaf must still be within its validity and
+/// not revoked by the lists in force now (catalogue X5).
+fn still_good(cert: &X509Ref, crl: Option<&CrlFile>) -> bool {
+    let in_date = Asn1Time::days_from_now(0)
+        .is_ok_and(|now| cert.not_after() >= now.as_ref() && cert.not_before() <= now.as_ref());
+    in_date && crl.is_none_or(|c| c.check(cert).is_ok())
+}
+
+/// Checks each certificate of the presented chain against the revocation lists, after
+/// OpenSSL's own verification of it succeeded.
+fn crl_verdict(preverify_ok: bool, ctx: &mut X509StoreContextRef, crl: &CrlFile) -> bool {
+    if !preverify_ok {
+        return false;
+    }
+    let Some(cert) = ctx.current_cert() else {
+        return false;
+    };
+    let reason = match crl.check(cert) {
+        Ok(()) => return true,
+        Err(Refused::Revoked) => "revoked",
+        Err(Refused::Stale) => "crl_stale",
+    };
+    metrics()
+        .client_cert_refusals
+        .with_label_values(&[reason])
+        .inc();
+    // The handshake fails with a generic certificate alert; the metric tells why.
+    ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+    false
 }
 
 fn text(data: &openssl::asn1::Asn1StringRef) -> String {
@@ -87,41 +136,56 @@ pub fn facts(cert: &X509Ref) -> Option<ClientCert> {
 
 /// The TLS settings of a listener: Mozilla "intermediate", HTTP/2 offered, and, when client
 /// certificates are asked for, verification against the CA bundle to the configured depth.
-pub fn listener_settings(t: &ListenerTlsSpec) -> Result<TlsSettings, String> {
+pub fn listener_settings(
+    t: &ListenerTlsSpec,
+    crl: Option<Arc<CrlFile>>,
+) -> Result<TlsSettings, String> {
     let Some(client) = &t.client else {
         let mut tls =
             TlsSettings::intermediate(&t.certificate, &t.key).map_err(|e| e.to_string())?;
+        tls.set_options(SslOptions::NO_RENEGOTIATION);
         tls.enable_h2();
         return Ok(tls);
     };
-    let mut tls = TlsSettings::with_callbacks(Box::new(Callbacks)).map_err(|e| e.to_string())?;
+    let mut tls = TlsSettings::with_callbacks(Box::new(Callbacks { crl: crl.clone() }))
+        .map_err(|e| e.to_string())?;
     tls.set_certificate_chain_file(&t.certificate)
         .map_err(|e| format!("{}: {e}", t.certificate))?;
     tls.set_private_key_file(&t.key, SslFiletype::PEM)
         .map_err(|e| format!("{}: {e}", t.key))?;
     tls.check_private_key()
         .map_err(|e| format!("{} does not match {}: {e}", t.key, t.certificate))?;
-    verify_clients(&mut tls, client)?;
+    verify_clients(&mut tls, client, crl)?;
+    // A TLS 1.2 renegotiation could present another certificate mid-connection (X13).
+    tls.set_options(SslOptions::NO_RENEGOTIATION);
     tls.enable_h2();
     Ok(tls)
 }
 
-fn verify_clients(tls: &mut TlsSettings, c: &ClientCertSpec) -> Result<(), String> {
+fn verify_clients(
+    tls: &mut TlsSettings,
+    c: &ClientCertSpec,
+    crl: Option<Arc<CrlFile>>,
+) -> Result<(), String> {
     let mode = if c.required {
         SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
     } else {
         SslVerifyMode::PEER
     };
-    tls.set_verify(mode);
+    match crl {
+        None => tls.set_verify(mode),
+        Some(crl) => tls.set_verify_callback(mode, move |ok, ctx| crl_verdict(ok, ctx, &crl)),
+    }
     tls.set_verify_depth(c.max_chain_depth);
     tls.set_ca_file(&c.ca_file)
         .map_err(|e| format!("{}: {e}", c.ca_file))?;
     tls.set_client_ca_list(
         X509Name::load_client_ca_file(&c.ca_file).map_err(|e| format!("{}: {e}", c.ca_file))?,
     );
-    // A resumed session would skip verification of a certificate presented before (e.g.
-    // before a CA was removed): every connection does a full handshake (catalogue X5).
-    tls.set_session_cache_mode(pingora::tls::ssl::SslSessionCacheMode::OFF);
-    tls.set_options(pingora::tls::ssl::SslOptions::NO_TICKET);
+    // Sessions may be resumed (a resumed session skips verification; the handshake callback
+    // checks its certificate against the revocation lists and dates in force, X5). OpenSSL
+    // refuses to resume a verified session without an id context.
+    tls.set_session_id_context(b"portcullis-mtls")
+        .map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -73,88 +73,33 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // Read once per request from what the handshake left on the connection.
-        ctx.client_cert = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.extension.get::<super::mtls::CertFacts>())
-            .map(|f| f.0.clone());
-        let req = session.req_header();
-        ctx.request_id = request_id::from_headers(&req.headers);
-
-        let mut hosts = req.headers.get_all(http::header::HOST).iter();
-        let host = match (hosts.next(), hosts.next()) {
-            (_, Some(_)) => {
-                return self
-                    .answer(session, ctx, response::AMBIGUOUS_HOST, &[])
-                    .await
-            }
-            (Some(h), None) => match h.to_str() {
-                // An absolute-form target naming another host than Host (H19, P11).
-                Ok(h)
-                    if req
-                        .uri
-                        .authority()
-                        .is_some_and(|a| !a.as_str().eq_ignore_ascii_case(h)) =>
-                {
-                    return self
-                        .answer(session, ctx, response::AMBIGUOUS_HOST, &[])
-                        .await
-                }
-                Ok(h) => Some(h),
-                Err(_) => return self.answer(session, ctx, response::BAD_REQUEST, &[]).await,
-            },
-            (None, None) => req.uri.authority().map(|a| a.as_str()),
-        };
-
-        if identity::connection_nominates_protected(&req.headers) {
+        let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
+        if tls.is_some_and(|s| s.extension.get::<super::mtls::CertRejected>().is_some()) {
             return self
-                .answer(session, ctx, response::INVALID_CONNECTION_HEADER, &[])
+                .answer(session, ctx, response::CLIENT_CERT_REVOKED, &[])
                 .await;
         }
-
-        // The target exactly as sent: the URI parser would silently drop a `#...` part or
-        // take `api/admin` for something else, so the raw bytes are what get canonicalised.
-        let raw = req.raw_path();
-        let (raw_path, raw_query) = match raw.iter().position(|b| *b == b'?') {
-            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
-            None => (raw, None),
-        };
-        let Ok(path) = std::str::from_utf8(raw_path) else {
-            return self.answer(session, ctx, response::BAD_REQUEST, &[]).await;
-        };
-        let query = raw_query.and_then(|q| std::str::from_utf8(q).ok());
-        let facts = RequestFacts {
-            method: &req.method,
-            host,
-            path,
-            query,
-            headers: &req.headers,
-            peer: client_ip_of(session),
-            now: unix_now(),
-            extra_permission: None,
-        };
-        let outcome = self.engine.decide(&facts, &mut Trace::default()).await;
-        let raw_query = raw_query.map(String::from_utf8_lossy);
-        ctx.rewritten = forwarded_target(
-            path,
-            outcome.path.as_deref(),
-            raw_query.as_deref(),
-            self.engine
-                .api_keys
-                .as_deref()
-                .and_then(|k| k.query_param.as_deref()),
-        );
-        ctx.reported = outcome.reported.as_ref().map(|d| d.code);
-        ctx.client_ip = outcome.client_ip;
-        ctx.rate_headers = outcome.rate_headers;
-        ctx.identity = outcome.identity;
-        if let Some(route) = &outcome.route {
-            ctx.pool = self.pools.get(route.upstream).cloned();
-        }
-        ctx.route = outcome.route;
-        match outcome.denial {
-            None => Ok(false),
-            Some(d) => self.refuse(session, ctx, d).await,
+        ctx.client_cert = tls
+            .and_then(|s| s.extension.get::<super::mtls::CertFacts>())
+            .map(|f| f.0.clone());
+        ctx.request_id = request_id::from_headers(&session.req_header().headers);
+        match self.decide(session, ctx, None).await? {
+            Decided::Answered(done) => Ok(done),
+            Decided::NeedsBody => {
+                // A signed request: the body is read whole (and kept for the upstream)
+                // before anything is decided, so it is never partly forwarded (M15).
+                let body = match read_signed_body(session).await? {
+                    Ok(body) => body,
+                    Err(kind) => return self.answer(session, ctx, kind, &[]).await,
+                };
+                match self.decide(session, ctx, Some(&body)).await? {
+                    Decided::Answered(done) => Ok(done),
+                    Decided::NeedsBody => {
+                        self.answer(session, ctx, response::INTERNAL_ERROR, &[])
+                            .await
+                    }
+                }
+            }
         }
     }
 
@@ -261,6 +206,7 @@ impl ProxyHttp for Gateway {
             forwarded_for,
             client_ip: ctx.client_ip,
             client_cert: ctx.client_cert.as_deref(),
+            cert_forward: self.engine.client_certs.forward,
             https,
             host,
             now: unix_now(),
@@ -417,8 +363,9 @@ pub struct UpstreamView<'a> {
     pub request_id: &'a str,
     pub forwarded_for: Option<String>,
     pub client_ip: Option<IpAddr>,
-    /// The verified client certificate, told to the backend in `X-Client-Cert-*`.
+    /// The verified client certificate, told to the backend in `X-Client-Cert-*` (or XFCC).
     pub client_cert: Option<&'a crate::auth::mtls::ClientCert>,
+    pub cert_forward: crate::auth::mtls::Forward,
     pub https: bool,
     pub host: Option<&'a str>,
     pub now: u64,
@@ -432,9 +379,15 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, v: UpstreamView<'_>) ->
     identity::strip_hop_by_hop(req);
     v.namespace.strip(req);
     // Only a certificate the listener verified; client-sent copies went with the namespace.
-    if let Some(cert) = v.client_cert {
-        for (name, value) in cert.headers() {
-            req.insert_header(name, value)?;
+    match (v.client_cert, v.cert_forward) {
+        (None, _) => {}
+        (Some(cert), crate::auth::mtls::Forward::Headers) => {
+            for (name, value) in cert.headers() {
+                req.insert_header(name, value)?;
+            }
+        }
+        (Some(cert), crate::auth::mtls::Forward::Xfcc) => {
+            req.insert_header("x-forwarded-client-cert", cert.xfcc())?;
         }
     }
     if let Some(id) = v.identity {
@@ -515,6 +468,149 @@ impl Gateway {
         Ok(true)
     }
 }
+
+impl Gateway {
+    /// Read the request into facts, decide, and apply the outcome to `ctx`; with `body` once a
+    /// signed request's body has been read.
+    async fn decide(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        body: Option<&[u8]>,
+    ) -> Result<Decided> {
+        let req = session.req_header();
+
+        let mut hosts = req.headers.get_all(http::header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (_, Some(_)) => return self.answered(session, ctx, response::AMBIGUOUS_HOST).await,
+            (Some(h), None) => match h.to_str() {
+                // An absolute-form target naming another host than Host (H19, P11).
+                Ok(h)
+                    if req
+                        .uri
+                        .authority()
+                        .is_some_and(|a| !a.as_str().eq_ignore_ascii_case(h)) =>
+                {
+                    return self.answered(session, ctx, response::AMBIGUOUS_HOST).await
+                }
+                Ok(h) => Some(h),
+                Err(_) => return self.answered(session, ctx, response::BAD_REQUEST).await,
+            },
+            (None, None) => req.uri.authority().map(|a| a.as_str()),
+        };
+
+        if identity::connection_nominates_protected(&req.headers) {
+            return self
+                .answered(session, ctx, response::INVALID_CONNECTION_HEADER)
+                .await;
+        }
+
+        // The target exactly as sent: the URI parser would silently drop a `#...` part or
+        // take `api/admin` for something else, so the raw bytes are what get canonicalised.
+        let raw = req.raw_path();
+        let (raw_path, raw_query) = match raw.iter().position(|b| *b == b'?') {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+            None => (raw, None),
+        };
+        let Ok(path) = std::str::from_utf8(raw_path) else {
+            return self.answered(session, ctx, response::BAD_REQUEST).await;
+        };
+        let query = raw_query.and_then(|q| std::str::from_utf8(q).ok());
+        let facts = RequestFacts {
+            client_cert: ctx.client_cert.as_deref(),
+            method: &req.method,
+            host,
+            path,
+            query,
+            headers: &req.headers,
+            peer: client_ip_of(session),
+            now: unix_now(),
+            extra_permission: None,
+            https: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            body,
+        };
+        let outcome = self.engine.decide(&facts, &mut Trace::default()).await;
+        if outcome.needs_body {
+            return Ok(Decided::NeedsBody);
+        }
+        let raw_query = raw_query.map(String::from_utf8_lossy);
+        ctx.rewritten = forwarded_target(
+            path,
+            outcome.path.as_deref(),
+            raw_query.as_deref(),
+            self.engine
+                .api_keys
+                .as_deref()
+                .and_then(|k| k.query_param.as_deref()),
+        );
+        ctx.reported = outcome.reported.as_ref().map(|d| d.code);
+        ctx.client_ip = outcome.client_ip;
+        ctx.rate_headers = outcome.rate_headers;
+        ctx.identity = outcome.identity;
+        if let Some(route) = &outcome.route {
+            ctx.pool = self.pools.get(route.upstream).cloned();
+        }
+        ctx.route = outcome.route;
+        match outcome.denial {
+            None => Ok(Decided::Answered(false)),
+            Some(d) => self.refuse(session, ctx, d).await.map(Decided::Answered),
+        }
+    }
+
+    async fn answered(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        kind: ErrorKind,
+    ) -> Result<Decided> {
+        self.answer(session, ctx, kind, &[])
+            .await
+            .map(Decided::Answered)
+    }
+}
+
+/// What `Gateway::decide` did.
+enum Decided {
+    /// `true`: the answer was written; `false`: forward.
+    Answered(bool),
+    /// The route verifies a signature over the body: read it and decide again.
+    NeedsBody,
+}
+
+/// The whole body of a signed request, at most `MAX_SIGNED_BODY` bytes (Pingora keeps that
+/// much to send upstream after it was read here), within `SIGNED_BODY_TIMEOUT`.
+async fn read_signed_body(
+    session: &mut Session,
+) -> Result<std::result::Result<bytes::Bytes, ErrorKind>> {
+    use crate::auth::http_sig::MAX_SIGNED_BODY;
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_SIGNED_BODY as u64) {
+        return Ok(Err(response::SIGNED_BODY_TOO_LARGE));
+    }
+    session.enable_retry_buffering();
+    let read = async {
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > MAX_SIGNED_BODY {
+                return Ok(Err(response::SIGNED_BODY_TOO_LARGE));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Ok(body.freeze()))
+    };
+    match tokio::time::timeout(SIGNED_BODY_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Ok(Err(response::BODY_TIMEOUT)),
+    }
+}
+
+/// How long a signed request's body may take to arrive.
+const SIGNED_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {

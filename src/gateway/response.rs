@@ -27,6 +27,25 @@ pub const AMBIGUOUS_HOST: ErrorKind = ErrorKind {
     message:
         "The request names more than one host (two Host headers, or a target for another host).",
 };
+/// A resumed TLS session whose client certificate was revoked (or expired) since.
+pub const CLIENT_CERT_REVOKED: ErrorKind = ErrorKind {
+    status: 401,
+    code: "client_cert_revoked",
+    message:
+        "The client certificate of this TLS session has been revoked or has expired; reconnect.",
+};
+/// A signed request's body is larger than the gateway buffers to verify it.
+pub const SIGNED_BODY_TOO_LARGE: ErrorKind = ErrorKind {
+    status: 413,
+    code: "signed_body_too_large",
+    message: "The body of a signed request may be at most 65536 bytes.",
+};
+/// A signed request's body did not arrive in time.
+pub const BODY_TIMEOUT: ErrorKind = ErrorKind {
+    status: 408,
+    code: "body_timeout",
+    message: "The request body did not arrive in time.",
+};
 pub const INVALID_CONNECTION_HEADER: ErrorKind = ErrorKind {
     status: 400,
     code: "invalid_connection_header",

@@ -18,6 +18,8 @@ pub struct Engine {
     pub providers: Vec<Provider>,
     pub api_keys: Option<Arc<crate::auth::api_key::ApiKeys>>,
     pub revocations: Option<Arc<crate::auth::revocation::Revocations>>,
+    pub client_certs: Arc<crate::auth::mtls::ClientCertPolicy>,
+    pub signing: Option<Arc<crate::config::SigningSpec>>,
     pub trusted_proxies: Vec<super::networks::Cidr>,
     pub rate_limits: crate::config::limits::RateLimits,
 }
@@ -136,6 +138,8 @@ impl Engine {
             providers: config.providers.clone(),
             api_keys: config.api_keys.clone(),
             revocations: config.revocation.as_ref().map(|r| r.list.clone()),
+            client_certs: config.client_certs.clone(),
+            signing: config.signing.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             rate_limits: config.rate_limits.clone(),
         }
@@ -159,6 +163,12 @@ pub struct RequestFacts<'a> {
     pub now: u64,
     /// One more permission the caller must hold (the decision protocol's field).
     pub extra_permission: Option<&'a str>,
+    /// The connection's verified client certificate (mTLS listeners).
+    pub client_cert: Option<&'a crate::auth::mtls::ClientCert>,
+    /// Whether the request came over TLS.
+    pub https: bool,
+    /// The body, once read for a signed request (see `Outcome::needs_body`).
+    pub body: Option<&'a [u8]>,
 }
 
 /// What the engine decided, and what it found on the way.
@@ -177,6 +187,9 @@ pub struct Outcome<'a> {
     pub reported: Option<Denial>,
     /// `RateLimit-Policy` and `RateLimit` values for an allowed response, when a limit applied.
     pub rate_headers: Option<(String, String)>,
+    /// Nothing was decided: the route verifies a signature over the body, so read it (at
+    /// most `http_sig::MAX_SIGNED_BODY` bytes) and decide again with `RequestFacts::body`.
+    pub needs_body: bool,
 }
 
 impl Engine {
@@ -191,6 +204,7 @@ impl Engine {
             denial: None,
             reported: None,
             rate_headers: None,
+            needs_body: false,
         };
         let path = match canonical_path(facts.path) {
             Ok(p) => p,
@@ -228,6 +242,18 @@ impl Engine {
             || "route".into(),
             || format!("{} (upstream #{})", route.name, route.upstream),
         );
+        if facts.body.is_none()
+            && route.auth.verifies_signatures()
+            && facts.headers.contains_key("signature-input")
+        {
+            trace.note(|| "body".into(), || "needed for the signature".into());
+            outcome.needs_body = true;
+            outcome.path = Some(path);
+            outcome.route = Some(route);
+            return outcome;
+        }
+        // Borrowed in the common case (the path was already canonical): no copy.
+        let canonical = path.clone();
         outcome.path = Some(path);
         let facts = Facts {
             method: facts.method,
@@ -236,11 +262,19 @@ impl Engine {
             client_ip,
             now: facts.now,
             extra_permission: facts.extra_permission,
+            client_cert: facts.client_cert,
+            host: facts.host,
+            path: &canonical,
+            https: facts.https,
+            body: facts.body,
         };
         let auth = super::Authenticators {
             providers: &self.providers,
             api_keys: self.api_keys.as_deref(),
             revocations: self.revocations.as_deref(),
+            client_certs: Some(&self.client_certs),
+            bound_tokens: false,
+            signing: self.signing.as_deref(),
         };
         let guard = self
             .rate_limits

@@ -15,8 +15,9 @@ pub mod networks;
 use crate::auth::api_key::{ApiKeys, Presented};
 use crate::auth::introspection::Refusal;
 use crate::auth::jwt::Provider;
+use crate::auth::mtls::{ClientCert, ClientCertPolicy};
 use crate::auth::revocation::{Check, Revocations};
-use crate::auth::{AuthError, Identity};
+use crate::auth::{mtls, AuthError, Identity};
 use networks::Cidr;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -31,6 +32,8 @@ pub struct Policy {
     pub mode: Mode,
     /// Forward the client's `Authorization` header (default: removed on protected routes).
     pub keep_authorization: bool,
+    /// Bearer tokens must be bound to the connection's client certificate (RFC 8705).
+    pub bound_tokens: bool,
 }
 
 impl Policy {
@@ -41,11 +44,23 @@ impl Policy {
             networks: None,
             mode: Mode::Enforce,
             keep_authorization: false,
+            bound_tokens: false,
         }
     }
 
     pub fn is_public(&self) -> bool {
         matches!(self.credential, Credential::Public)
+    }
+
+    /// True when the route accepts HMAC-signed requests (their body must be read first).
+    pub fn verifies_signatures(&self) -> bool {
+        match &self.credential {
+            Credential::Hmac => true,
+            Credential::Any(list) | Credential::All(list) => {
+                list.iter().any(|c| matches!(c, Credential::Hmac))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -59,6 +74,11 @@ pub enum Credential {
     Introspection(usize),
     /// A key from the consumers file.
     ApiKey,
+    /// A verified client certificate (mTLS) whose identity matches one of these patterns
+    /// (any identity when empty).
+    Mtls(Vec<String>),
+    /// An HMAC-signed request (RFC 9421) with a key of the signing keys file.
+    Hmac,
     /// The first of these that the request carries and that verifies.
     Any(Vec<Credential>),
     /// Every one of these must verify.
@@ -180,6 +200,12 @@ pub struct Authenticators<'a> {
     pub api_keys: Option<&'a ApiKeys>,
     /// Revoked tokens and subjects, checked after a bearer token verifies.
     pub revocations: Option<&'a Revocations>,
+    /// How a client certificate names the caller (`mtls` credential).
+    pub client_certs: Option<&'a ClientCertPolicy>,
+    /// The route takes only certificate-bound bearer tokens (set from the policy).
+    pub bound_tokens: bool,
+    /// Signing keys, rules and nonce store (`hmac` credential).
+    pub signing: Option<&'a crate::config::SigningSpec>,
 }
 
 /// What `evaluate` looks at.
@@ -196,6 +222,16 @@ pub struct Facts<'a> {
     /// One more permission the caller must hold (the decision protocol's
     /// `required_permission`).
     pub extra_permission: Option<&'a str>,
+    /// The connection's verified client certificate.
+    pub client_cert: Option<&'a ClientCert>,
+    /// `Host` (or `:authority`) as received.
+    pub host: Option<&'a str>,
+    /// The canonical path: what is routed and forwarded.
+    pub path: &'a str,
+    /// Whether the request came over TLS.
+    pub https: bool,
+    /// The request body, when the gateway read it (signed requests on `hmac` routes).
+    pub body: Option<&'a [u8]>,
 }
 
 /// A record of what was checked, for `portcullis explain`. Off on the hot path.
@@ -254,6 +290,10 @@ pub async fn evaluate(
             };
         }
     }
+    let auth = &Authenticators {
+        bound_tokens: policy.bound_tokens,
+        ..*auth
+    };
     let identity = match authenticate(&policy.credential, auth, facts, trace).await {
         Ok(identity) => identity,
         Err(denial) => {
@@ -368,6 +408,48 @@ async fn verify_credential(
             denial: Denial::new(500, "internal_error", "A public credential inside any/all."),
             rank: 0,
         }),
+        Credential::Hmac => verify_signature(auth, facts, trace).await,
+        Credential::Mtls(subjects) => {
+            let default = ClientCertPolicy::default();
+            let policy = auth.client_certs.unwrap_or(&default);
+            let what = || "mtls".to_string();
+            match policy.authenticate(facts.client_cert) {
+                Ok(identity)
+                    if subjects.is_empty()
+                        || mtls::subject_allowed(subjects, &identity.subject) =>
+                {
+                    trace.note(what, || format!("verified: {}", identity.subject));
+                    Ok(identity)
+                }
+                Ok(identity) => {
+                    count_denial("mtls", "client_cert_not_allowed");
+                    trace.note(what, || {
+                        format!("refused: {} is not allowed on this route", identity.subject)
+                    });
+                    Err(Failure {
+                        denial: Denial::new(
+                            403,
+                            "client_cert_not_allowed",
+                            "This client certificate is not allowed on this route.",
+                        ),
+                        rank: 3,
+                    })
+                }
+                Err(e) => {
+                    count_denial("mtls", e.code());
+                    trace.note(what, || format!("refused: {} ({})", e.code(), e.message()));
+                    let rank = if e == AuthError::ClientCertMissing {
+                        1
+                    } else {
+                        3
+                    };
+                    Err(Failure {
+                        denial: Denial::new(401, e.code(), e.message()),
+                        rank,
+                    })
+                }
+            }
+        }
         Credential::Jwt(i) | Credential::Introspection(i) => {
             let Some(provider) = providers.get(*i) else {
                 return Err(Failure {
@@ -384,7 +466,7 @@ async fn verify_credential(
                 )
             };
             let outcome = match bearer_token(facts.headers) {
-                Ok(token) => bearer(provider, introspect, token, auth, facts.now).await,
+                Ok(token) => bearer(provider, introspect, token, auth, facts).await,
                 Err(BearerProblem::Ambiguous) => {
                     return Err(ambiguous(
                         &provider.name,
@@ -506,8 +588,9 @@ async fn bearer(
     introspect: bool,
     token: &str,
     auth: &Authenticators<'_>,
-    now: u64,
+    facts: &Facts<'_>,
 ) -> Result<Arc<Identity>, Refusal> {
+    let now = facts.now;
     let identity = if introspect {
         let Some(introspector) = &provider.introspection else {
             return Err(Refusal::Token(AuthError::UnknownKey));
@@ -537,6 +620,7 @@ async fn bearer(
         }
         identity
     };
+    check_binding(&identity, auth, facts.client_cert).map_err(Refusal::Token)?;
     if let Some(list) = auth.revocations {
         let digest = list
             .has_token_entries()
@@ -557,6 +641,87 @@ async fn bearer(
         }
     }
     Ok(identity)
+}
+
+/// An HMAC-signed request (RFC 9421): verified over what is forwarded (the canonical path,
+/// the body read), then its nonce recorded, once.
+async fn verify_signature(
+    auth: &Authenticators<'_>,
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Result<Arc<Identity>, Failure> {
+    use crate::auth::http_sig::{verify, SigError, SignedRequest};
+    use crate::auth::nonces::NonceVerdict;
+    let Some(signing) = auth.signing else {
+        return Err(Failure {
+            denial: Denial::new(500, "internal_error", "No signing keys."),
+            rank: 0,
+        });
+    };
+    let what = || "hmac".to_string();
+    let refuse = |e: SigError, trace: &mut Trace| {
+        count_denial("hmac", e.code());
+        trace.note(what, || format!("refused: {} ({})", e.code(), e.message()));
+        let rank = if e == SigError::Missing { 1 } else { 3 };
+        Failure {
+            denial: Denial::new(401, e.code(), e.message()),
+            rank,
+        }
+    };
+    let request = SignedRequest {
+        method: facts.method.as_str(),
+        scheme: if facts.https { "https" } else { "http" },
+        authority: facts.host.unwrap_or(""),
+        path: facts.path,
+        query: facts.query,
+        headers: facts.headers,
+        body: facts.body.unwrap_or(&[]),
+    };
+    let verified = match verify(&request, &signing.keys.current(), &signing.rules, facts.now) {
+        Ok(v) => v,
+        Err(e) => return Err(refuse(e, trace)),
+    };
+    match signing
+        .nonces
+        .record(
+            &verified.key_id,
+            &verified.nonce,
+            verified.remember_until,
+            facts.now,
+        )
+        .await
+    {
+        NonceVerdict::Fresh => {
+            trace.note(what, || format!("verified: key {}", verified.key_id));
+            Ok(verified.identity)
+        }
+        NonceVerdict::Replayed => Err(refuse(SigError::Replayed, trace)),
+        NonceVerdict::Unavailable => {
+            count_denial("hmac", "nonce_store_unavailable");
+            let mut d = Denial::new(
+                503,
+                "nonce_store_unavailable",
+                "Signed requests cannot be checked for replay right now; try again shortly.",
+            );
+            d.retry_after = Some(1);
+            Err(Failure { denial: d, rank: 4 })
+        }
+    }
+}
+
+/// RFC 8705: a token bound to a certificate is good only on a connection that presented
+/// that certificate; a route may take bound tokens only.
+fn check_binding(
+    identity: &Identity,
+    auth: &Authenticators<'_>,
+    cert: Option<&ClientCert>,
+) -> Result<(), AuthError> {
+    match (&identity.cert_thumbprint, cert) {
+        (Some(t), Some(c)) if c.matches_thumbprint(t) => Ok(()),
+        (Some(_), _) => Err(AuthError::CertificateMismatch),
+        (None, _) if auth.bound_tokens => Err(AuthError::NotBound),
+        (None, _) => Ok(()),
+    }
 }
 
 /// `b64token` (RFC 6750 §2.1): `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.

@@ -108,12 +108,19 @@ impl Pool {
         peer.options.write_timeout = Some(t.write);
         peer.options.idle_timeout = Some(t.idle);
         if let Some(tls) = &self.tls {
-            peer.options.verify_cert = tls.verify;
-            peer.options.verify_hostname = tls.verify;
-            peer.options.ca = tls.ca.clone();
+            apply_tls(&mut peer, tls);
         }
         peer
     }
+}
+
+/// A pool's TLS settings on a peer (requests and health checks alike): verification, the
+/// CAs to trust, and the gateway's own certificate for backends that ask for one.
+fn apply_tls(peer: &mut HttpPeer, t: &TlsSpec) {
+    peer.options.verify_cert = t.verify;
+    peer.options.verify_hostname = t.verify;
+    peer.options.ca = t.ca.clone();
+    peer.client_cert_key = t.client_cert_key.clone();
 }
 
 /// Build every pool, and the background services that keep their health current.
@@ -221,6 +228,9 @@ fn health_check(
     use crate::config::file::HealthCheckKind;
     match hc.kind {
         HealthCheckKind::Tcp => {
+            // Pingora's TCP check cannot present a client certificate: for a pool whose
+            // backends ask for one, the check is a plain TCP connect.
+            let tls = tls.filter(|t| t.client_cert_key.is_none());
             let mut check = match tls {
                 Some(t) => TcpHealthCheck::new_tls(&t.sni),
                 None => TcpHealthCheck::new(),
@@ -251,9 +261,7 @@ fn health_check(
             check.peer_template.options.read_timeout = Some(hc.timeout);
             check.peer_template.options.write_timeout = Some(hc.timeout);
             if let Some(t) = tls {
-                check.peer_template.options.verify_cert = t.verify;
-                check.peer_template.options.verify_hostname = t.verify;
-                check.peer_template.options.ca = t.ca.clone();
+                apply_tls(&mut check.peer_template, t);
             }
             check.consecutive_success = hc.healthy_threshold;
             check.consecutive_failure = hc.unhealthy_threshold;

@@ -68,6 +68,15 @@ fn days(d: i64) -> Asn1Time {
 
 impl Ca {
     pub fn new(dir: &Path, name: &str) -> Self {
+        Self::make(dir, name, None)
+    }
+
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self, dir: &Path, name: &str) -> Self {
+        Self::make(dir, name, Some(self))
+    }
+
+    fn make(dir: &Path, name: &str, parent: Option<&Ca>) -> Self {
         let key = key();
         let mut n = X509NameBuilder::new().unwrap();
         n.append_entry_by_nid(Nid::COMMONNAME, name).unwrap();
@@ -76,7 +85,8 @@ impl Ca {
         b.set_version(2).unwrap();
         b.set_serial_number(&serial()).unwrap();
         b.set_subject_name(&n).unwrap();
-        b.set_issuer_name(&n).unwrap();
+        b.set_issuer_name(parent.map_or(&*n, |p| p.cert.subject_name()))
+            .unwrap();
         b.set_pubkey(&key).unwrap();
         b.set_not_before(&days(-1)).unwrap();
         b.set_not_after(&days(30)).unwrap();
@@ -91,11 +101,71 @@ impl Ca {
                 .unwrap(),
         )
         .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let signer = parent.map_or(&key, |p| &p.key);
+        b.sign(signer, MessageDigest::sha256()).unwrap();
         let cert = b.build();
         let pem = dir.join(format!("{name}.pem"));
         std::fs::write(&pem, cert.to_pem().unwrap()).unwrap();
         Self { cert, key, pem }
+    }
+
+    /// A CRL of this CA revoking `revoked`, written to `out` (atomically, so a gateway
+    /// watching the file never reads half of it). `stale`: its nextUpdate has passed.
+    /// Made with the `openssl ca` command, as an operator would.
+    pub fn write_crl(&self, dir: &Path, out: &Path, revoked: &[&X509], stale: bool) {
+        let work = tempfile::tempdir_in(dir).unwrap();
+        let w = work.path();
+        let mut index = String::new();
+        for c in revoked {
+            let serial = c
+                .serial_number()
+                .to_bn()
+                .unwrap()
+                .to_hex_str()
+                .unwrap()
+                .to_string();
+            index.push_str(&format!(
+                "R\t300101000000Z\t240101000000Z\t{serial}\tunknown\t/CN=revoked\n"
+            ));
+        }
+        std::fs::write(w.join("index.txt"), index).unwrap();
+        std::fs::write(w.join("crlnumber"), "01\n").unwrap();
+        std::fs::write(w.join("ca.crt"), self.cert.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            w.join("ca.key"),
+            self.key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let cnf = format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 7\n",
+            w.display()
+        );
+        std::fs::write(w.join("ca.cnf"), cnf).unwrap();
+        let tmp = w.join("crl.pem");
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["ca", "-gencrl", "-batch", "-config"])
+            .arg(w.join("ca.cnf"))
+            .arg("-cert")
+            .arg(w.join("ca.crt"))
+            .arg("-keyfile")
+            .arg(w.join("ca.key"))
+            .arg("-out")
+            .arg(&tmp);
+        if stale {
+            cmd.args([
+                "-crl_lastupdate",
+                "20240101000000Z",
+                "-crl_nextupdate",
+                "20240102000000Z",
+            ]);
+        }
+        let out_status = cmd.output().unwrap();
+        assert!(
+            out_status.status.success(),
+            "openssl ca -gencrl: {}",
+            String::from_utf8_lossy(&out_status.stderr)
+        );
+        std::fs::rename(&tmp, out).unwrap();
     }
 
     /// A certificate signed by this CA: its PEM files (certificate, key) and the certificate.
