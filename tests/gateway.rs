@@ -23,6 +23,7 @@ mod proxying;
 mod rate_limits;
 mod redis_limits;
 mod revocations;
+mod signing;
 mod smuggling;
 mod tls;
 mod upgrade;
