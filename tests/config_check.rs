@@ -30,9 +30,12 @@ fn every_example_in_conf_is_valid() {
     let mut checked = 0;
     for entry in std::fs::read_dir(conf_dir()).unwrap() {
         let path = entry.unwrap().path();
-        // consumers.yaml is not a main configuration; api-keys.yaml loads (and so checks) it.
+        // consumers.yaml and signing-keys.yaml are not main configurations; api-keys.yaml
+        // and signing.yaml load (and so check) them.
         if path.extension().is_some_and(|e| e == "yaml")
-            && path.file_name().is_some_and(|n| n != "consumers.yaml")
+            && path
+                .file_name()
+                .is_some_and(|n| n != "consumers.yaml" && n != "signing-keys.yaml")
         {
             let (ok, stdout, stderr) = check(&path);
             assert!(ok, "{} is invalid:\n{stderr}", path.display());
@@ -649,5 +652,67 @@ fn broken_mtls_settings_are_rejected_with_the_offending_key() {
             stderr.contains(expected),
             "case {i}: expected `{expected}` in:\n{stderr}"
         );
+    }
+}
+
+#[test]
+fn broken_request_signing_settings_are_rejected_with_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good_secret = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v";
+    std::fs::write(
+        dir.path().join("keys.yaml"),
+        format!(
+            "keys:\n- id: k1\n  consumer: c\n  secret: \"{good_secret}\"\n  created: 2026-01-01\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("short.yaml"),
+        "keys:\n- id: k1\n  consumer: c\n  secret: \"base64:c2hvcnQ=\"\n  created: 2026-01-01\n",
+    )
+    .unwrap();
+    let head =
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:1]}}\n";
+    let route = "routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {hmac: true}}]\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            route.to_string(),
+            "request_signing: a route accepts `hmac` but no `request_signing.keys_file` is configured",
+        ),
+        (
+            format!("request_signing: {{keys_file: short.yaml}}\n{route}"),
+            "keys[0].secret: must decode to at least 32 bytes",
+        ),
+        (
+            format!("request_signing: {{keys_file: keys.yaml, window: 2h}}\n{route}"),
+            "request_signing.window: between 1s and 1h",
+        ),
+        (
+            format!("request_signing: {{keys_file: keys.yaml, components: [\"@method\", \"@authority\"]}}\n{route}"),
+            "request_signing.components: must include `@path`",
+        ),
+        (
+            format!("request_signing: {{keys_file: keys.yaml, components: [\"@method\", \"@path\", \"@query-param\"]}}\n{route}"),
+            "request_signing.components[2]: ",
+        ),
+        (
+            format!("request_signing: {{keys_file: keys.yaml, nonces: {{max_entries: 0}}}}\n{route}"),
+            "request_signing.nonces.max_entries: at least 1",
+        ),
+        (
+            format!("request_signing: {{keys_file: keys.yaml}}\nroutes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {{any: [{{hmac: true, api_key: true}}]}}}}]\n"),
+            "routes[0].auth.any[0]: name one credential",
+        ),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("broken-signing-{i}.yaml"));
+        std::fs::write(&path, format!("{head}{body}")).unwrap();
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "case {i}: accepted:\n{body}");
+        assert!(
+            stderr.contains(expected),
+            "case {i}: expected `{expected}` in:\n{stderr}"
+        );
+        assert!(!stderr.contains("c2hvcnQ"), "a secret in the error output");
     }
 }

@@ -492,3 +492,27 @@ fn upstream_mtls_presents_the_pool_client_certificate() {
     let resp = client().get(bare.url("/through")).send().unwrap();
     assert_eq!(resp.status(), 502);
 }
+
+#[test]
+fn x9_a_host_other_than_the_tls_server_name_is_misdirected() {
+    let m = start_with("optional", "", &|o| pass_through(o));
+    let (cert, key, _) = issue(&m, "vhost", &Leaf::default());
+    // Connected (SNI) for `localhost`, addressed to another virtual host.
+    let (status, body) = curl_path(&m, "/", Some((&cert, &key)), &["Host: admin.internal"]);
+    assert_eq!(status, 421, "{body}");
+    assert_eq!(error_body(&body)["error"], "misdirected_request");
+    assert!(m.echo.received().is_empty());
+    // The name it connected for, with or without the port, in any case.
+    let port = m.gw.addr.port();
+    assert_eq!(
+        curl_path(
+            &m,
+            "/",
+            Some((&cert, &key)),
+            &[&format!("Host: LOCALHOST:{port}")]
+        )
+        .0,
+        200
+    );
+    assert_eq!(curl_path(&m, "/", None, &["Host: localhost"]).0, 200);
+}

@@ -40,7 +40,7 @@ fn start(signing_extra: &str) -> Signed {
 
 fn start_for(dir: &tempfile::TempDir, echo: &Echo, signing_extra: &str) -> Gateway {
     Gateway::start(&format!(
-        "request_signing:\n  keys_file: {}\n{signing_extra}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: webhooks\n    match: {{ path_prefix: /webhooks }}\n    upstream: echo\n    auth: {{ hmac: true }}\n  - name: open\n    match: {{ path_prefix: /open }}\n    upstream: echo\n    auth: public\n",
+        "request_signing:\n  keys_file: {}\n{signing_extra}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: webhooks\n    match: {{ path_prefix: /webhooks }}\n    upstream: echo\n    auth: {{ hmac: true }}\n  - name: listed\n    match: {{ path_prefix: /listed }}\n    upstream: echo\n    auth: {{ any: [{{ hmac: true }}] }}\n  - name: open\n    match: {{ path_prefix: /open }}\n    upstream: echo\n    auth: public\n",
         dir.path().join("signing-keys.yaml").display(),
         echo.addr
     ))
@@ -160,6 +160,18 @@ fn m1_a_signed_request_is_accepted_once_and_a_verbatim_replay_is_refused() {
     assert_eq!(
         s.gw.metric("portcullis_signature_nonces_total{result=\"replayed\"}"),
         Some(1.0)
+    );
+
+    // Inside `any`, the body is read and verified the same way.
+    let headers = sign(&s.gw, "POST", "/listed", body);
+    let resp = send(&s.gw, "POST", "/listed", body, &headers);
+    assert_eq!(resp.status(), 200);
+    let r: Echoed = resp.json().unwrap();
+    assert_eq!(r.body_sha256, sha256_hex(body));
+    refused(
+        send(&s.gw, "POST", "/listed", body, &[]),
+        401,
+        "signature_missing",
     );
 }
 
@@ -531,4 +543,41 @@ fn portcullis_sign_makes_requests_the_gateway_accepts() {
         );
         assert_eq!(resp.status(), 200);
     }
+}
+
+/// A raw GET with the signature headers for `signed_path`, sent to `sent_path` as is.
+fn raw_signed_get(s: &Signed, signed_path: &str, sent_path: &str) -> String {
+    let headers = sign(&s.gw, "GET", signed_path, b"");
+    let mut req = format!(
+        "GET {sent_path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        s.gw.addr
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_request(s.gw.addr, req.as_bytes())
+}
+
+#[test]
+fn m4_the_signature_covers_the_canonical_path_that_is_forwarded() {
+    let s = start("");
+    // Dot segments and doubled slashes: signed over the canonical form the backend receives.
+    let raw = raw_signed_get(&s, "/webhooks/a/c", "/webhooks//a/./b/../c");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let r: Echoed = serde_json::from_str(raw_body(&raw)).unwrap();
+    assert_eq!(r.path, "/webhooks/a/c");
+    // A signature over the form as sent does not match what is forwarded.
+    let raw = raw_signed_get(&s, "/webhooks//a/./b/../c", "/webhooks//a/./b/../c");
+    assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
+    assert!(raw.contains("signature_mismatch"), "{raw}");
+    // Percent-encodings: hex digits upper-cased, unreserved characters decoded (`%61` = a).
+    let raw = raw_signed_get(&s, "/webhooks/a/%E1%88%B4", "/webhooks/%61/%e1%88%b4");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let r: Echoed = serde_json::from_str(raw_body(&raw)).unwrap();
+    assert_eq!(r.path, "/webhooks/a/%E1%88%B4");
+    // What the gateway refuses to canonicalise (an encoded slash) is refused before any
+    // signature is looked at.
+    let raw = raw_signed_get(&s, "/webhooks/a%2Fb", "/webhooks/a%2Fb");
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
 }

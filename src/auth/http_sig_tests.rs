@@ -334,7 +334,7 @@ fn derived_values() {
 // ----- tampering --------------------------------------------------------------------------
 
 #[test]
-fn tampered_components_mismatch() {
+fn m2_tampered_components_mismatch() {
     let signed = Req::post().signed();
     let tampered: [fn(&mut Req); 4] = [
         |r| r.method = "PUT".into(),
@@ -351,7 +351,7 @@ fn tampered_components_mismatch() {
 
 /// `@query` is the exact query bytes: no reordering or decoding, so each pair differs.
 #[test]
-fn query_is_exact_bytes() {
+fn m3_query_is_exact_bytes() {
     for (signed_q, sent_q) in [("a=1&b=2", "b=2&a=1"), ("q=a+b", "q=a%20b"), ("a=", "a")] {
         let mut r = Req {
             query: Some(signed_q.into()),
@@ -375,7 +375,7 @@ fn tampered_body() {
 }
 
 #[test]
-fn content_digest_rules() {
+fn m9_content_digest_rules() {
     let req = |cd: &str| {
         let mut r = Req::post();
         r.set("content-digest", cd);
@@ -408,7 +408,7 @@ fn content_digest_rules() {
 // ----- coverage ---------------------------------------------------------------------------
 
 #[test]
-fn coverage_of_each_default_component() {
+fn m8_coverage_of_each_default_component() {
     for missing in DEFAULTS {
         let comps: Vec<&str> = DEFAULTS.into_iter().filter(|c| *c != missing).collect();
         let r = Req::post().sign_with("k1", &comps, NOW, NONCE);
@@ -440,7 +440,7 @@ fn created_and_nonce_are_required() {
 // ----- time -------------------------------------------------------------------------------
 
 #[test]
-fn created_window_edges() {
+fn m5_created_window_edges() {
     let at = |created: u64| Req::post().sign_with("k1", &DEFAULTS, created, NONCE).err();
     assert_eq!(at(NOW - 300), None);
     assert_eq!(at(NOW - 301), Some(SigError::Expired));
@@ -450,7 +450,7 @@ fn created_window_edges() {
 }
 
 #[test]
-fn created_and_expires_parameters() {
+fn m6_created_and_expires_parameters() {
     let with = |params: String| Req::post().with_input(&inner(&params)).err();
     let base = format!(r#";keyid="k1";nonce="{NONCE}""#);
     assert_eq!(
@@ -494,7 +494,7 @@ fn created_and_expires_parameters() {
 // ----- alg --------------------------------------------------------------------------------
 
 #[test]
-fn algorithm_is_bound_to_the_key() {
+fn m7_algorithm_is_bound_to_the_key() {
     let with_alg = |alg: &str| {
         Req::post()
             .with_input(&inner(&format!("{};alg={alg}", good_params())))
@@ -519,7 +519,7 @@ fn algorithm_is_bound_to_the_key() {
 // ----- signature encodings ----------------------------------------------------------------
 
 #[test]
-fn signature_encodings() {
+fn m11_signature_encodings() {
     let signed = Req::post().signed();
     let field = signed.headers["signature"]
         .to_str()
@@ -563,7 +563,7 @@ fn signature_encodings() {
 // ----- keys -------------------------------------------------------------------------------
 
 #[test]
-fn unknown_disabled_expired_keys() {
+fn m12_unknown_disabled_expired_keys() {
     for key in ["nobody", "k-disabled", "k-expired"] {
         let r = Req::post().sign_with(key, &DEFAULTS, NOW, NONCE);
         assert_eq!(r.err(), Some(SigError::UnknownKey), "{key}");
@@ -603,7 +603,7 @@ fn wrong_secret_is_mismatch() {
 // ----- structure --------------------------------------------------------------------------
 
 #[test]
-fn repeated_header_lines_are_combined() {
+fn m10_repeated_header_lines_are_combined() {
     let mut r = Req::get();
     r.append("x-tag", "  a ");
     r.append("x-tag", "b\t");
@@ -625,7 +625,7 @@ fn repeated_header_lines_are_combined() {
 }
 
 #[test]
-fn obs_fold_and_opaque_bytes() {
+fn m10_obs_fold_and_opaque_bytes() {
     assert_eq!(
         canonical_field_line(b" a \r\n\t b ").as_deref(),
         Some("a b")

@@ -76,6 +76,7 @@ pub fn compile(
                 c.introspection.is_some(),
                 c.api_key,
                 c.mtls,
+                c.hmac,
             ];
             if named.iter().filter(|n| **n).count() != 1 {
                 good = fail(

@@ -11,19 +11,23 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::hash::MessageDigest;
-use pingora::tls::ssl::{SslFiletype, SslOptions, SslVerifyMode};
+use pingora::tls::ssl::{NameType, SslFiletype, SslOptions, SslVerifyMode};
 use pingora::tls::x509::{X509Name, X509Ref};
 use pingora::tls::x509::{X509StoreContextRef, X509VerifyResult};
 use std::any::Any;
 use std::sync::Arc;
 
-/// What the handshake callback leaves on the connection (read with
-/// `ssl_digest.extension.get::<CertFacts>()`).
-pub struct CertFacts(pub Arc<ClientCert>);
-
-/// Left on a resumed connection whose certificate has since been revoked or has expired:
-/// every request on it is refused (`401 client_cert_revoked`).
-pub struct CertRejected;
+/// What the handshake callback of an mTLS listener leaves on the connection (read with
+/// `ssl_digest.extension.get::<ConnFacts>()`).
+pub struct ConnFacts {
+    /// The verified client certificate, if the client sent one.
+    pub cert: Option<Arc<ClientCert>>,
+    /// The server name the client asked for (SNI), lower case.
+    pub sni: Option<Arc<str>>,
+    /// A resumed session whose certificate has since been revoked or has expired: every
+    /// request on it is refused (`401 client_cert_revoked`).
+    pub rejected: bool,
+}
 
 struct Callbacks {
     crl: Option<Arc<CrlFile>>,
@@ -37,15 +41,25 @@ impl TlsAccept for Callbacks {
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         // Runs only after a successful handshake: a certificate here was verified, in this
         // handshake or in the one whose session is resumed.
-        let cert = ssl.peer_certificate()?;
-        if ssl.session_reused() && !still_good(&cert, self.crl.as_deref()) {
+        let sni = ssl
+            .servername(NameType::HOST_NAME)
+            .map(|n| Arc::from(n.to_ascii_lowercase()));
+        let cert = ssl.peer_certificate();
+        let rejected = ssl.session_reused()
+            && cert
+                .as_ref()
+                .is_some_and(|c| !still_good(c, self.crl.as_deref()));
+        if rejected {
             metrics()
                 .client_cert_refusals
                 .with_label_values(&["resumed_revoked"])
                 .inc();
-            return Some(Arc::new(CertRejected));
         }
-        Some(Arc::new(CertFacts(Arc::new(facts(&cert)?))))
+        Some(Arc::new(ConnFacts {
+            cert: cert.and_then(|c| facts(&c)).map(Arc::new),
+            sni,
+            rejected,
+        }))
     }
 }
 

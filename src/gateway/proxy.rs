@@ -48,6 +48,8 @@ pub struct RequestCtx {
     rate_headers: Option<(String, String)>,
     /// The connection's verified client certificate (mTLS listeners).
     client_cert: Option<Arc<crate::auth::mtls::ClientCert>>,
+    /// The server name the client asked for (mTLS listeners).
+    sni: Option<Arc<str>>,
 }
 
 #[async_trait]
@@ -68,20 +70,25 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             rate_headers: None,
             client_cert: None,
+            sni: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // Read once per request from what the handshake left on the connection.
-        let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
-        if tls.is_some_and(|s| s.extension.get::<super::mtls::CertRejected>().is_some()) {
-            return self
-                .answer(session, ctx, response::CLIENT_CERT_REVOKED, &[])
-                .await;
+        let conn = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<super::mtls::ConnFacts>());
+        if let Some(conn) = conn {
+            if conn.rejected {
+                return self
+                    .answer(session, ctx, response::CLIENT_CERT_REVOKED, &[])
+                    .await;
+            }
+            ctx.client_cert = conn.cert.clone();
+            ctx.sni = conn.sni.clone();
         }
-        ctx.client_cert = tls
-            .and_then(|s| s.extension.get::<super::mtls::CertFacts>())
-            .map(|f| f.0.clone());
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
         match self.decide(session, ctx, None).await? {
             Decided::Answered(done) => Ok(done),
@@ -499,6 +506,14 @@ impl Gateway {
             (None, None) => req.uri.authority().map(|a| a.as_str()),
         };
 
+        // X9: a connection made for one name (and maybe certified for it) is not used for
+        // another: on mTLS listeners the Host must name the server the client asked for.
+        if let (Some(sni), Some(h)) = (ctx.sni.as_deref(), host) {
+            if !hostname_of(h).eq_ignore_ascii_case(sni) {
+                return self.answered(session, ctx, response::MISDIRECTED).await;
+            }
+        }
+
         if identity::connection_nominates_protected(&req.headers) {
             return self
                 .answered(session, ctx, response::INVALID_CONNECTION_HEADER)
@@ -566,6 +581,17 @@ impl Gateway {
         self.answer(session, ctx, kind, &[])
             .await
             .map(Decided::Answered)
+    }
+}
+
+/// The host name of a `Host` value, without the port (`[::1]:8443` -> `::1`).
+fn hostname_of(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     }
 }
 

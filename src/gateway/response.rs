@@ -46,6 +46,12 @@ pub const BODY_TIMEOUT: ErrorKind = ErrorKind {
     code: "body_timeout",
     message: "The request body did not arrive in time.",
 };
+/// The `Host` names another server than the TLS connection was made for (SNI).
+pub const MISDIRECTED: ErrorKind = ErrorKind {
+    status: 421,
+    code: "misdirected_request",
+    message: "This connection was made for another host name; connect to the one you address.",
+};
 pub const INVALID_CONNECTION_HEADER: ErrorKind = ErrorKind {
     status: 400,
     code: "invalid_connection_header",
