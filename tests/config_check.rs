@@ -700,7 +700,7 @@ fn broken_request_signing_settings_are_rejected_with_the_offending_key() {
             "request_signing.nonces.max_entries: at least 1",
         ),
         (
-            format!("request_signing: {{keys_file: keys.yaml}}\nroutes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {{any: [{{hmac: true, api_key: true}}]}}}}]\n"),
+            "request_signing: {keys_file: keys.yaml}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {any: [{hmac: true, api_key: true}]}}]\n".to_string(),
             "routes[0].auth.any[0]: name one credential",
         ),
     ];
