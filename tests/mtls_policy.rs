@@ -483,13 +483,23 @@ fn upstream_mtls_presents_the_pool_client_certificate() {
         cert.display(),
         key.display()
     )));
-    let resp = client().get(front.url("/through")).send().unwrap();
+    // The origin's mTLS listener checks that the Host names the server name the front gateway
+    // connected for (X9), so the request is addressed to that name.
+    let resp = client()
+        .get(front.url("/through"))
+        .header("Host", "localhost")
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let r: Echoed = resp.json().unwrap();
     assert_eq!(r.header("x-client-cert-subject"), Some("CN=edge-gateway"));
 
     let bare = Gateway::start(&pool(""));
-    let resp = client().get(bare.url("/through")).send().unwrap();
+    let resp = client()
+        .get(bare.url("/through"))
+        .header("Host", "localhost")
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 502);
 }
 

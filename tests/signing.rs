@@ -581,3 +581,105 @@ fn m4_the_signature_covers_the_canonical_path_that_is_forwarded() {
     let raw = raw_signed_get(&s, "/webhooks/a%2Fb", "/webhooks/a%2Fb");
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
 }
+
+#[test]
+fn a_client_expecting_100_continue_gets_it_before_sending_the_signed_body() {
+    use std::io::{Read, Write};
+    let s = start("");
+    let body = vec![b'x'; 4096];
+    let headers = sign(&s.gw, "POST", "/webhooks/upload", &body);
+    let mut head = format!(
+        "POST /webhooks/upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n",
+        s.gw.addr,
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut conn = std::net::TcpStream::connect(s.gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    // Nothing of the body is sent until the gateway says to.
+    let mut first = [0u8; 25];
+    conn.read_exact(&mut first).unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    conn.write_all(&body).unwrap();
+    let mut rest = String::new();
+    conn.read_to_string(&mut rest).unwrap();
+    let final_status = rest.lines().find(|l| {
+        l.starts_with("HTTP/1.1 2") || l.starts_with("HTTP/1.1 4") || l.starts_with("HTTP/1.1 5")
+    });
+    assert_eq!(final_status, Some("HTTP/1.1 200 OK"), "{rest}");
+    let r: Echoed = serde_json::from_str(raw_body(&rest)).unwrap();
+    assert_eq!(r.body_sha256, sha256_hex(&body));
+    // The backend is not asked to send another 100: the body comes with the request.
+    assert_eq!(r.header("expect"), None);
+}
+
+#[test]
+fn a_signed_request_over_http2_is_verified_and_its_body_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("signing-keys.yaml"), keys_yaml("")).unwrap();
+    let (cert, key) = self_signed_cert(dir.path(), "edge");
+    let echo = Echo::start();
+    let port = free_port();
+    let gw = Gateway::start_with_listeners(
+        &format!(
+            "  - address: 127.0.0.1:{port}\n    tls:\n      certificate: {}\n      key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        &format!(
+            "request_signing:\n  keys_file: {}\nupstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: webhooks\n    match: {{ path_prefix: /webhooks }}\n    upstream: echo\n    auth: {{ hmac: true }}\n",
+            dir.path().join("signing-keys.yaml").display(),
+            echo.addr
+        ),
+    );
+    let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let body_file = dir.path().join("body.bin");
+    std::fs::write(&body_file, &body).unwrap();
+    // HTTP/2 has no Host header: :authority is what is signed.
+    let authority = format!("localhost:{port}");
+    let empty = http::HeaderMap::new();
+    let req = SignedRequest {
+        method: "POST",
+        scheme: "https",
+        authority: &authority,
+        path: "/webhooks/h2",
+        query: None,
+        headers: &empty,
+        body: &body,
+    };
+    let components: Vec<String> = DEFAULT.iter().map(|c| c.to_string()).collect();
+    let nonce = http_sig::new_nonce().unwrap();
+    let signed =
+        http_sig::sign(&req, KEY_ID, &secret(), &components, now(), &nonce, "sig1").unwrap();
+    let mut extra: Vec<String> = vec![
+        "--http2".into(),
+        "--data-binary".into(),
+        format!("@{}", body_file.display()),
+    ];
+    for (k, v) in &signed {
+        extra.push("-H".into());
+        extra.push(format!("{k}: {v}"));
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (version, text) = curl_https_raw(
+        &format!("https://localhost:{port}/webhooks/h2"),
+        &cert,
+        &extra,
+        "%{http_version} %{http_code}",
+    );
+    assert_eq!(version, "2 200", "{text}");
+    let r: Echoed = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (r.body_length, r.body_sha256),
+        (body.len(), sha256_hex(&body))
+    );
+    drop(gw);
+}

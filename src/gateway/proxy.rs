@@ -50,6 +50,8 @@ pub struct RequestCtx {
     client_cert: Option<Arc<crate::auth::mtls::ClientCert>>,
     /// The server name the client asked for (mTLS listeners).
     sni: Option<Arc<str>>,
+    /// The body was read whole before forwarding (a signed request).
+    body_read: bool,
 }
 
 #[async_trait]
@@ -71,6 +73,7 @@ impl ProxyHttp for Gateway {
             rate_headers: None,
             client_cert: None,
             sni: None,
+            body_read: false,
         }
     }
 
@@ -99,6 +102,7 @@ impl ProxyHttp for Gateway {
                     Ok(body) => body,
                     Err(kind) => return self.answer(session, ctx, kind, &[]).await,
                 };
+                ctx.body_read = true;
                 match self.decide(session, ctx, Some(&body)).await? {
                     Decided::Answered(done) => Ok(done),
                     Decided::NeedsBody => {
@@ -218,7 +222,12 @@ impl ProxyHttp for Gateway {
             host,
             now: unix_now(),
         };
-        prepare_upstream_request(upstream_request, view)
+        prepare_upstream_request(upstream_request, view)?;
+        if ctx.body_read {
+            // The client already had its `100 Continue`; the body goes with the request.
+            upstream_request.remove_header(&http::header::EXPECT);
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -619,6 +628,18 @@ async fn read_signed_body(
         return Ok(Err(response::SIGNED_BODY_TOO_LARGE));
     }
     session.enable_retry_buffering();
+    // A client waiting for `100 Continue` before it sends the body gets it now: the body is
+    // wanted before the backend is contacted.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && !session.is_http2() {
+        session
+            .write_response_header(Box::new(ResponseHeader::build(100, Some(0))?), false)
+            .await?;
+    }
     let read = async {
         let mut body = bytes::BytesMut::new();
         while let Some(chunk) = session.read_request_body().await? {
