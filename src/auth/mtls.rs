@@ -151,14 +151,13 @@ impl ClientCertPolicy {
             IdentitySource::SanUri => &cert.san_uri,
             IdentitySource::SanDns => &cert.san_dns,
             IdentitySource::CommonName => {
-                return match &cert.subject.iter().filter(|(k, _)| k == "CN").count() {
-                    1 => cert
-                        .common_name
-                        .as_deref()
-                        .filter(|cn| !cn.is_empty())
-                        .ok_or(AuthError::ClientCertNoIdentity),
-                    _ => Err(AuthError::ClientCertNoIdentity),
-                }
+                // A subject with two CNs names nobody in particular.
+                let cns = cert.subject.iter().filter(|(k, _)| k == "CN").count();
+                return cert
+                    .common_name
+                    .as_deref()
+                    .filter(|cn| cns == 1 && !cn.is_empty())
+                    .ok_or(AuthError::ClientCertNoIdentity);
             }
         };
         match values {

@@ -78,6 +78,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = request_id::from_headers(&session.req_header().headers);
         // Read once per request from what the handshake left on the connection.
         let conn = session
             .digest()
@@ -92,7 +93,6 @@ impl ProxyHttp for Gateway {
             ctx.client_cert = conn.cert.clone();
             ctx.sni = conn.sni.clone();
         }
-        ctx.request_id = request_id::from_headers(&session.req_header().headers);
         match self.decide(session, ctx, None).await? {
             Decided::Answered(done) => Ok(done),
             Decided::NeedsBody => {
