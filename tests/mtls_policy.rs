@@ -355,6 +355,27 @@ fn x11_a_chain_deeper_than_max_chain_depth_is_refused() {
     }
 }
 
+#[test]
+fn x3_a_valid_certificate_under_an_expired_intermediate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Ca::new(dir.path(), "root");
+    let lapsed = root.intermediate_valid(dir.path(), "lapsed", (-30, -1));
+    let current = root.intermediate(dir.path(), "current");
+    let chain = |ca: &Ca, name: &str| {
+        let (cert, key, _) = ca.issue(dir.path(), name, &Leaf::default());
+        let path = dir.path().join(format!("{name}-chain.crt"));
+        let mut pem = std::fs::read(&cert).unwrap();
+        pem.extend(ca.cert.to_pem().unwrap());
+        std::fs::write(&path, pem).unwrap();
+        (path, key)
+    };
+    let (bad, bad_key) = chain(&lapsed, "under-lapsed");
+    let (good, good_key) = chain(&current, "under-current");
+    let m = start_in(dir, root, "required", "", &|o| pass_through(o));
+    assert_eq!(curl_path(&m, "/", Some((&good, &good_key)), &[]).0, 200);
+    assert_eq!(curl_path(&m, "/", Some((&bad, &bad_key)), &[]).0, 0);
+}
+
 /// `cnf.x5t#S256` of a certificate: base64url of its DER's SHA-256.
 fn thumbprint(x509: &openssl::x509::X509) -> String {
     let d = x509.digest(openssl::hash::MessageDigest::sha256()).unwrap();

@@ -68,15 +68,20 @@ fn days(d: i64) -> Asn1Time {
 
 impl Ca {
     pub fn new(dir: &Path, name: &str) -> Self {
-        Self::make(dir, name, None)
+        Self::make(dir, name, None, (-1, 30))
     }
 
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, dir: &Path, name: &str) -> Self {
-        Self::make(dir, name, Some(self))
+        Self::make(dir, name, Some(self), (-1, 30))
     }
 
-    fn make(dir: &Path, name: &str, parent: Option<&Ca>) -> Self {
+    /// An intermediate CA valid from/until these days from now.
+    pub fn intermediate_valid(&self, dir: &Path, name: &str, valid: (i64, i64)) -> Self {
+        Self::make(dir, name, Some(self), valid)
+    }
+
+    fn make(dir: &Path, name: &str, parent: Option<&Ca>, valid: (i64, i64)) -> Self {
         let key = key();
         let mut n = X509NameBuilder::new().unwrap();
         n.append_entry_by_nid(Nid::COMMONNAME, name).unwrap();
@@ -88,8 +93,8 @@ impl Ca {
         b.set_issuer_name(parent.map_or(&*n, |p| p.cert.subject_name()))
             .unwrap();
         b.set_pubkey(&key).unwrap();
-        b.set_not_before(&days(-1)).unwrap();
-        b.set_not_after(&days(30)).unwrap();
+        b.set_not_before(&days(valid.0)).unwrap();
+        b.set_not_after(&days(valid.1)).unwrap();
         b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
             .unwrap();
         b.append_extension(
