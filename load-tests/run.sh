@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side load test on this machine, in one run: the origin directly, nginx, HAProxy and
 # Portcullis as plain reverse proxies in front of the same origin, one worker each, measured
-# with wrk. Prints a markdown table with every target's throughput as a ratio to nginx's.
+# with wrk. Prints a markdown table with every target's throughput as a ratio to nginx's, and,
+# for the TLS group (issue 7: TLS, mTLS, HMAC-signed POSTs), a second table with every TLS
+# target as a ratio to Portcullis's pass-through over TLS measured with the same load generator.
 #
 #   load-tests/run.sh                      # ROUNDS=3 DURATION=5
 #   ROUNDS=5 DURATION=10 load-tests/run.sh
@@ -13,10 +15,17 @@
 #                   ONLY="nginx portcullis portcullis-rs256" load-tests/run.sh
 #   WARMUP          seconds of the unmeasured wrk run per target before round 1 (default 2)
 #   WRK_THREADS     wrk -t (default 2)
-#   WRK_CONNECTIONS wrk -c (default 64)
-#   JWT=0, APIKEY=0, INTROSPECTION=0  leave those groups of targets out
+#   WRK_CONNECTIONS wrk -c, and oha -c for the keep-alive TLS targets (default 64)
+#   NEWCONN_CONNECTIONS  oha -c for the new-connection-per-request targets (default 8: what
+#                   oha's client can resume; see below)
+#   JWT=0, APIKEY=0, INTROSPECTION=0, TLS=0  leave those groups of targets out
 #   PORTCULLIS_BIN  use this binary instead of building target/release/portcullis
-#   NO_INSTALL=1    never apt-get install; fail if wrk, nginx, haproxy or curl is missing
+#   OHA_BIN         the oha binary (default: oha on PATH or in ~/.cargo/bin, else
+#                   `cargo install oha --locked --version $OHA_VERSION`); TLS group only
+#   HMAC_SIGS       signatures generated before each measured HMAC run (default: twice the
+#                   HMAC warm-up's rate times DURATION, at least 20000)
+#   NO_INSTALL=1    never install anything; fail if wrk, nginx, haproxy, curl (or, with the
+#                   TLS group, oha) is missing
 #
 # Everything runs on 127.0.0.1. Every process started here is stopped on exit. Raw wrk outputs,
 # logs and the table are kept in load-tests/out/<timestamp>/ (gitignored).
@@ -27,6 +36,11 @@ DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
+# oha's connections in the new-connection-per-request targets. oha's TLS client (rustls) keeps
+# at most 8 TLS 1.3 session tickets per server and uses each once: with more concurrent
+# handshakes than that, most find no ticket and make a full handshake (seen in a capture: 40 %
+# resumed at 64 connections, all but the first 8 at 8).
+NEWCONN_CONNECTIONS=${NEWCONN_CONNECTIONS:-8}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -87,6 +101,58 @@ if [ "${INTROSPECTION:-1}" = 1 ]; then
     URLPATH[portcullis-introspection]=/introspected
     HDR[portcullis-introspection]=opaque
 fi
+# TLS, mTLS and HMAC-signed requests (issue 7; TLS=0 leaves these out). A second Portcullis
+# (peers/portcullis-tls.yaml) has a TLS listener on 18443 and an mTLS one on 18444 (client
+# certificate required, session resumption on); a second nginx (peers/nginx-tls.conf)
+# terminates TLS on 18446 and mTLS on 18447. Certificates (a CA, the server's for 127.0.0.1,
+# a client's with the URI SAN spiffe://bench/client) are made by the run.
+# LOADER: wrk (GET), post (wrk POSTing a 1 KiB body, post.lua), hmac (the same, each request
+# signed once with a signature made by `portcullis sign` just before the run), oha (wrk cannot
+# present a client certificate; oha can), oha-newconn (oha --disable-keepalive with
+# NEWCONN_CONNECTIONS connections: a new TCP connection and TLS handshake per request, resumed
+# with a ticket from an earlier one).
+# BASE: the row a target's ratio is taken to in the TLS table: pass-through over TLS with the
+# same load generator and connection mode.
+declare -A SCHEME=() LOADER=() CLIENT_CERT=() BASE=()
+if [ "${TLS:-1}" = 1 ]; then
+    TARGETS+=(nginx-tls portcullis-tls portcullis-post-tls portcullis-hmac
+        portcullis-tls-oha portcullis-mtls nginx-mtls
+        portcullis-tls-newconn nginx-tls-newconn portcullis-mtls-newconn nginx-mtls-newconn)
+    for t in nginx-tls portcullis-tls portcullis-post-tls portcullis-hmac portcullis-tls-oha \
+        portcullis-mtls nginx-mtls portcullis-tls-newconn nginx-tls-newconn portcullis-mtls-newconn \
+        nginx-mtls-newconn; do
+        SCHEME[$t]=https
+        case $t in
+            nginx-*) PROC[$t]=nginx-tls ;;
+            *) PROC[$t]=portcullis-tls ;;
+        esac
+    done
+    PORT[nginx-tls]=18446
+    PORT[nginx-tls-newconn]=18446
+    PORT[nginx-mtls]=18447
+    PORT[nginx-mtls-newconn]=18447
+    for t in portcullis-tls portcullis-post-tls portcullis-hmac portcullis-tls-oha portcullis-tls-newconn; do
+        PORT[$t]=18443
+    done
+    PORT[portcullis-mtls]=18444
+    PORT[portcullis-mtls-newconn]=18444
+    URLPATH[portcullis-post-tls]=/post
+    URLPATH[portcullis-hmac]=/hmac
+    URLPATH[portcullis-mtls]=/mtls
+    URLPATH[portcullis-mtls-newconn]=/mtls
+    LOADER[portcullis-post-tls]=post
+    LOADER[portcullis-hmac]=hmac
+    for t in portcullis-tls-oha portcullis-mtls nginx-mtls; do LOADER[$t]=oha; done
+    for t in portcullis-tls-newconn nginx-tls-newconn portcullis-mtls-newconn nginx-mtls-newconn; do
+        LOADER[$t]=oha-newconn
+    done
+    for t in portcullis-mtls nginx-mtls portcullis-mtls-newconn nginx-mtls-newconn; do CLIENT_CERT[$t]=1; done
+    for t in nginx-tls portcullis-tls portcullis-post-tls portcullis-hmac; do BASE[$t]=portcullis-tls; done
+    for t in portcullis-tls-oha portcullis-mtls nginx-mtls; do BASE[$t]=portcullis-tls-oha; done
+    for t in portcullis-tls-newconn nginx-tls-newconn portcullis-mtls-newconn nginx-mtls-newconn; do
+        BASE[$t]=portcullis-tls-newconn
+    done
+fi
 if [ -n "${ONLY:-}" ]; then
     selected=()
     for t in "${TARGETS[@]}"; do
@@ -96,7 +162,16 @@ if [ -n "${ONLY:-}" ]; then
     TARGETS=("${selected[@]}")
 fi
 proc_of() { echo "${PROC[$1]:-$1}"; }
-url_of() { echo "http://127.0.0.1:${PORT[$1]}${URLPATH[$1]:-/}"; }
+url_of() { echo "${SCHEME[$1]:-http}://127.0.0.1:${PORT[$1]}${URLPATH[$1]:-/}"; }
+loader_of() { echo "${LOADER[$1]:-wrk}"; }
+selected() { case " ${TARGETS[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
+# Whether any selected target needs oha / the TLS processes.
+NEED_OHA=0
+NEED_TLS=0
+for t in "${TARGETS[@]}"; do
+    case $(loader_of "$t") in oha*) NEED_OHA=1 ;; esac
+    if [ -n "${SCHEME[$t]:-}" ]; then NEED_TLS=1; fi
+done
 # wrk/curl arguments for the target's Authorization header, if any.
 auth_args() {
     local alg=${TOKEN_ALG[$1]:-}
@@ -110,13 +185,13 @@ auth_args() {
 ADMIN_PORT=19901
 declare -A PID=()
 
-log() { printf '[run.sh] %s\n' "$*" >&2; }
+log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- stopping what we started
 stop_all() {
     local name pid deadline
-    if [ -n "${WRK_PID:-}" ]; then kill -TERM "$WRK_PID" 2>/dev/null || true; fi
+    if [ -n "${LOADER_PID:-}" ]; then kill -TERM "$LOADER_PID" 2>/dev/null || true; fi
     for name in "${!PID[@]}"; do
         pid=${PID[$name]}
         kill -TERM "$pid" 2>/dev/null || true
@@ -158,18 +233,39 @@ install_missing() {
     [ -n "$(find_tool haproxy)" ] || missing+=(haproxy)
     [ -n "$(find_tool curl)" ] || missing+=(curl)
     if [ "${APIKEY:-1}" = 1 ]; then [ -n "$(find_tool redis-server)" ] || missing+=(redis-server); fi
-    [ ${#missing[@]} -eq 0 ] && return
-    [ "${NO_INSTALL:-0}" = 1 ] && die "missing: ${missing[*]} (NO_INSTALL=1)"
-    log "installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    # tcpdump: the check that oha's new connections really resume their TLS sessions (skipped,
+    # not fatal, when it is missing and NO_INSTALL=1).
+    if [ "$NEED_TLS" = 1 ] && [ "${NO_INSTALL:-0}" != 1 ]; then
+        [ -n "$(find_tool tcpdump)" ] || missing+=(tcpdump)
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        [ "${NO_INSTALL:-0}" = 1 ] && die "missing: ${missing[*]} (NO_INSTALL=1)"
+        log "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    fi
+    # oha (the load generator that presents a client certificate) is a crates.io package, not
+    # a Debian one: built once into ~/.cargo/bin (about 10 minutes on 2 cores).
+    if [ "$NEED_OHA" = 1 ] && [ -z "${OHA_BIN:-}" ] && [ -z "$(find_tool oha "$HOME/.cargo/bin")" ]; then
+        [ "${NO_INSTALL:-0}" = 1 ] && die "missing: oha (NO_INSTALL=1; cargo install oha --locked)"
+        log "installing oha $OHA_VERSION with cargo install (a one-off build of several minutes)"
+        cargo install oha --locked --version "$OHA_VERSION" --quiet >&2
+    fi
+    return 0
 }
 
+OHA_VERSION=${OHA_VERSION:-1.16.0}
 install_missing
 WRK=$(find_tool wrk)
 NGINX=$(find_tool nginx)
 HAPROXY=$(find_tool haproxy)
 if [ -z "$WRK" ] || [ -z "$NGINX" ] || [ -z "$HAPROXY" ]; then die "wrk, nginx or haproxy not found"; fi
+OHA=
+if [ "$NEED_OHA" = 1 ]; then
+    OHA=${OHA_BIN:-$(find_tool oha "$HOME/.cargo/bin")}
+    [ -x "$OHA" ] || die "oha not found"
+fi
+TCPDUMP=$(find_tool tcpdump)
 
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
     PORTCULLIS=$PORTCULLIS_BIN
@@ -184,7 +280,8 @@ BARE=${BARE_PINGORA_BIN:-$ROOT/target/release/examples/bare_pingora}
 [ -x "$BARE" ] || die "no bare_pingora binary at $BARE (cargo build --release --example bare_pingora)"
 
 # ---------------------------------------------------------------- configs
-for f in origin.conf nginx-proxy.conf haproxy.cfg portcullis.yaml portcullis-redis.yaml; do
+for f in origin.conf nginx-proxy.conf haproxy.cfg portcullis.yaml portcullis-redis.yaml \
+    nginx-tls.conf portcullis-tls.yaml; do
     sed "s|@RUN_DIR@|$RUN_DIR|g" "$PEERS/$f" >"$RUN_DIR/$f"
 done
 # nginx's workers run as an unprivileged user when started as root: let them into the run dir.
@@ -229,6 +326,34 @@ PY
 "$PORTCULLIS" keys new --consumer bench --write "$RUN_DIR/consumers.yaml" \
     >"$RUN_DIR/apikey.key" 2>/dev/null || die "portcullis keys new failed"
 
+if [ "$NEED_TLS" = 1 ]; then
+    # Certificates for the TLS group, all ECDSA P-256: a CA; the server's for 127.0.0.1 and
+    # localhost (serverAuth); a client's whose one URI SAN names it (clientAuth), which
+    # Portcullis's `client_certificates.identity: san_uri` reads.
+    ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+    issue() { # name subject extensions
+        ec_key "$RUN_DIR/$1.key"
+        openssl req -new -key "$RUN_DIR/$1.key" -subj "$2" 2>/dev/null |
+            openssl x509 -req -CA "$RUN_DIR/ca.pem" -CAkey "$RUN_DIR/ca.key" -set_serial "0x$(openssl rand -hex 8)" \
+                -days 3 -out "$RUN_DIR/$1.pem" -extfile <(printf '%s\n' "$3" | tr ';' '\n') 2>/dev/null
+    }
+    ec_key "$RUN_DIR/ca.key"
+    openssl req -x509 -new -key "$RUN_DIR/ca.key" -out "$RUN_DIR/ca.pem" -days 3 \
+        -subj "/CN=Portcullis bench CA" -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+    issue server "/CN=localhost" "basicConstraints=critical,CA:FALSE;keyUsage=critical,digitalSignature;extendedKeyUsage=serverAuth;subjectAltName=IP:127.0.0.1,DNS:localhost"
+    issue client "/CN=bench client" "basicConstraints=critical,CA:FALSE;keyUsage=critical,digitalSignature;extendedKeyUsage=clientAuth;subjectAltName=URI:spiffe://bench/client"
+    openssl verify -CAfile "$RUN_DIR/ca.pem" "$RUN_DIR/server.pem" "$RUN_DIR/client.pem" >/dev/null ||
+        die "the certificates made for the TLS group do not verify"
+    # The HMAC key (48 random bytes) and the 1 KiB body every POST sends (printable bytes).
+    printf 'keys:\n- id: bench-key\n  consumer: bench\n  secret: "base64:%s"\n  created: %s\n' \
+        "$(openssl rand -base64 48 | tr -d '\n')" "$(date -u +%F)" >"$RUN_DIR/signing-keys.yaml"
+    head -c 768 /dev/urandom | base64 -w0 >"$RUN_DIR/body.bin"
+    [ "$(wc -c <"$RUN_DIR/body.bin")" -eq 1024 ] || die "body.bin is not 1024 bytes"
+    "$NGINX" -t -q -c "$RUN_DIR/nginx-tls.conf" -p "$RUN_DIR" >&2 || die "nginx-tls.conf is invalid"
+    "$PORTCULLIS" check -c "$RUN_DIR/portcullis-tls.yaml" >&2 || die "portcullis-tls.yaml is invalid"
+fi
+
 "$NGINX" -t -q -c "$RUN_DIR/origin.conf" -p "$RUN_DIR" >&2 || die "origin.conf is invalid"
 "$NGINX" -t -q -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR" >&2 || die "nginx-proxy.conf is invalid"
 "$HAPROXY" -c -q -f "$RUN_DIR/haproxy.cfg" >&2 || die "haproxy.cfg is invalid"
@@ -238,7 +363,8 @@ PY
 # ---------------------------------------------------------------- starting
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "${PORT[@]}" "$ADMIN_PORT"; do
+TLS_ADMIN_PORT=19902
+for port in "${PORT[@]}" "$ADMIN_PORT" "$TLS_ADMIN_PORT"; do
     if port_open "$port"; then die "127.0.0.1:$port is already in use"; fi
 done
 
@@ -271,14 +397,93 @@ if [ -n "${PORT[redis]:-}" ]; then
     start portcullis-redis "$PORTCULLIS" run -c "$RUN_DIR/portcullis-redis.yaml"
     wait_port portcullis-redis "${PORT[portcullis-apikey-redis]}"
 fi
+if [ "$NEED_TLS" = 1 ]; then
+    start nginx-tls "$NGINX" -c "$RUN_DIR/nginx-tls.conf" -p "$RUN_DIR"
+    start portcullis-tls "$PORTCULLIS" run -c "$RUN_DIR/portcullis-tls.yaml"
+    for port in 18446 18447; do wait_port nginx-tls "$port"; done
+    for port in 18443 18444; do wait_port portcullis-tls "$port"; done
+fi
+
+# curl's arguments for one check request to the target (TLS, client certificate, body and,
+# for the HMAC target, one fresh signature).
+curl_args() {
+    auth_args "$1"
+    if [ -n "${SCHEME[$1]:-}" ]; then printf '%s\n' --cacert "$RUN_DIR/ca.pem"; fi
+    if [ -n "${CLIENT_CERT[$1]:-}" ]; then
+        printf '%s\n' --cert "$RUN_DIR/client.pem" --key "$RUN_DIR/client.key"
+    fi
+    case $(loader_of "$1") in
+        post | hmac)
+            printf '%s\n' -X POST --data-binary "@$RUN_DIR/body.bin" -H "Content-Type: application/octet-stream"
+            ;;
+    esac
+    if [ "$(loader_of "$1")" = hmac ]; then
+        "$PORTCULLIS" sign --keys-file "$RUN_DIR/signing-keys.yaml" --key-id bench-key -X POST \
+            --body-file "$RUN_DIR/body.bin" "$(url_of "$1")" | while IFS= read -r h; do printf '%s\n' -H "$h"; done
+    fi
+    return 0
+}
 
 for name in "${TARGETS[@]}"; do
-    mapfile -t auth < <(auth_args "$name")
-    body=$(curl -sS --max-time 5 -o - -w ' %{http_code}' "${auth[@]}" "$(url_of "$name")") \
+    mapfile -t args < <(curl_args "$name")
+    body=$(curl -sS --max-time 5 -o - -w ' %{http_code}' "${args[@]}" "$(url_of "$name")") \
         || die "$name: request failed"
     [ "$body" = $'ok\n 200' ] || die "$name answered '$body', expected 'ok' and 200"
 done
 log "all targets answer 200 ok; run dir $RUN_DIR"
+
+# Session resumption on the TLS and mTLS listeners, checked two ways before the measurements:
+# openssl s_client saves the session of one connection and offers it on a second (it prints
+# "New" or "Reused"); and a capture of 1000 requests made by oha on new connections exactly as
+# the -newconn targets make them counts the handshakes whose ServerHello accepted the session
+# the client offered (tls_resumed.py; TLS 1.3 hellos are in clear).
+RESUMPTION=()
+check_resumption() { # label port path
+    local label=$1 port=$2 path=$3 req first second pcap tpid deadline summary codes size
+    local -a tls=(-CAfile "$RUN_DIR/ca.pem" -cert "$RUN_DIR/client.pem" -key "$RUN_DIR/client.key")
+    req=$(printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$path" "$port")
+    # (The request, then a second for the answer and the session tickets to arrive; s_client
+    # stops at the end of its input.)
+    first=$( (printf '%s' "$req"; sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$port" "${tls[@]}" \
+        -sess_out "$RUN_DIR/session-$port.pem" 2>/dev/null | grep -m1 -E '^(New|Reused),' || true)
+    second=$( (printf '%s' "$req"; sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$port" "${tls[@]}" \
+        -sess_in "$RUN_DIR/session-$port.pem" 2>/dev/null | grep -m1 -E '^(New|Reused),' || true)
+    summary="openssl s_client: first connection \"${first:-no answer}\", second with its session \"${second:-no answer}\""
+    if [ -n "$TCPDUMP" ] && [ -n "$OHA" ]; then
+        pcap=$RUN_DIR/handshakes-$port.pcap
+        "$TCPDUMP" -i lo -B 65536 -s 1500 -U -w "$pcap" "tcp port $port" 2>"$pcap.log" &
+        tpid=$!
+        PID[tcpdump]=$tpid
+        deadline=$((SECONDS + 5))
+        until grep -q 'listening on' "$pcap.log" 2>/dev/null || ((SECONDS >= deadline)); do sleep 0.1; done
+        timeout 60 "$OHA" --no-tui -n 1000 -c "$NEWCONN_CONNECTIONS" --disable-keepalive --output-format json \
+            --cacert "$RUN_DIR/ca.pem" --cert "$RUN_DIR/client.pem" --key "$RUN_DIR/client.key" \
+            "https://127.0.0.1:$port$path" >"$RUN_DIR/handshakes-$port.json" 2>&1 || true
+        # tcpdump lags behind on a busy loopback: stop it only once the capture stopped growing.
+        size=-1
+        deadline=$((SECONDS + 15))
+        while [ "$(stat -c %s "$pcap" 2>/dev/null || echo 0)" != "$size" ] && ((SECONDS < deadline)); do
+            size=$(stat -c %s "$pcap" 2>/dev/null || echo 0)
+            sleep 1
+        done
+        kill -TERM "$tpid" 2>/dev/null || true
+        wait "$tpid" 2>/dev/null || true
+        unset 'PID[tcpdump]'
+        codes=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("statusCodeDistribution"))' \
+            "$RUN_DIR/handshakes-$port.json" 2>/dev/null || echo "?")
+        summary+="; oha -n 1000 -c $NEWCONN_CONNECTIONS --disable-keepalive (status codes $codes), captured: $(python3 "$HERE/tls_resumed.py" "$pcap" "$port" 2>&1 || echo "no capture (see $pcap.log)")"
+    else
+        summary+="; no capture (tcpdump or oha missing)"
+    fi
+    RESUMPTION+=("$label: $summary")
+    log "session resumption, $label: $summary"
+}
+if [ "$NEED_TLS" = 1 ]; then
+    check_resumption "Portcullis mTLS, 127.0.0.1:18444" 18444 /mtls
+    check_resumption "Portcullis TLS, 127.0.0.1:18443" 18443 /
+    check_resumption "nginx TLS, 127.0.0.1:18446" 18446 /
+    check_resumption "nginx mTLS, 127.0.0.1:18447" 18447 /
+fi
 
 # ---------------------------------------------------------------- measuring
 # wrk's latency units to milliseconds.
@@ -287,8 +492,9 @@ to_ms() { awk -v v="$1" 'BEGIN {
     if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
     printf "%.3f", n }'; }
 
-declare -A RPS=() AVG=() P99=() CPU=() NON2XX=() SOCKERR=()
+declare -A RPS=() AVG=() P99=() CPU=() NON2XX=() SOCKERR=() OTHER=() UNSIGNED=() SIGNED=()
 CLK_TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
 
 # The process and its children (nginx: master + worker); utime + stime in clock ticks.
 tree_pids() { echo "$1"; pgrep -P "$1" || true; }
@@ -301,45 +507,180 @@ cpu_ticks() {
     done
     echo "$total"
 }
+# CPU ticks of the processes a target needs besides itself: the origin (and Redis).
+helper_ticks() {
+    local total=0
+    if [ "$1" != origin ]; then total=$(cpu_ticks "${PID[origin]}"); fi
+    if [ "$(proc_of "$1")" = portcullis-redis ]; then total=$((total + $(cpu_ticks "${PID[redis]}"))); fi
+    echo "$total"
+}
+# user + nice + system + irq + softirq ticks of all CPUs together (a process's stime includes
+# the loopback softirq work done in its context, so the interrupt columns belong on this side).
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 
-# wrk runs in the background and is waited for, so that a signal stops the test at once
-# (bash runs a trap only once its foreground command has finished).
-WRK_PID=
-run_wrk() { # output-file wrk-arguments...
+# The load generator (wrk or oha) runs in the background and is waited for, so that a signal
+# stops the test at once (bash runs a trap only once its foreground command has finished).
+# `times` before and after it gives the CPU time the load generator used (LOADER_TICKS).
+LOADER_PID=
+LOADER_TICKS=0
+children_ticks() { # a file `times` wrote: its second line is the children's user and system time
+    awk -v hz="$CLK_TCK" 'NR == 2 { t = 0
+        for (i = 1; i <= 2; i++) { v = $i; m = v; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", v); sub(/s$/, "", v); t += m * 60 + v }
+        printf "%d", t * hz }' "$1"
+}
+run_loader() { # output-file command...
     local out=$1
     shift
-    "$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" "$@" >"$out" &
-    WRK_PID=$!
-    wait "$WRK_PID" || die "wrk failed: $*"
-    WRK_PID=
+    times >"$RUN_DIR/times.before"
+    "$@" >"$out" 2>"$out.stderr" &
+    LOADER_PID=$!
+    wait "$LOADER_PID" || die "the load generator failed: $* (see $out.stderr)"
+    LOADER_PID=
+    times >"$RUN_DIR/times.after"
+    LOADER_TICKS=$(($(children_ticks "$RUN_DIR/times.after") - $(children_ticks "$RUN_DIR/times.before")))
 }
 
+# The load generator's command for a target, into LOAD_CMD.
+load_cmd() { # name seconds
+    local name=$1 secs=$2 url
+    local -a auth
+    url=$(url_of "$name")
+    case $(loader_of "$name") in
+        wrk)
+            mapfile -t auth < <(auth_args "$name")
+            LOAD_CMD=("$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${secs}s" --timeout 5s --latency
+                "${auth[@]}" "$url")
+            ;;
+        post)
+            LOAD_CMD=("$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${secs}s" --timeout 5s --latency
+                -s "$HERE/post.lua" "$url" -- "$RUN_DIR/body.bin")
+            ;;
+        hmac)
+            LOAD_CMD=("$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${secs}s" --timeout 5s --latency
+                -s "$HERE/post.lua" "$url" -- "$RUN_DIR/body.bin" "$RUN_DIR/signatures")
+            ;;
+        oha | oha-newconn)
+            LOAD_CMD=("$OHA" --no-tui -z "${secs}s" -t 5s --output-format json --cacert "$RUN_DIR/ca.pem")
+            if [ -n "${CLIENT_CERT[$name]:-}" ]; then
+                LOAD_CMD+=(--cert "$RUN_DIR/client.pem" --key "$RUN_DIR/client.key")
+            fi
+            if [ "$(loader_of "$name")" = oha-newconn ]; then
+                LOAD_CMD+=(-c "$NEWCONN_CONNECTIONS" --disable-keepalive)
+            else
+                LOAD_CMD+=(-c "$WRK_CONNECTIONS")
+            fi
+            LOAD_CMD+=("$url")
+            ;;
+        *) die "unknown load generator for $name" ;;
+    esac
+}
+
+# Signatures for the HMAC target, made just before each of its runs (their `created` is then
+# seconds old, well inside the ±300 s window) and split into one file per wrk thread
+# ($RUN_DIR/signatures.0, .1, ...), so that no nonce is ever sent twice.
+SIGN_LOG=()
+make_signatures() { # count
+    local t0 t1 ms
+    rm -f "$RUN_DIR"/signatures "$RUN_DIR"/signatures.*
+    t0=$(date +%s%N)
+    "$PORTCULLIS" sign --keys-file "$RUN_DIR/signing-keys.yaml" --key-id bench-key -X POST \
+        --body-file "$RUN_DIR/body.bin" --count "$1" "$(url_of portcullis-hmac)" >"$RUN_DIR/signatures" ||
+        die "portcullis sign failed"
+    t1=$(date +%s%N)
+    [ "$(wc -l <"$RUN_DIR/signatures")" -eq "$1" ] || die "portcullis sign printed fewer than $1 signatures"
+    awk -v p="$RUN_DIR/signatures" -v n="$WRK_THREADS" '{ print > (p "." ((NR - 1) % n)) }' "$RUN_DIR/signatures"
+    ms=$(((t1 - t0) / 1000000))
+    SIGN_LOG+=("$1 in $ms ms")
+    log "portcullis sign --count $1: $ms ms"
+}
+# How many signatures a measured HMAC run gets: HMAC_SIGS, or twice what the warm-up's rate
+# would use in DURATION (at least 20000). A run that uses them all sends the rest unsigned,
+# gets 401s and is flagged invalid.
+hmac_count() {
+    if [ -n "${HMAC_SIGS:-}" ]; then echo "$HMAC_SIGS"; return; fi
+    awk -v r="${HMAC_WARMUP_RPS:-0}" -v d="$DURATION" -v c="$WRK_CONNECTIONS" \
+        'BEGIN { n = int(2 * r * d) + c; if (n < 20000) n = 20000; print n }'
+}
+
+# The run's numbers from the load generator's output, one line:
+# req/s, average and p99 latency in ms, responses, non-2xx/3xx responses, errors.
+parse_output() { # name output-file
+    local out=$2 rps avg p99 reqs non2xx sockerr
+    case $(loader_of "$1") in
+        oha*)
+            python3 - "$out" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = {int(k): v for k, v in d.get("statusCodeDistribution", {}).items()}
+responses = sum(codes.values())
+non2xx = sum(v for k, v in codes.items() if not 200 <= k < 400)
+# oha stops at the deadline with requests in flight, counted as "aborted due to deadline" (wrk
+# drops those silently): not errors.
+errors = sum(v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline")
+s = d["summary"]
+rps = responses / s["total"] if s.get("total") else 0
+avg = (s.get("average") or 0) * 1000
+p99 = ((d.get("latencyPercentiles") or {}).get("p99") or 0) * 1000
+print(f"{rps:.2f} {avg:.3f} {p99:.3f} {responses} {non2xx} {errors}")
+PY
+            ;;
+        *)
+            rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+            avg=$(to_ms "$(awk '$1 == "Latency" && NF > 3 {print $2; exit}' "$out")")
+            p99=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$out")")
+            reqs=$(awk '/requests in/ {print $1}' "$out")
+            non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+            sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")
+            echo "${rps:-0} $avg $p99 ${reqs:-0} ${non2xx:-0} ${sockerr:-0}"
+            ;;
+    esac
+}
+
+OTHER_LOG=()
 measure() { # name round
-    local name=$1 round=$2 out cpu0 cpu1 rps avg p99 reqs non2xx sockerr cpu_us
-    out=$RUN_DIR/wrk-$name-$round.txt
-    local auth
-    mapfile -t auth < <(auth_args "$name")
-    cpu0=$(cpu_ticks "${PID[$(proc_of "$name")]}")
-    run_wrk "$out" -d"${DURATION}s" --timeout 5s --latency "${auth[@]}" "$(url_of "$name")"
-    cpu1=$(cpu_ticks "${PID[$(proc_of "$name")]}")
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-    avg=$(to_ms "$(awk '$1 == "Latency" && NF > 3 {print $2; exit}' "$out")")
-    p99=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$out")")
-    reqs=$(awk '/requests in/ {print $1}' "$out")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
-    sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")
+    local name=$1 round=$2 out proc cpu0 cpu1 help0 help1 busy0 busy1 t0 t1
+    local rps avg p99 reqs non2xx err cpu_us other unsigned=0
+    case $(loader_of "$name") in oha*) out=$RUN_DIR/oha-$name-$round.json ;; *) out=$RUN_DIR/wrk-$name-$round.txt ;; esac
+    proc=$(proc_of "$name")
+    if [ "$(loader_of "$name")" = hmac ]; then make_signatures "$(hmac_count)"; fi
+    load_cmd "$name" "$DURATION"
+    cpu0=$(cpu_ticks "${PID[$proc]}")
+    help0=$(helper_ticks "$name")
+    busy0=$(busy_ticks)
+    t0=$(date +%s%N)
+    run_loader "$out" "${LOAD_CMD[@]}"
+    t1=$(date +%s%N)
+    busy1=$(busy_ticks)
+    cpu1=$(cpu_ticks "${PID[$proc]}")
+    help1=$(helper_ticks "$name")
+    read -r rps avg p99 reqs non2xx err < <(parse_output "$name" "$out")
     if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then die "could not parse $out"; fi
     # CPU time (user + system) the target's own processes spent per request, in µs.
     cpu_us=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$reqs" \
         'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    # The share of both CPUs that went to other work during the run: all busy time less the
+    # target's, the origin's (and Redis's) and the load generator's. A few % is this script
+    # and the kernel's own; clearly more is someone else's work (a build, tests).
+    other=$(awk -v b=$((busy1 - busy0)) -v k=$((cpu1 - cpu0 + help1 - help0 + LOADER_TICKS)) \
+        -v ns=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$NCPU" \
+        'BEGIN { v = 100 * (b - k) / (hz * ns / 1e9 * n); if (v < 0) v = 0; printf "%.0f", v }')
+    if [ "$(loader_of "$name")" = hmac ]; then
+        unsigned=$(awk '/^Signatures:/ {print $6}' "$out")
+        SIGNED[$name]+="$(awk '/^Signatures:/ {print $4}' "$out")/$(awk '/^Signatures:/ {print $2}' "$out") "
+        UNSIGNED[$name]=$((${UNSIGNED[$name]:-0} + ${unsigned:-0}))
+    fi
     RPS[$name]+="$rps "
     AVG[$name]+="$avg "
     P99[$name]+="$p99 "
     CPU[$name]+="$cpu_us "
+    OTHER[$name]+="$other "
+    OTHER_LOG+=("$other $name/$round")
     NON2XX[$name]=$((${NON2XX[$name]:-0} + ${non2xx:-0}))
-    SOCKERR[$name]=$((${SOCKERR[$name]:-0} + ${sockerr:-0}))
+    SOCKERR[$name]=$((${SOCKERR[$name]:-0} + ${err:-0}))
+    local note=""
+    if [ "$(loader_of "$name")" = hmac ]; then note=", sent unsigned (signatures ran out) ${unsigned:-?}"; fi
     log "round $round $name: $rps req/s, avg $avg ms, p99 $p99 ms, $cpu_us CPU µs/req," \
-        "non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}"
+        "non-2xx ${non2xx:-0}, errors ${err:-0}$note, other work ${other}% of the CPUs"
 }
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END {
@@ -382,8 +723,14 @@ fi
 
 log "warm-up: ${WARMUP}s per target"
 for name in "${TARGETS[@]}"; do
-    mapfile -t auth < <(auth_args "$name")
-    run_wrk /dev/null -d"${WARMUP}s" "${auth[@]}" "$(url_of "$name")"
+    case $(loader_of "$name") in oha*) out=$RUN_DIR/oha-$name-warmup.json ;; *) out=$RUN_DIR/wrk-$name-warmup.txt ;; esac
+    if [ "$(loader_of "$name")" = hmac ]; then make_signatures "${HMAC_SIGS:-$((WARMUP * 30000))}"; fi
+    load_cmd "$name" "$WARMUP"
+    run_loader "$out" "${LOAD_CMD[@]}"
+    if [ "$(loader_of "$name")" = hmac ]; then
+        read -r HMAC_WARMUP_RPS _ < <(parse_output "$name" "$out")
+        log "HMAC warm-up: $HMAC_WARMUP_RPS req/s; measured runs get $(hmac_count) signatures each"
+    fi
 done
 
 n=${#TARGETS[@]}
@@ -402,11 +749,59 @@ for name in "${TARGETS[@]}"; do
     PSS[$name]=$(pss_kib "$pid")
 done
 
+# The TLS Portcullis's own count of what it decided (whole run: checks, warm-up, rounds).
+TLS_METRICS=""
+if [ "$NEED_TLS" = 1 ]; then
+    TLS_METRICS=$(curl -sS --max-time 5 "http://127.0.0.1:$TLS_ADMIN_PORT/metrics" 2>/dev/null |
+        grep -E '^portcullis_(signature_nonces_total|auth_decisions_total|policy_decisions_total|client_cert_refusals_total)' |
+        sed 's/^portcullis_//' | paste -sd ';' | sed 's/;/; /g' || true)
+fi
+
 # ---------------------------------------------------------------- the table
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+med() { median "${1:-}" || echo 0; }
+# A run with any non-2xx response, error or unsigned request is not comparable.
+valid() { [ "${NON2XX[$1]:-0}" -eq 0 ] && [ "${SOCKERR[$1]:-0}" -eq 0 ] && [ "${UNSIGNED[$1]:-0}" -eq 0 ]; }
 
-NGINX_RPS=$(median "${RPS[nginx]}")
+NGINX_RPS=$(med "${RPS[nginx]:-}")
+declare -A DESC=(
+    [nginx-tls]="nginx terminating TLS, GET /"
+    [portcullis-tls]="Portcullis TLS listener, public route, GET / (pass-through over TLS)"
+    [portcullis-post-tls]="TLS, public route, POST of a 1 KiB body"
+    [portcullis-hmac]="TLS, \`auth: { hmac: true }\`, POST of the same 1 KiB body, each request signed once (RFC 9421, hmac-sha256)"
+    [portcullis-tls-oha]="TLS, public route, GET / (pass-through over TLS)"
+    [portcullis-mtls]="mTLS listener (client certificate required), \`auth: { mtls: true }\`, GET /mtls"
+    [nginx-mtls]="nginx, mTLS (\`ssl_verify_client on\`), GET /"
+    [portcullis-tls-newconn]="TLS, public route, GET /, a new connection per request"
+    [portcullis-mtls-newconn]="mTLS, \`mtls: true\`, GET /mtls, a new connection per request"
+    [nginx-tls-newconn]="nginx TLS, GET /, a new connection per request"
+    [nginx-mtls-newconn]="nginx mTLS, GET /, a new connection per request"
+)
+loader_label() {
+    case $(loader_of "$1") in
+        wrk) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS" ;;
+        post | hmac) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS, post.lua" ;;
+        oha) echo "oha -c$WRK_CONNECTIONS" ;;
+        oha-newconn) echo "oha -c$NEWCONN_CONNECTIONS --disable-keepalive" ;;
+    esac
+}
+# "a / b = ratio (a req/s / b req/s)" when both were measured; flagged when either is invalid.
+compare() { # text a b
+    local a=$2 b=$3 ra rb per_round
+    selected "$a" && selected "$b" || return 0
+    ra=$(med "${RPS[$a]}")
+    rb=$(med "${RPS[$b]}")
+    if valid "$a" && valid "$b"; then
+        # Round by round too (both targets are measured once in every round).
+        per_round=$(awk -v a="${RPS[$a]}" -v b="${RPS[$b]}" 'BEGIN { n = split(a, x, " "); split(b, y, " ")
+            for (i = 1; i <= n; i++) printf "%s%.2f", (i > 1 ? ", " : ""), (y[i] > 0 ? x[i] / y[i] : 0) }')
+        printf -- '- %s: %s / %s = **%s** (%.0f / %.0f req/s; per round %s; CPU µs/req %s vs %s)\n' "$1" "$a" "$b" \
+            "$(ratio "$ra" "$rb")" "$ra" "$rb" "$per_round" "$(med "${CPU[$a]}")" "$(med "${CPU[$b]}")"
+    else
+        printf -- '- %s: %s / %s: **invalid** (non-2xx responses, errors or unsigned requests in a run)\n' "$1" "$a" "$b"
+    fi
+}
 {
     echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${DURATION}s --latency, $ROUNDS round(s), median per target;" \
         "one worker per proxy; origin: nginx returning \"ok\" on 127.0.0.1:${PORT[origin]}."
@@ -414,16 +809,19 @@ NGINX_RPS=$(median "${RPS[nginx]}")
     echo "| target | req/s | ratio to nginx | avg latency | p99 latency | RSS MiB | RSS ratio to nginx | PSS MiB | CPU µs/req | non-2xx / socket errors |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${TARGETS[@]}"; do
-        rps=$(median "${RPS[$name]}")
+        rps=$(med "${RPS[$name]}")
         label=$name
-        rss_ratio=$(ratio "${RSS[$name]}" "${RSS[nginx]}")
+        rss_ratio=$(ratio "${RSS[$name]}" "${RSS[nginx]:-0}")
+        nginx_ratio=$(ratio "$rps" "$NGINX_RPS")
         if [ "$name" = origin ]; then label="origin (direct, no proxy)"; rss_ratio="-"; fi
         if [ "$name" = pingora-bare ]; then label="Pingora, bare (no hooks)"; fi
+        # Rows measured with oha are not comparable with wrk's nginx row.
+        case $(loader_of "$name") in oha*) label="$name (oha)"; nginx_ratio="-" ;; esac
         printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %s | %d / %d |\n' \
-            "$label" "$rps" "$(ratio "$rps" "$NGINX_RPS")" \
-            "$(median "${AVG[$name]}")" "$(median "${P99[$name]}")" \
+            "$label" "$rps" "$nginx_ratio" \
+            "$(med "${AVG[$name]}")" "$(med "${P99[$name]}")" \
             "$(mib "${RSS[$name]}")" "$rss_ratio" "$(mib "${PSS[$name]}")" \
-            "$(median "${CPU[$name]}")" "${NON2XX[$name]}" "${SOCKERR[$name]}"
+            "$(med "${CPU[$name]}")" "${NON2XX[$name]}" "${SOCKERR[$name]}"
     done
     echo
     echo "Per-round req/s (rounds in order; the target order rotates every round):"
@@ -431,9 +829,10 @@ NGINX_RPS=$(median "${RPS[nginx]}")
     echo
     echo "- RSS / PSS: VmRSS / Pss of the process and its children (nginx: master + worker), read after the last round."
     echo "- CPU µs/req: user + system CPU time of the target's own processes during a measured run, divided by"
-    echo "  the requests wrk completed (origin row: the origin alone; proxy rows: the proxy alone)."
+    echo "  the requests completed (origin row: the origin alone; proxy rows: the proxy alone)."
     echo "- non-2xx / socket errors: summed over all rounds, from wrk's \"Non-2xx or 3xx responses\" and"
-    echo "  \"Socket errors\" lines."
+    echo "  \"Socket errors\" lines (oha rows: its status codes and errors, less the requests still in"
+    echo "  flight at the deadline)."
     echo "- Error-log lines during the test: origin $(grep -c . "$RUN_DIR/origin.error.log" || true)," \
         "nginx $(grep -c . "$RUN_DIR/nginx-proxy.error.log" || true), haproxy $(grep -c . "$RUN_DIR/haproxy.out" || true)," \
         "portcullis $(grep -c ERROR "$RUN_DIR/portcullis.out" || true) ERROR, of which" \
@@ -446,6 +845,71 @@ NGINX_RPS=$(median "${RPS[nginx]}")
     fi
     echo "- Other work on the machine: CPUs ${BUSY_BEFORE}% busy in the second before the test;" \
         "load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
+    busiest=$(printf '%s\n' "${OTHER_LOG[@]}" | sort -rn | head -3 | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $2, $1 }')
+    echo "- Other work during the measured runs (share of both CPUs used by neither the target, the" \
+        "origin nor the load generator): median $(med "$(printf '%s\n' "${OTHER_LOG[@]}" | awk '{ printf "%s ", $1 }')" | awk '{ printf "%.0f", $1 }')%," \
+        "highest: $busiest."
+
+    if [ "$NEED_TLS" = 1 ]; then
+        echo
+        echo "### TLS, mTLS and HMAC-signed requests (issue 7)"
+        echo
+        echo "Each row's ratio is to Portcullis's pass-through over TLS (GET / on its TLS listener) measured with"
+        echo "the same load generator and connection mode (the baseline column). wrk cannot present a client"
+        echo "certificate, so the mTLS rows and their baselines are measured with oha $("$OHA" --version 2>/dev/null | awk '{print $2}')"
+        echo "(rustls, HTTP/1.1, its TLS sessions kept and offered again on new connections)."
+        echo "Certificates: ECDSA P-256; TLS 1.3."
+        echo
+        echo "| target | what | load generator | req/s | baseline | ratio to baseline | avg latency | p99 latency | CPU µs/req | non-2xx / errors | other work % | valid |"
+        echo "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
+        for name in "${TARGETS[@]}"; do
+            [ -n "${SCHEME[$name]:-}" ] || continue
+            rps=$(med "${RPS[$name]}")
+            base=${BASE[$name]}
+            r="-"
+            if selected "$base"; then r=$(ratio "$rps" "$(med "${RPS[$base]}")"); fi
+            ok=yes
+            if ! valid "$name"; then ok="**NO**"; r="invalid"; fi
+            extra=""
+            if [ -n "${UNSIGNED[$name]:-}" ]; then extra=" (+${UNSIGNED[$name]} unsigned)"; fi
+            printf '| %s | %s | %s | %.0f | %s | %s | %.2f ms | %.2f ms | %s | %d / %d%s | %s | %s |\n' \
+                "$name" "${DESC[$name]}" "$(loader_label "$name")" "$rps" "$base" "$r" \
+                "$(med "${AVG[$name]}")" "$(med "${P99[$name]}")" "$(med "${CPU[$name]}")" \
+                "${NON2XX[$name]}" "${SOCKERR[$name]}" "$extra" "$(med "${OTHER[$name]}")" "$ok"
+        done
+        echo
+        echo "Ratios (medians; each pair measured with the same load generator in the same run):"
+        compare "mTLS, keep-alive, vs pass-through over TLS" portcullis-mtls portcullis-tls-oha
+        compare "mTLS, a new connection per request (sessions resumed), vs TLS the same way" portcullis-mtls-newconn portcullis-tls-newconn
+        compare "HMAC-signed POST 1 KiB vs unsigned POST 1 KiB (the signature's cost)" portcullis-hmac portcullis-post-tls
+        compare "HMAC-signed POST 1 KiB vs GET pass-through over TLS" portcullis-hmac portcullis-tls
+        compare "POST 1 KiB vs GET, both over TLS (the body's cost)" portcullis-post-tls portcullis-tls
+        compare "TLS vs plain HTTP (pass-through)" portcullis-tls portcullis
+        compare "Portcullis vs nginx, TLS" portcullis-tls nginx-tls
+        compare "Portcullis vs nginx, mTLS, keep-alive" portcullis-mtls nginx-mtls
+        compare "Portcullis vs nginx, TLS, new connections" portcullis-tls-newconn nginx-tls-newconn
+        compare "Portcullis vs nginx, mTLS, new connections" portcullis-mtls-newconn nginx-mtls-newconn
+        compare "nginx: mTLS vs TLS, new connections" nginx-mtls-newconn nginx-tls-newconn
+        compare "new connection per request vs keep-alive, TLS" portcullis-tls-newconn portcullis-tls-oha
+        compare "oha vs wrk on the same target (TLS pass-through)" portcullis-tls-oha portcullis-tls
+        echo
+        for line in "${RESUMPTION[@]}"; do echo "- Session resumption, $line"; done
+        if selected portcullis-hmac; then
+            echo "- HMAC: signatures made by \`portcullis sign --count\` just before each run (warm-up first):" \
+                "$(printf '%s; ' "${SIGN_LOG[@]}" | sed 's/; $//')."
+            echo "  Used / made per measured round: ${SIGNED[portcullis-hmac]% }; requests sent unsigned because the" \
+                "signatures ran out: ${UNSIGNED[portcullis-hmac]:-0}; non-2xx: ${NON2XX[portcullis-hmac]:-0}" \
+                "(any of these makes the row invalid)."
+        fi
+        echo "- Counters of the TLS Portcullis (admin /metrics at the end; the whole run, checks and" \
+            "warm-up included): ${TLS_METRICS:-none read}."
+        echo "- Error-log lines: nginx-tls $(grep -c . "$RUN_DIR/nginx-tls.error.log" || true)," \
+            "portcullis-tls $(grep -c ERROR "$RUN_DIR/portcullis-tls.out" || true) ERROR, of which" \
+            "$(grep -c 'Downstream ConnectionClosed' "$RUN_DIR/portcullis-tls.out" || true) 'Downstream ConnectionClosed' and" \
+            "$(grep -c 'TLS accept() failed: \(unexpected EOF\|Connection reset by peer\)' "$RUN_DIR/portcullis-tls.out" || true)" \
+            "'TLS accept() failed: unexpected EOF / Connection reset by peer' (handshakes oha abandoned at the" \
+            "end of a --disable-keepalive run)."
+    fi
 } | tee "$RUN_DIR/results.md"
 
 log "raw outputs in $RUN_DIR"
