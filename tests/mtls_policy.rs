@@ -547,3 +547,35 @@ fn x9_a_host_other_than_the_tls_server_name_is_misdirected() {
     );
     assert_eq!(curl_path(&m, "/", None, &["Host: localhost"]).0, 200);
 }
+
+#[test]
+fn x11_a_fifty_certificate_chain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Ca::new(dir.path(), "root");
+    // root -> i1 -> ... -> i49 -> leaf, all sent by the client.
+    let mut chain: Vec<Ca> = Vec::new();
+    for i in 1..50 {
+        let next = chain
+            .last()
+            .unwrap_or(&root)
+            .intermediate(dir.path(), &format!("i{i}"));
+        chain.push(next);
+    }
+    let issuing = chain.last().unwrap();
+    let (cert, key, _) = issuing.issue(dir.path(), "deepest", &Leaf::default());
+    let bundle = dir.path().join("deepest-chain.crt");
+    let mut pem = std::fs::read(&cert).unwrap();
+    for ca in chain.iter().rev() {
+        pem.extend(ca.cert.to_pem().unwrap());
+    }
+    std::fs::write(&bundle, pem).unwrap();
+    let m = start_in(dir, root, "required", "", &|o| pass_through(o));
+    assert_eq!(curl_path(&m, "/", Some((&bundle, &key)), &[]).0, 0);
+    // The gateway stays responsive for well-formed clients afterwards.
+    let (direct, direct_key, _) = issue(&m, "direct", &Leaf::default());
+    assert_eq!(curl_path(&m, "/", Some((&direct, &direct_key)), &[]).0, 200);
+    eprintln!(
+        "50-certificate chain refused; both calls took {:?}",
+        started.elapsed()
+    );
+}
