@@ -569,6 +569,13 @@ fn a_wrong_client_secret_is_503_with_a_log_line_naming_the_cause() {
         "the secret is never logged"
     );
     assert!(!log.contains("opaque"), "the token is never logged");
+    assert_eq!(
+        s.gw.metric(
+            r#"portcullis_introspection_requests_total{outcome="unauthorized",provider="sso"}"#
+        ),
+        Some(1.0),
+        "counted as a refusal of the gateway's credentials, not as an unreachable server"
+    );
 }
 
 #[test]
@@ -586,6 +593,15 @@ fn i7_wrong_issuer_or_audience_in_the_answer_is_refused() {
     fields["iss"] = json!(s.server.issuer());
     s.server.activate("own-iss", fields);
     assert_eq!(get(&s.gw, "own-iss").status(), 200);
+    // Answers refused on their claims are counted apart from inactive tokens and failures,
+    // and cached like inactive ones: asking again does not call the server again.
+    assert_eq!(
+        s.gw.metric(r#"portcullis_introspection_requests_total{outcome="refused",provider="sso"}"#),
+        Some(2.0)
+    );
+    let calls = s.server.calls();
+    refused(get(&s.gw, "foreign-iss"), 401, "token_wrong_issuer");
+    assert_eq!(s.server.calls(), calls);
 }
 
 #[test]
