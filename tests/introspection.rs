@@ -638,6 +638,21 @@ fn keycloak_style_discovery_finds_the_endpoint_and_client_secret_post_works() {
     assert_eq!(server.discovery_calls(), 1);
     assert_eq!(get(&gw, "svc-token").status(), 200);
     assert_eq!(server.discovery_calls(), 1, "the endpoint is remembered");
+
+    // A failing endpoint is looked up again: the provider may have moved it.
+    server.set_override(Some((404, "text/plain".into(), "gone".into())));
+    server.activate(
+        "second-token",
+        json!({"client_id": "billing-job", "exp": now() + 60}),
+    );
+    assert_eq!(get(&gw, "second-token").status(), 503);
+    server.set_override(None);
+    assert_eq!(get(&gw, "second-token").status(), 200);
+    assert_eq!(
+        server.discovery_calls(),
+        2,
+        "rediscovered after the failure"
+    );
 }
 
 #[test]

@@ -40,7 +40,8 @@ pub enum ClientAuth {
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     Fixed(String),
-    /// The `introspection_endpoint` of this OIDC discovery document, read on first use.
+    /// The `introspection_endpoint` of this OIDC discovery document, read on first use and
+    /// again after a failed call.
     Discovery(String),
 }
 
@@ -275,7 +276,14 @@ impl Introspector {
             .observe(started.elapsed().as_secs_f64());
         let body = match outcome {
             Ok(body) => body,
-            Err(outcome) => return Err(self.failed(outcome, probe)),
+            Err(outcome) => {
+                // The provider may have moved its endpoint: read the discovery document again
+                // on the next call (the breaker bounds how often that is).
+                if let Ok(mut d) = self.discovered.lock() {
+                    *d = None;
+                }
+                return Err(self.failed(outcome, probe));
+            }
         };
         match self.judge(&body, now) {
             Ok(cached) => {
