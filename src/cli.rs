@@ -541,7 +541,7 @@ fn sign(a: &SignArgs) -> Result<String, String> {
         headers: &headers,
         body: &body,
     };
-    let created = crate::gateway::proxy::unix_now();
+    let created = crate::unix_now();
     let mut out = String::new();
     for _ in 0..a.count.max(1) {
         let nonce = http_sig::new_nonce()?;

@@ -4,9 +4,10 @@
 //! would be refused.
 
 use crate::config::Config;
-use crate::gateway::proxy::{prepare_upstream_request, unix_now, UpstreamView};
+use crate::gateway::proxy::{prepare_upstream_request, UpstreamView};
 use crate::policy::engine::{Engine, RequestFacts};
 use crate::policy::Trace;
+use crate::unix_now;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 

@@ -4,6 +4,14 @@
 //! `upstream` are the runtime structures compiled from it, `identity` is header hygiene, and
 //! `gateway` is the only module that touches Pingora's proxy hooks.
 
+/// Seconds since the Unix epoch (0 if the clock is before it): the one clock every
+/// expiry, window and timestamp of the gateway is read from.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 pub mod access_log;
 pub mod assertion;
 pub mod auth;

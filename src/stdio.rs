@@ -172,7 +172,7 @@ impl Session {
             Some(Value::String(p)) => Some(p.as_str()),
             Some(_) => return Err((12, "`required_permission` must be a string".into())),
         };
-        let now = crate::gateway::proxy::unix_now();
+        let now = crate::unix_now();
         let (service, identity, denial) = match &self.source {
             Source::Config {
                 engine,

@@ -44,13 +44,6 @@ fn unix(t: &Asn1TimeRef) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
-/// Unix seconds now.
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Crls {
     /// Read the PEM lists of `path`, each checked against the CAs of `ca_file`.
     pub fn load(path: &Path, ca_file: &str) -> Result<Crls, String> {
@@ -175,7 +168,7 @@ impl CrlFile {
     /// The verdict of the lists in force on one certificate of a chain.
     pub fn check(&self, cert: &X509Ref) -> Result<(), Refused> {
         let crls = self.current();
-        if crls.stale(now()) {
+        if crls.stale(crate::unix_now()) {
             return Err(Refused::Stale);
         }
         if crls.revoked(cert) {

@@ -29,6 +29,7 @@
 //! Callbacks registered with [`Revocations::on_revoke`] run, outside every lock, for each entry
 //! that becomes effective locally (a new key or a later instant), wherever the change came from.
 
+use crate::unix_now;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -39,7 +40,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The longest jti or subject accepted, in bytes.
@@ -636,12 +637,6 @@ impl std::fmt::Debug for Revocations {
             .field("max_entries", &self.max_entries)
             .finish_non_exhaustive()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Sleeps for `d`; true when `shutdown` changed meanwhile.

@@ -173,7 +173,7 @@ impl ServeHttp for AdminApp {
                         &method,
                         authorization.as_deref(),
                         body.as_deref(),
-                        super::proxy::unix_now(),
+                        crate::unix_now(),
                     )
                     .await
                 }
@@ -198,7 +198,7 @@ impl ServeHttp for AdminApp {
                         .set(l.tracked() as i64);
                 }
                 if let Some(r) = &self.revocation {
-                    let (jti, subjects, tokens) = r.list.counts(super::proxy::unix_now());
+                    let (jti, subjects, tokens) = r.list.counts(crate::unix_now());
                     let g = &crate::metrics::metrics().revocations_active;
                     g.with_label_values(&["jti"]).set(jti as i64);
                     g.with_label_values(&["subject"]).set(subjects as i64);

@@ -190,11 +190,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
             .set(p.keys.len() as i64);
     }
     m.config_reloads.with_label_values(&["success"]).inc();
-    m.config_last_reload.set(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    );
+    m.config_last_reload.set(crate::unix_now() as i64);
     Ok(server)
 }
 

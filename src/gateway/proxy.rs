@@ -11,6 +11,7 @@ use crate::policy::engine::{Engine, RequestFacts};
 use crate::policy::{networks, Trace};
 use crate::request_id;
 use crate::routing::Route;
+use crate::unix_now;
 use crate::upstream::Pool;
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -658,13 +659,6 @@ async fn read_signed_body(
 
 /// How long a signed request's body may take to arrive.
 const SIGNED_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The error answer for a Pingora error, or `None` when the client is gone.
 fn classify(e: &Error) -> Option<ErrorKind> {
