@@ -64,35 +64,7 @@ pub enum Command {
     },
     /// Sign a request for an `hmac` route (RFC 9421, hmac-sha256) and print the headers to
     /// send with it: `Content-Digest` (with a body), `Signature-Input`, `Signature`.
-    Sign {
-        /// The key id (`keyid`).
-        #[arg(long)]
-        key_id: String,
-        /// A file holding the key's secret as the signing keys file writes it (`base64:...`).
-        #[arg(long, conflicts_with = "keys_file")]
-        secret_file: Option<PathBuf>,
-        /// The gateway's signing keys file: use the secret of `--key-id` from it.
-        #[arg(long)]
-        keys_file: Option<PathBuf>,
-        #[arg(short = 'X', long, default_value = "GET")]
-        method: String,
-        /// A request header, `Name: value` (repeatable); needed when a signed component names it.
-        #[arg(short = 'H', long = "header")]
-        headers: Vec<String>,
-        /// The body: the exact bytes of this file (`-` for standard input).
-        #[arg(long)]
-        body_file: Option<PathBuf>,
-        /// Components to cover, comma-separated (default: `@method,@authority,@path,@query`,
-        /// and `content-digest` with a body).
-        #[arg(long, value_delimiter = ',')]
-        components: Vec<String>,
-        /// Print this many signatures, each with its own nonce, one per line with the headers
-        /// separated by tabs (for load tests).
-        #[arg(long, default_value_t = 1)]
-        count: usize,
-        /// `https://host[:port]/path?query`, with the path in the gateway's canonical form.
-        url: String,
-    },
+    Sign(SignArgs),
     /// Run a small origin that answers every request with a JSON description of it.
     Echo {
         #[arg(short, long, default_value = "127.0.0.1:9000")]
@@ -233,39 +205,16 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Sign {
-            key_id,
-            secret_file,
-            keys_file,
-            method,
-            headers,
-            body_file,
-            components,
-            count,
-            url,
-        }) => {
-            let req = SignArgs {
-                key_id,
-                secret_file,
-                keys_file,
-                method,
-                headers,
-                body_file,
-                components,
-                count,
-                url,
-            };
-            match sign(&req) {
-                Ok(lines) => {
-                    print!("{lines}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
+        Some(Command::Sign(req)) => match sign(&req) {
+            Ok(lines) => {
+                print!("{lines}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Keys { command }) => match keys(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -466,16 +415,35 @@ fn add_key_to_file(
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
 }
 
-struct SignArgs {
-    key_id: String,
-    secret_file: Option<PathBuf>,
-    keys_file: Option<PathBuf>,
-    method: String,
-    headers: Vec<String>,
-    body_file: Option<PathBuf>,
-    components: Vec<String>,
-    count: usize,
-    url: String,
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The key id (`keyid`).
+    #[arg(long)]
+    pub key_id: String,
+    /// A file holding the key's secret as the signing keys file writes it (`base64:...`).
+    #[arg(long, conflicts_with = "keys_file")]
+    pub secret_file: Option<PathBuf>,
+    /// The gateway's signing keys file: use the secret of `--key-id` from it.
+    #[arg(long)]
+    pub keys_file: Option<PathBuf>,
+    #[arg(short = 'X', long, default_value = "GET")]
+    pub method: String,
+    /// A request header, `Name: value` (repeatable); needed when a signed component names it.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// The body: the exact bytes of this file (`-` for standard input).
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+    /// Components to cover, comma-separated (default: `@method,@authority,@path,@query`,
+    /// and `content-digest` with a body).
+    #[arg(long, value_delimiter = ',')]
+    pub components: Vec<String>,
+    /// Print this many signatures, each with its own nonce, one per line with the headers
+    /// separated by tabs (for load tests).
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// `https://host[:port]/path?query`, with the path in the gateway's canonical form.
+    pub url: String,
 }
 
 /// `portcullis sign`: the signature headers for one request (or `count` of them).

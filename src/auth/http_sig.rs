@@ -127,21 +127,21 @@ impl SigError {
     /// Human message; fixed text only.
     pub fn message(self) -> &'static str {
         match self {
-            SigError::Missing => "the request must carry Signature-Input and Signature headers",
+            SigError::Missing => "The request must carry Signature-Input and Signature headers.",
             SigError::Malformed => {
                 "Signature-Input or Signature is malformed, uses an unsupported component, \
-                 or a covered field is absent from the request"
+                 or a covered field is absent from the request."
             }
-            SigError::UnknownKey => "the signing key is unknown, disabled or expired",
-            SigError::AlgorithmNotAllowed => "only hmac-sha256 signatures are accepted",
+            SigError::UnknownKey => "The signing key is unknown, disabled or expired.",
+            SigError::AlgorithmNotAllowed => "Only hmac-sha256 signatures are accepted.",
             SigError::InsufficientCoverage => {
-                "the signature does not cover every required component, created and nonce"
+                "The signature does not cover every required component, created and nonce."
             }
-            SigError::Expired => "the signature is too old or has expired",
-            SigError::CreatedInFuture => "the signature was created in the future",
-            SigError::Replayed => "this signature nonce has already been used",
-            SigError::DigestMismatch => "Content-Digest does not match the request body",
-            SigError::Mismatch => "the signature does not match the request",
+            SigError::Expired => "The signature is too old or has expired.",
+            SigError::CreatedInFuture => "The signature was created in the future.",
+            SigError::Replayed => "This signature's nonce has already been used.",
+            SigError::DigestMismatch => "Content-Digest does not match the request body.",
+            SigError::Mismatch => "The signature does not match the request.",
         }
     }
 }

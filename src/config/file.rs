@@ -145,7 +145,7 @@ pub struct RevocationSection {
     /// Where a gateway without Redis keeps the list across restarts.
     pub state_file: Option<String>,
     /// Share the list with every gateway using this Redis.
-    pub redis: Option<RevocationRedisSection>,
+    pub redis: Option<RedisStoreSection>,
     /// How long a `jti` or token entry posted without `expires_at` is kept (default 24h).
     #[serde(default, with = "humantime_serde")]
     pub default_ttl: Option<Duration>,
@@ -153,14 +153,15 @@ pub struct RevocationSection {
     pub max_entries: Option<usize>,
 }
 
+/// A Redis that holds shared state: the revocation list, or signed requests' nonces.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RevocationRedisSection {
+pub struct RedisStoreSection {
     /// `redis://host:port/db`.
     pub url: String,
-    /// Prefix of the keys and channel (default `portcullis:`).
+    /// Prefix of the keys (and of the revocation channel); default `portcullis:`.
     pub key_prefix: Option<String>,
-    /// Per command (default 250ms).
+    /// Per command (default 250ms for the revocation list, 100ms for nonces).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
 }
@@ -511,7 +512,7 @@ pub struct NoncesSection {
     /// Most nonces remembered in this process (default 1,000,000).
     pub max_entries: Option<usize>,
     /// Share the nonces with every gateway using this Redis.
-    pub redis: Option<RevocationRedisSection>,
+    pub redis: Option<RedisStoreSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]

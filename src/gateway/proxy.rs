@@ -53,6 +53,8 @@ pub struct RequestCtx {
     sni: Option<Arc<str>>,
     /// The body was read whole before forwarding (a signed request).
     body_read: bool,
+    /// The request came over TLS.
+    https: bool,
 }
 
 #[async_trait]
@@ -75,16 +77,16 @@ impl ProxyHttp for Gateway {
             client_cert: None,
             sni: None,
             body_read: false,
+            https: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
         // Read once per request from what the handshake left on the connection.
-        let conn = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.extension.get::<super::mtls::ConnFacts>());
+        let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
+        ctx.https = tls.is_some();
+        let conn = tls.and_then(|s| s.extension.get::<super::mtls::ConnFacts>());
         if let Some(conn) = conn {
             if conn.rejected {
                 return self
@@ -195,7 +197,6 @@ impl ProxyHttp for Gateway {
                 &self.engine.trusted_proxies,
             )
         });
-        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         // HTTP/2 carries the host in :authority rather than a Host header.
         let host = req
@@ -219,7 +220,7 @@ impl ProxyHttp for Gateway {
             client_ip: ctx.client_ip,
             client_cert: ctx.client_cert.as_deref(),
             cert_forward: self.engine.client_certs.forward,
-            https,
+            https: ctx.https,
             host,
             now: unix_now(),
         };
@@ -519,7 +520,7 @@ impl Gateway {
         // X9: a connection made for one name (and maybe certified for it) is not used for
         // another: on mTLS listeners the Host must name the server the client asked for.
         if let (Some(sni), Some(h)) = (ctx.sni.as_deref(), host) {
-            if !hostname_of(h).eq_ignore_ascii_case(sni) {
+            if !crate::routing::strip_port(h).eq_ignore_ascii_case(sni) {
                 return self.answered(session, ctx, response::MISDIRECTED).await;
             }
         }
@@ -551,7 +552,7 @@ impl Gateway {
             peer: client_ip_of(session),
             now: unix_now(),
             extra_permission: None,
-            https: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            https: ctx.https,
             body,
         };
         let outcome = self.engine.decide(&facts, &mut Trace::default()).await;
@@ -591,17 +592,6 @@ impl Gateway {
         self.answer(session, ctx, kind, &[])
             .await
             .map(Decided::Answered)
-    }
-}
-
-/// The host name of a `Host` value, without the port (`[::1]:8443` -> `::1`).
-fn hostname_of(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
     }
 }
 

@@ -242,16 +242,6 @@ impl Engine {
             || "route".into(),
             || format!("{} (upstream #{})", route.name, route.upstream),
         );
-        if facts.body.is_none()
-            && route.auth.verifies_signatures()
-            && facts.headers.contains_key("signature-input")
-        {
-            trace.note(|| "body".into(), || "needed for the signature".into());
-            outcome.needs_body = true;
-            outcome.path = Some(path);
-            outcome.route = Some(route);
-            return outcome;
-        }
         // Borrowed in the common case (the path was already canonical): no copy.
         let canonical = path.clone();
         outcome.path = Some(path);
@@ -301,6 +291,16 @@ impl Engine {
                 outcome.route = Some(route);
                 return outcome;
             }
+        }
+        // A signed request's body is read only once the address may still authenticate.
+        if facts.body.is_none()
+            && route.auth.verifies_signatures()
+            && facts.headers.contains_key("signature-input")
+        {
+            trace.note(|| "body".into(), || "needed for the signature".into());
+            outcome.needs_body = true;
+            outcome.route = Some(route);
+            return outcome;
         }
         let verdict = evaluate(&route.auth, &auth, &facts, trace).await;
         if let (Some(g), Some(ip), Some(401)) =

@@ -152,7 +152,7 @@ impl RouteTable {
 /// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
 /// The host without its port and without a trailing dot (`API.example.com.:443` and
 /// `api.example.com` are one host; names compare case-insensitively).
-fn strip_port(host: &str) -> &str {
+pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(end) => &host[..=end],
