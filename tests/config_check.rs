@@ -596,6 +596,9 @@ fn broken_mtls_settings_are_rejected_with_the_offending_key() {
     let dir = tempfile::tempdir().unwrap();
     let keys = conf_dir().join("keys");
     std::fs::write(dir.path().join("garbage.crl"), "not a CRL\n").unwrap();
+    // A well-formed CRL, but from a CA the listener does not trust.
+    let stranger = crate::support::pki::Ca::new(dir.path(), "stranger-ca");
+    stranger.write_crl(dir.path(), &dir.path().join("stranger.crl"), &[], false);
     let tls = format!(
         "{{certificate: {0}/demo-server.crt, key: {0}/demo-server.key, client_certificate: optional, client_ca_file: {0}/demo-clients-ca.pem",
         keys.display()
@@ -632,7 +635,11 @@ fn broken_mtls_settings_are_rejected_with_the_offending_key() {
         ),
         (
             format!("listeners: [{{address: 127.0.0.1:8443, tls: {tls}, client_crl_file: {}}}}}]\n{upstream}{}", dir.path().join("garbage.crl").display(), route("{mtls: true}")),
-            "listeners[0].tls.client_crl_file: ",
+            "holds no PEM CRL",
+        ),
+        (
+            format!("listeners: [{{address: 127.0.0.1:8443, tls: {tls}, client_crl_file: {}}}}}]\n{upstream}{}", dir.path().join("stranger.crl").display(), route("{mtls: true}")),
+            "CRL #1 is not signed by a CA of the client CA bundle",
         ),
         (
             format!("listeners: [{{address: 127.0.0.1:8080}}]\nupstreams: {{a: {{backends: [127.0.0.1:1], tls: {{sni: a.internal, client_certificate: {}/demo-server.crt}}}}}}\n{}", keys.display(), route("public")),

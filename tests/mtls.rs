@@ -125,13 +125,7 @@ fn verified_certificate_facts_reach_the_backend_and_forged_ones_do_not() {
         r.header_all("x-client-cert-fingerprint"),
         [fingerprint.as_str()]
     );
-    let serial = x509
-        .serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string();
+    let serial = crate::support::pki::serial_hex(&x509);
     assert_eq!(r.header_all("x-client-cert-serial"), [serial.as_str()]);
     // X7: client copies of certificate headers never reach the backend.
     assert_eq!(r.header("x-forwarded-client-cert"), None);

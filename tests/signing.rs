@@ -477,6 +477,16 @@ fn the_signing_keys_file_is_reloaded() {
     );
 }
 
+/// `Name: value` fields as printed by `portcullis sign`.
+fn fields<'a>(printed: impl Iterator<Item = &'a str>) -> Vec<(&'a str, String)> {
+    printed
+        .map(|f| {
+            let (k, v) = f.split_once(": ").unwrap();
+            (k, v.to_string())
+        })
+        .collect()
+}
+
 #[test]
 fn portcullis_sign_makes_requests_the_gateway_accepts() {
     let s = start("");
@@ -501,13 +511,7 @@ fn portcullis_sign_makes_requests_the_gateway_accepts() {
         String::from_utf8(out.stdout).unwrap()
     };
     let printed = run(&[]);
-    let headers: Vec<(&str, String)> = printed
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k, v.to_string())
-        })
-        .collect();
+    let headers = fields(printed.lines());
     let names: Vec<&str> = headers.iter().map(|(k, _)| *k).collect();
     assert_eq!(names, ["Content-Digest", "Signature-Input", "Signature"]);
     assert!(!printed.contains(&base64::engine::general_purpose::STANDARD.encode(secret())));
@@ -527,13 +531,7 @@ fn portcullis_sign_makes_requests_the_gateway_accepts() {
     let unique: std::collections::HashSet<&str> = lines.iter().copied().collect();
     assert_eq!(unique.len(), 3);
     for line in lines {
-        let headers: Vec<(&str, String)> = line
-            .split('\t')
-            .map(|f| {
-                let (k, v) = f.split_once(": ").unwrap();
-                (k, v.to_string())
-            })
-            .collect();
+        let headers = fields(line.split('\t'));
         let resp = send(
             &s.gw,
             "POST",
@@ -625,21 +623,13 @@ fn a_client_expecting_100_continue_gets_it_before_sending_the_signed_body() {
 fn a_signed_request_over_http2_is_verified_and_its_body_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("signing-keys.yaml"), keys_yaml("")).unwrap();
-    let (cert, key) = self_signed_cert(dir.path(), "edge");
     let echo = Echo::start();
-    let port = free_port();
-    let gw = Gateway::start_with_listeners(
-        &format!(
-            "  - address: 127.0.0.1:{port}\n    tls:\n      certificate: {}\n      key: {}\n",
-            cert.display(),
-            key.display()
-        ),
-        &format!(
-            "request_signing:\n  keys_file: {}\nupstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: webhooks\n    match: {{ path_prefix: /webhooks }}\n    upstream: echo\n    auth: {{ hmac: true }}\n",
-            dir.path().join("signing-keys.yaml").display(),
-            echo.addr
-        ),
-    );
+    let (gw, cert) = crate::tls::tls_gateway(&format!(
+        "request_signing:\n  keys_file: {}\nupstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: webhooks\n    match: {{ path_prefix: /webhooks }}\n    upstream: echo\n    auth: {{ hmac: true }}\n",
+        dir.path().join("signing-keys.yaml").display(),
+        echo.addr
+    ));
+    let port = gw.addr.port();
     let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     let body_file = dir.path().join("body.bin");
     std::fs::write(&body_file, &body).unwrap();
@@ -681,5 +671,35 @@ fn a_signed_request_over_http2_is_verified_and_its_body_forwarded() {
         (r.body_length, r.body_sha256),
         (body.len(), sha256_hex(&body))
     );
-    drop(gw);
+}
+
+#[test]
+fn a_signed_body_that_stalls_gets_408_and_nothing_is_forwarded() {
+    use std::io::{Read, Write};
+    let s = start("");
+    let body = vec![b'x'; 100];
+    let headers = sign(&s.gw, "POST", "/webhooks/slow", &body);
+    let mut head = format!(
+        "POST /webhooks/slow HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+        s.gw.addr,
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut conn = std::net::TcpStream::connect(s.gw.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    // A tenth of the body, then nothing: the gateway gives up after 10 s.
+    conn.write_all(&body[..10]).unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(
+        s.echo.received().is_empty(),
+        "part of a body reached the origin"
+    );
 }

@@ -2,7 +2,9 @@
 
 use crate::support::*;
 
-fn tls_gateway(upstream: &str) -> (Gateway, std::path::PathBuf) {
+/// A gateway with one TLS listener (a self-signed certificate for localhost) and `upstream`
+/// as the rest of its configuration; the certificate, for `--cacert`.
+pub fn tls_gateway(upstream: &str) -> (Gateway, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed_cert(dir.path(), "edge");
     let port = free_port();

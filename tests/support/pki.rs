@@ -24,6 +24,16 @@ fn serial() -> openssl::asn1::Asn1Integer {
     serial.to_asn1_integer().unwrap()
 }
 
+/// A certificate's serial number in upper-case hex, as the gateway reports it.
+pub fn serial_hex(cert: &X509) -> String {
+    cert.serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string()
+}
+
 pub struct Ca {
     pub cert: X509,
     key: PKey<Private>,
@@ -122,13 +132,7 @@ impl Ca {
         let w = work.path();
         let mut index = String::new();
         for c in revoked {
-            let serial = c
-                .serial_number()
-                .to_bn()
-                .unwrap()
-                .to_hex_str()
-                .unwrap()
-                .to_string();
+            let serial = serial_hex(c);
             index.push_str(&format!(
                 "R\t300101000000Z\t240101000000Z\t{serial}\tunknown\t/CN=revoked\n"
             ));
