@@ -21,7 +21,7 @@ fn route_table(n: usize) -> RouteTable {
     }
     yaml.push_str("  - {name: all, match: {path_prefix: /}, upstream: a, auth: public}\n");
     let cfg = config::parse(&yaml).expect("bench config");
-    RouteTable::new(&cfg.routes)
+    RouteTable::new(cfg.routes)
 }
 
 fn routing(c: &mut Criterion) {
@@ -63,7 +63,7 @@ fn header_hygiene(c: &mut Criterion) {
     ] {
         base.append_header(k, v).unwrap();
     }
-    let namespace = portcullis::identity::IdentityNamespace::default();
+    let namespace = portcullis::forward::IdentityNamespace::default();
     let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     c.bench_function(
         "strip hop-by-hop + identity namespace + set forwarded",
@@ -71,10 +71,10 @@ fn header_hygiene(c: &mut Criterion) {
             b.iter_batched(
                 || base.clone(),
                 |mut req| {
-                    portcullis::identity::strip_hop_by_hop(&mut req);
+                    portcullis::forward::strip_hop_by_hop(&mut req);
                     namespace.strip(&mut req);
                     let xff = portcullis::policy::networks::forwarded_for(peer, &req.headers, &[]);
-                    portcullis::identity::set_forwarded(
+                    portcullis::forward::set_forwarded(
                         &mut req,
                         Some(xff),
                         Some(peer),
@@ -191,7 +191,8 @@ fn decision(c: &mut Criterion) {
     use futures::executor::block_on;
     use openssl::pkey::PKey;
     use openssl::rsa::Rsa;
-    use portcullis::policy::engine::{Engine, RequestFacts};
+    use portcullis::app::App;
+    use portcullis::engine::{Decision, RequestFacts};
     let dir = tempfile::tempdir().unwrap();
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let pem = dir.path().join("idp.pem");
@@ -201,7 +202,8 @@ fn decision(c: &mut Criterion) {
         pem.display()
     );
     let cfg = config::parse(&yaml).expect("bench config");
-    let engine = Engine::from_config(&cfg);
+    let app = App::build(cfg).expect("bench app");
+    let engine = &app.engine;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -222,21 +224,15 @@ fn decision(c: &mut Criterion) {
     headers.insert("host", "api.example.com".parse().unwrap());
     headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
     let method = Method::GET;
-    let facts = RequestFacts {
-        client_cert: None,
-        https: false,
-        body: None,
-        method: &method,
-        host: Some("api.example.com"),
-        path: "/api/orders/42",
-        query: None,
-        headers: &headers,
-        peer: Some("127.0.0.1".parse().unwrap()),
+    let facts = RequestFacts::new(
+        &method,
+        b"/api/orders/42",
+        &headers,
+        Some("127.0.0.1".parse().unwrap()),
         now,
-        extra_permission: None,
-    };
+    );
     let first = block_on(engine.decide(&facts, &mut Default::default()));
-    assert!(first.denial.is_none(), "{:?}", first.denial);
+    assert!(matches!(first, Decision::Forward(_)), "{first:?}");
     c.bench_function("decide: JWT route, cached token, role check", |b| {
         b.iter(|| {
             black_box(block_on(

@@ -23,6 +23,16 @@ use crate::auth::Identity;
 /// upstream to read the request, short enough that a leaked one is soon worthless.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
+/// Default header of the identity assertion (inside the `X-Identity-*` namespace).
+pub const DEFAULT_HEADER: &str = "x-identity-assertion";
+
+/// A pool's identity assertion: the signer and the header it goes in.
+#[derive(Debug)]
+pub struct Assertion {
+    pub signer: AssertionSigner,
+    pub header: http::HeaderName,
+}
+
 const KEYS_ONLY: &str = "EdDSA (Ed25519) or ES256 (P-256) keys only";
 
 /// Where the signing key and the keys published beside it come from.

@@ -13,14 +13,14 @@ pub fn unix_now() -> u64 {
 }
 
 pub mod access_log;
+pub mod app;
 pub mod assertion;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod echo;
-pub mod explain;
+pub mod engine;
+pub mod forward;
 pub mod gateway;
-pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
@@ -28,5 +28,4 @@ pub mod redis_conn;
 pub mod reload;
 pub mod request_id;
 pub mod routing;
-pub mod stdio;
 pub mod upstream;

@@ -4,5 +4,13 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    portcullis::cli::main()
+    use portcullis::cli::Action;
+    match portcullis::cli::main() {
+        Action::Exit(code) => code,
+        Action::Serve {
+            app,
+            daemon,
+            upgrade,
+        } => portcullis::gateway::serve(*app, portcullis::gateway::RunFlags { daemon, upgrade }),
+    }
 }

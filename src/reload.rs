@@ -41,8 +41,7 @@ pub trait Reloadable: Send + Sync {
     }
 }
 
-/// The background service that keeps files in force: polls every `interval`, and reloads
-/// every file on `SIGHUP`.
+/// Keeps files in force: polls every `interval`, and reloads every file on `SIGHUP`.
 pub struct Reloader {
     pub files: Vec<Arc<dyn Reloadable>>,
     pub interval: Duration,
@@ -67,9 +66,9 @@ fn apply(file: &dyn Reloadable, outcome: Option<Result<usize, Vec<String>>>, why
     }
 }
 
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for Reloader {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+impl Reloader {
+    /// Poll and reload until `shutdown` changes.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(s) => Some(s),

@@ -1785,3 +1785,15 @@ mod sfv {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "http_sig_tests.rs"]
 mod tests;
+
+/// HMAC-signed requests, ready to verify: the keys in force, what a signature must cover,
+/// and where nonces are remembered.
+#[derive(Debug)]
+pub struct Signing {
+    pub keys: std::sync::Arc<SigningKeys>,
+    pub rules: Requirements,
+    pub nonces: crate::auth::nonces::NonceStore,
+}
+
+/// The name `portcullis` callers use for the signature coverage rules.
+pub type SignatureRules = Requirements;

@@ -340,16 +340,12 @@ fn max_age(v: &str) -> Option<Duration> {
     })
 }
 
-/// Keeps one provider's keys current; a Pingora background service.
-pub struct JwksRefresher {
-    pub keys: Arc<RemoteKeys>,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for JwksRefresher {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+impl RemoteKeys {
+    /// Keep the keys current until `shutdown` changes: refresh, then wait as long as the
+    /// refresh says (the server's cache lifetime, or the retry back-off).
+    pub async fn keep_fresh(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let wait = self.keys.refresh().await;
+            let wait = self.refresh().await;
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(wait) => {}

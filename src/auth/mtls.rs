@@ -117,7 +117,7 @@ pub enum Forward {
 /// The `mtls` credential's settings: which certificate value names the caller, and the
 /// consumers those names map to.
 #[derive(Debug, Clone)]
-pub struct ClientCertPolicy {
+pub struct CertIdentities {
     pub source: IdentitySource,
     pub forward: Forward,
     /// Certificate identity -> the caller. When empty, any verified certificate is a caller
@@ -125,7 +125,7 @@ pub struct ClientCertPolicy {
     pub consumers: HashMap<String, Arc<Identity>>,
 }
 
-impl Default for ClientCertPolicy {
+impl Default for CertIdentities {
     fn default() -> Self {
         Self {
             source: IdentitySource::SanUri,
@@ -144,7 +144,7 @@ pub fn subject_allowed(patterns: &[String], subject: &str) -> bool {
     })
 }
 
-impl ClientCertPolicy {
+impl CertIdentities {
     /// The one identity of the configured kind the certificate carries.
     pub fn identity_of<'a>(&self, cert: &'a ClientCert) -> Result<&'a str, AuthError> {
         let values: &[String] = match self.source {
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn x14_no_certificate_is_no_identity() {
-        let policy = ClientCertPolicy::default();
+        let policy = CertIdentities::default();
         assert_eq!(policy.authenticate(None), Err(AuthError::ClientCertMissing));
         // Two URI SANs: which one is the caller? Neither.
         assert_eq!(
@@ -279,14 +279,14 @@ mod tests {
             policy.authenticate(Some(&none)),
             Err(AuthError::ClientCertNoIdentity)
         );
-        let consumers = ClientCertPolicy {
+        let consumers = CertIdentities {
             consumers: [(
                 "spiffe://acme/other".to_string(),
                 Arc::new(Identity::default()),
             )]
             .into_iter()
             .collect(),
-            ..ClientCertPolicy::default()
+            ..CertIdentities::default()
         };
         assert_eq!(
             consumers.authenticate(Some(&one)),

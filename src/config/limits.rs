@@ -1,31 +1,11 @@
-//! `rate_limits` and routes' `rate_limit`, checked and compiled.
+//! `rate_limits` and routes' `rate_limit`, checked and compiled into `ratelimit`'s
+//! settings (the counters themselves are built by the composition root).
 
 use super::file::{LimitSection, OnRedisError, Per, RateLimitBackend, RateLimitsSection};
-use crate::ratelimit::redis_backend::RedisLimiter;
-use crate::ratelimit::{FailedAuthGuard, Limit, LimitKey, LocalLimiter};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use crate::ratelimit::{
+    FailedAuthSettings, Limit, LimitKey, LimitSettings, OnError, RedisSettings,
+};
 use std::time::Duration;
-
-/// Every limit of a configuration, the tiers and the global limit by index, and the
-/// backend that counts them.
-#[derive(Debug, Default, Clone)]
-pub struct RateLimits {
-    pub limits: Vec<Limit>,
-    pub tiers: BTreeMap<String, usize>,
-    pub global: Option<usize>,
-    pub limiter: Option<Arc<LocalLimiter>>,
-    pub failed_auth: Option<Arc<FailedAuthGuard>>,
-    /// The shared backend, when `backend: redis`; the local limiter stays as its fallback.
-    pub redis: Option<Arc<RedisLimiter>>,
-    pub on_redis_error: Option<OnRedisError>,
-}
-
-impl RateLimits {
-    pub fn tier_names(&self) -> Vec<String> {
-        self.tiers.keys().cloned().collect()
-    }
-}
 
 /// One limit; `None` (with problems reported) when it is wrong.
 pub fn compile_limit(
@@ -98,8 +78,11 @@ fn window_of(per: Per) -> Duration {
 pub fn compile(
     section: Option<&RateLimitsSection>,
     problem: &mut impl FnMut(String, String),
-) -> RateLimits {
-    let mut out = RateLimits::default();
+) -> LimitSettings {
+    let mut out = LimitSettings {
+        max_keys: section.and_then(|s| s.max_keys).unwrap_or(100_000),
+        ..LimitSettings::default()
+    };
     let Some(s) = section else {
         return out;
     };
@@ -132,12 +115,11 @@ pub fn compile(
             ok = false;
         }
         if ok {
-            out.failed_auth = Some(Arc::new(FailedAuthGuard::new(
-                f.failures,
-                window_of(f.per),
-                f.block,
-                s.max_keys.unwrap_or(100_000),
-            )));
+            out.failed_auth = Some(FailedAuthSettings {
+                failures: f.failures,
+                window: window_of(f.per),
+                block: f.block,
+            });
         }
     }
     if let Some(g) = &s.global {
@@ -149,9 +131,9 @@ pub fn compile(
     out
 }
 
-/// Start the backend once every limit is known.
-pub fn start_backend(
-    limits: &mut RateLimits,
+/// Where the limits are counted: in-process, or in Redis when `backend: redis`.
+pub fn backend(
+    limits: &mut LimitSettings,
     section: Option<&RateLimitsSection>,
     problem: &mut impl FnMut(String, String),
 ) {
@@ -173,25 +155,15 @@ pub fn start_backend(
                     "between 1ms and 1s".into(),
                 );
             }
-            match RedisLimiter::new(&r.url, timeout) {
-                Ok(l) => {
-                    limits.redis = Some(Arc::new(l));
-                    limits.on_redis_error = Some(r.on_error.unwrap_or(OnRedisError::FailOpen));
-                }
-                Err(e) => problem("rate_limits.redis.url".into(), e),
-            }
+            limits.redis = Some(RedisSettings {
+                url: r.url.clone(),
+                timeout,
+                on_error: match r.on_error.unwrap_or(OnRedisError::FailOpen) {
+                    OnRedisError::FailOpen => OnError::FailOpen,
+                    OnRedisError::FailClosed => OnError::FailClosed,
+                },
+            });
         }
         (false, None) => {}
     }
-    if limits.limits.is_empty() {
-        return;
-    }
-    let longest = limits
-        .limits
-        .iter()
-        .map(|l| l.window)
-        .max()
-        .unwrap_or(Duration::from_secs(1));
-    let capacity = section.and_then(|s| s.max_keys).unwrap_or(100_000);
-    limits.limiter = Some(Arc::new(LocalLimiter::new(capacity, longest)));
 }

@@ -7,12 +7,26 @@ pub mod limits;
 mod policies;
 mod providers;
 
+use crate::assertion::{self, Assertion, AssertionSettings, AssertionSigner};
+use crate::auth::api_key::{ApiKeys, Environment, Hasher};
+use crate::auth::http_sig::{SignatureRules, SigningKeys, DEFAULT_WINDOW};
+use crate::auth::jwt::Provider;
+use crate::auth::mtls::{CertIdentities, IdentitySource};
+use crate::auth::{revocation, Identity};
+use crate::forward::IdentityNamespace;
+use crate::policy::networks::Cidr;
+use crate::ratelimit::LimitSettings;
+use crate::routing::{PathMatch, Route};
+use crate::upstream::{
+    HashKey, HealthCheckKind, HealthCheckSpec, PoolSpec, Selection, TlsSpec, DEFAULT_RETRIES,
+    DEFAULT_TIMEOUTS, MAX_RETRIES,
+};
 use file::{BackendEntry, ConfigFile, HashKeySection};
-pub use file::{HealthCheckKind, Selection};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One thing wrong with a configuration, and where.
@@ -50,68 +64,100 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// A validated configuration, ready to build a server from.
-#[derive(Debug, Clone)]
+/// A validated configuration: plain settings, compiled into the types of the modules that
+/// own them. Nothing here is running yet: `app::App::build` makes the live parts (stores,
+/// Redis connections, limiters) from it.
+#[derive(Debug)]
 pub struct Config {
     pub server: ServerSettings,
     pub listeners: Vec<Listener>,
     pub admin_address: SocketAddr,
     /// `None` when access logging is off; `Some("-")` for standard output.
     pub access_log: Option<String>,
-    pub providers: Vec<crate::auth::jwt::Provider>,
-    pub upstreams: Vec<UpstreamSpec>,
-    pub routes: Vec<RouteSpec>,
+    pub providers: Vec<Provider>,
+    pub upstreams: Vec<PoolSpec>,
+    pub routes: Vec<Route>,
     /// Proxies whose `X-Forwarded-For` entries are believed when they are the peer.
-    pub trusted_proxies: Vec<crate::policy::networks::Cidr>,
+    pub trusted_proxies: Vec<Cidr>,
     /// The header names the gateway owns.
-    pub identity_namespace: crate::identity::IdentityNamespace,
+    pub identity_namespace: IdentityNamespace,
     /// API keys and their consumers file, when configured.
-    pub api_keys: Option<std::sync::Arc<crate::auth::api_key::ApiKeys>>,
-    /// How often the consumers file is checked for changes.
+    pub api_keys: Option<Arc<ApiKeys>>,
+    /// How often the consumers file (and every other reloaded file) is checked for changes.
     pub consumers_reload_interval: Duration,
-    /// Every rate limit and the backend counting them.
-    pub rate_limits: limits::RateLimits,
+    /// Every rate limit and where they are counted.
+    pub rate_limits: LimitSettings,
     /// The revocation list and its admin API, when configured.
-    pub revocation: Option<RevocationSpec>,
+    pub revocation: Option<RevocationSettings>,
     /// How a verified client certificate names the caller and is forwarded.
-    pub client_certs: std::sync::Arc<crate::auth::mtls::ClientCertPolicy>,
+    pub client_certs: Arc<CertIdentities>,
     /// HMAC-signed requests, when configured.
-    pub signing: Option<std::sync::Arc<SigningSpec>>,
+    pub signing: Option<SigningSettings>,
 }
 
 /// HMAC-signed requests (RFC 9421): the keys in force, what a signature must cover, and
-/// where nonces are remembered.
+/// where nonces are to be remembered.
 #[derive(Debug)]
-pub struct SigningSpec {
-    pub keys: std::sync::Arc<crate::auth::http_sig::SigningKeys>,
-    pub rules: crate::auth::http_sig::Requirements,
-    pub nonces: crate::auth::nonces::NonceStore,
+pub struct SigningSettings {
+    pub keys: Arc<SigningKeys>,
+    pub rules: SignatureRules,
+    pub nonces: NonceSettings,
 }
 
-/// The revocation list, compiled.
-#[derive(Clone)]
-pub struct RevocationSpec {
-    pub list: std::sync::Arc<crate::auth::revocation::Revocations>,
-    /// The admin API's bearer token; `None`: the API is closed.
-    pub admin_token: Option<std::sync::Arc<[u8]>>,
-    /// Kept for `jti` and token entries posted without `expires_at`.
-    pub default_ttl: Duration,
+/// Where the nonces of signed requests are remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonceSettings {
+    /// In this process, at most `max_entries` at a time.
+    Memory { max_entries: usize },
+    /// In Redis, shared by a fleet (replays to another gateway are caught too).
+    Redis {
+        url: String,
+        timeout: Duration,
+        key_prefix: String,
+    },
+}
+
+/// The revocation list: where it is kept, how large it may grow, and its admin API.
+#[derive(Debug, Clone)]
+pub struct RevocationSettings {
+    pub backend: revocation::Backend,
+    pub max_entries: usize,
+    pub admin: RevocationAdmin,
+}
+
+impl RevocationSettings {
     /// Shared through Redis (then a background task keeps it in sync).
-    pub shared: bool,
-    /// Where a local list is kept (its directory is made at start).
-    pub state_file: Option<std::path::PathBuf>,
-}
+    pub fn shared(&self) -> bool {
+        matches!(self.backend, revocation::Backend::Redis { .. })
+    }
 
-impl std::fmt::Debug for RevocationSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RevocationSpec")
-            .field("default_ttl", &self.default_ttl)
-            .field("shared", &self.shared)
-            .finish_non_exhaustive()
+    /// Where a local list is kept (its directory is made at start).
+    pub fn state_file(&self) -> Option<&Path> {
+        match &self.backend {
+            revocation::Backend::File(p) => Some(p),
+            _ => None,
+        }
     }
 }
 
-pub use crate::policy::Policy;
+/// The revocation admin API's settings.
+#[derive(Clone)]
+pub struct RevocationAdmin {
+    /// The admin API's bearer token; `None`: the API is closed.
+    pub token: Option<Arc<[u8]>>,
+    /// Kept for `jti` and token entries posted without `expires_at`.
+    pub default_ttl: Duration,
+}
+
+impl fmt::Debug for RevocationAdmin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token itself.
+        f.debug_struct("RevocationAdmin")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("default_ttl", &self.default_ttl)
+            .finish()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -146,98 +192,6 @@ pub struct ClientCertSpec {
     /// Revocation lists, reloaded when the file changes.
     pub crl_file: Option<String>,
 }
-
-#[derive(Debug, Clone)]
-pub struct UpstreamSpec {
-    pub name: String,
-    pub backends: Vec<(SocketAddr, usize)>,
-    pub selection: Selection,
-    pub hash_key: HashKey,
-    pub health_check: Option<HealthCheckSpec>,
-    pub timeouts: Timeouts,
-    pub retries: usize,
-    pub tls: Option<TlsSpec>,
-    pub assertion: Option<std::sync::Arc<Assertion>>,
-}
-
-/// A pool's identity assertion: the signer and the header it goes in.
-#[derive(Debug)]
-pub struct Assertion {
-    pub signer: crate::assertion::AssertionSigner,
-    pub header: http::HeaderName,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// Not a hashing pool.
-    None,
-    /// Lower-case header name.
-    Header(http::HeaderName),
-    ClientAddress,
-}
-
-#[derive(Debug, Clone)]
-pub struct HealthCheckSpec {
-    pub kind: HealthCheckKind,
-    pub path: String,
-    pub host: Option<String>,
-    pub expected_status: u16,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub healthy_threshold: usize,
-    pub unhealthy_threshold: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub read: Duration,
-    pub write: Duration,
-    pub idle: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsSpec {
-    pub sni: String,
-    pub verify: bool,
-    /// CA certificates to trust instead of the system roots.
-    pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
-    /// The certificate and key the gateway presents to the backend (mTLS upstream).
-    pub client_cert_key: Option<std::sync::Arc<pingora::utils::tls::CertKey>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteSpec {
-    pub name: String,
-    /// Lower case, without a port.
-    pub host: Option<String>,
-    pub path: PathMatch,
-    /// Upper case; empty means every method.
-    pub methods: Vec<http::Method>,
-    /// Index into `Config::upstreams`.
-    pub upstream: usize,
-    pub connect_timeout: Option<Duration>,
-    pub read_timeout: Option<Duration>,
-    pub write_timeout: Option<Duration>,
-    pub auth: Policy,
-    /// Index into `RateLimits::limits`.
-    pub rate_limit: Option<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
-}
-
-pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
-    connect: Duration::from_secs(2),
-    read: Duration::from_secs(30),
-    write: Duration::from_secs(30),
-    idle: Duration::from_secs(60),
-};
-pub const DEFAULT_RETRIES: usize = 1;
-pub const MAX_RETRIES: usize = 10;
 
 /// Read, parse and validate a configuration file. Relative file paths in it (certificates,
 /// keys, secrets) are relative to the file's own directory.
@@ -381,7 +335,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         }
     }
     for (i, name) in ih.allow.iter().enumerate() {
-        if crate::identity::IdentityNamespace::is_injected(name) {
+        if IdentityNamespace::is_injected(name) {
             problem(
                 format!("identity_headers.allow[{i}]"),
                 format!("{name} is set by the gateway from the verified identity; a client's copy is never forwarded"),
@@ -408,8 +362,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             }
         }
     }
-    let identity_namespace =
-        crate::identity::IdentityNamespace::new(&ih.prefixes, &owned_names, &ih.allow);
+    let identity_namespace = IdentityNamespace::new(&ih.prefixes, &owned_names, &ih.allow);
 
     let mut providers = Vec::new();
     let mut provider_index = BTreeMap::new();
@@ -432,7 +385,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     if file.routes.is_empty() {
         problem("routes".into(), "at least one route is required".into());
     }
-    let mut routes: Vec<RouteSpec> = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
     let mut route_names = HashSet::new();
     for (i, r) in file.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -558,7 +511,8 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             ),
         };
         if let (Some(path), Some(upstream), Some(auth)) = (path, upstream, auth) {
-            let spec = RouteSpec {
+            let spec = Route {
+                allowed: Route::allowed_counter(&r.name, auth.mode),
                 name: r.name.clone(),
                 host,
                 path,
@@ -599,7 +553,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
             }
         }
     }
-    limits::start_backend(&mut rate_limits, file.rate_limits.as_ref(), &mut problem);
+    limits::backend(&mut rate_limits, file.rate_limits.as_ref(), &mut problem);
     let tier_names = rate_limits.tier_names();
     let api_keys = file
         .api_keys
@@ -633,13 +587,13 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
 
     let mut trusted_proxies = Vec::new();
     for (i, t) in file.trusted_proxies.iter().enumerate() {
-        match t.parse::<crate::policy::networks::Cidr>() {
+        match t.parse::<Cidr>() {
             Ok(c) => trusted_proxies.push(c),
             Err(e) => problem(format!("trusted_proxies[{i}]"), e),
         }
     }
 
-    let client_certs = std::sync::Arc::new(client_cert_policy(
+    let client_certs = Arc::new(cert_identities(
         &file.client_certificates,
         &tier_names,
         &mut problem,
@@ -664,8 +618,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     let signing = file
         .request_signing
         .as_ref()
-        .and_then(|r| signing(r, base, &tier_names, &mut problem))
-        .map(std::sync::Arc::new);
+        .and_then(|r| signing(r, base, &tier_names, &mut problem));
     let uses_hmac = file.routes.iter().any(|r| match &r.auth {
         Some(file::RouteAuthSection::Policy(p)) => {
             p.hmac || p.any.iter().chain(p.all.iter()).flatten().any(|c| c.hmac)
@@ -683,9 +636,6 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         .revocation
         .as_ref()
         .and_then(|r| revocation(r, base, &mut problem));
-    if let Some(r) = &revocation {
-        evict_on_revoke(&r.list, &providers);
-    }
 
     if !problems.is_empty() {
         return Err(Problems(problems));
@@ -715,50 +665,19 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     }
 }
 
-/// A revoked entry leaves every cache at once (verified tokens and introspection answers),
-/// whichever gateway of the fleet revoked it.
-fn evict_on_revoke(
-    list: &crate::auth::revocation::Revocations,
-    providers: &[crate::auth::jwt::Provider],
-) {
-    use crate::auth::revocation::Entry;
-    use crate::auth::Identity;
-    fn matches(e: &Entry, key: &[u8; 32], id: &Identity) -> bool {
-        match e {
-            Entry::Jti { jti, .. } => id.jti.as_deref() == Some(jti.as_str()),
-            Entry::Subject { subject, before } => {
-                id.subject == *subject && id.issued_at.is_none_or(|iat| iat <= *before)
-            }
-            Entry::Token { sha256, .. } => key == sha256,
-        }
-    }
-    for p in providers {
-        let cache = p.cache.clone();
-        let introspection = p.introspection.clone();
-        list.on_revoke(Box::new(move |e| {
-            let entry = e.clone();
-            cache.evict_if(move |k, id| matches(&entry, k, id));
-            if let Some(i) = &introspection {
-                let entry = e.clone();
-                i.evict_if(move |k, id| matches(&entry, k, id));
-            }
-        }));
-    }
-}
-
 fn revocation(
     r: &file::RevocationSection,
     base: &Path,
     problem: &mut impl FnMut(String, String),
-) -> Option<RevocationSpec> {
-    use crate::auth::revocation::{Backend, Revocations};
+) -> Option<RevocationSettings> {
+    use crate::auth::revocation::Backend;
     let mut ok = true;
     let admin_token = match &r.admin_token_file {
         None => None,
         Some(f) => {
             let path = resolve_path(base, f);
             match crate::auth::read_secret_file(Path::new(&path)) {
-                Ok(t) if t.len() >= 16 => Some(std::sync::Arc::from(t)),
+                Ok(t) if t.len() >= 16 => Some(Arc::from(t)),
                 Ok(_) => {
                     problem(
                         "revocation.admin_token_file".into(),
@@ -824,31 +743,13 @@ fn revocation(
             return None;
         }
     };
-    let shared = matches!(backend, Backend::Redis { .. });
-    let state_file = match &backend {
-        Backend::File(p) => Some(p.clone()),
-        _ => None,
-    };
-    let list = match Revocations::new(backend, max_entries) {
-        Ok(l) => std::sync::Arc::new(l),
-        Err(e) => {
-            problem(
-                if shared {
-                    "revocation.redis.url".into()
-                } else {
-                    "revocation.state_file".into()
-                },
-                e,
-            );
-            return None;
-        }
-    };
-    ok.then_some(RevocationSpec {
-        list,
-        admin_token,
-        default_ttl,
-        shared,
-        state_file,
+    ok.then_some(RevocationSettings {
+        backend,
+        max_entries,
+        admin: RevocationAdmin {
+            token: admin_token,
+            default_ttl,
+        },
     })
 }
 
@@ -921,12 +822,11 @@ fn signing(
     base: &Path,
     tiers: &[String],
     problem: &mut impl FnMut(String, String),
-) -> Option<SigningSpec> {
-    use crate::auth::http_sig::{Requirements, SigningKeys, DEFAULT_WINDOW};
+) -> Option<SigningSettings> {
     let mut ok = true;
     let path = std::path::PathBuf::from(resolve_path(base, &r.keys_file));
     let keys = match SigningKeys::load(path.clone(), tiers.to_vec()) {
-        Ok(k) => Some(std::sync::Arc::new(k)),
+        Ok(k) => Some(Arc::new(k)),
         Err(problems) => {
             for p in problems {
                 problem(format!("request_signing.keys_file ({})", path.display()), p);
@@ -939,13 +839,13 @@ fn signing(
         problem("request_signing.window".into(), "between 1s and 1h".into());
         ok = false;
     }
-    let mut rules = Requirements {
+    let mut rules = SignatureRules {
         window,
-        ..Requirements::default()
+        ..SignatureRules::default()
     };
     if let Some(list) = &r.components {
         for (i, c) in list.iter().enumerate() {
-            if let Err(e) = Requirements::validate_component(c) {
+            if let Err(e) = SignatureRules::validate_component(c) {
                 problem(format!("request_signing.components[{i}]"), e);
                 ok = false;
             }
@@ -963,35 +863,27 @@ fn signing(
     }
     let nonces = match &r.nonces.redis {
         None => {
-            let max = r.nonces.max_entries.unwrap_or(1_000_000);
-            if max == 0 {
+            let max_entries = r.nonces.max_entries.unwrap_or(1_000_000);
+            if max_entries == 0 {
                 problem(
                     "request_signing.nonces.max_entries".into(),
                     "at least 1".into(),
                 );
                 ok = false;
             }
-            crate::auth::nonces::NonceStore::Memory(crate::auth::http_sig::NonceCache::new(max))
+            NonceSettings::Memory { max_entries }
         }
-        Some(redis) => {
-            let timeout = redis.timeout.unwrap_or(Duration::from_millis(100));
-            match crate::redis_conn::LazyConnection::new(&redis.url, timeout) {
-                Ok(conn) => crate::auth::nonces::NonceStore::Redis {
-                    conn: Box::new(conn),
-                    prefix: redis
-                        .key_prefix
-                        .clone()
-                        .unwrap_or_else(|| "portcullis:".into()),
-                },
-                Err(e) => {
-                    problem("request_signing.nonces.redis.url".into(), e);
-                    return None;
-                }
-            }
-        }
+        Some(redis) => NonceSettings::Redis {
+            url: redis.url.clone(),
+            timeout: redis.timeout.unwrap_or(Duration::from_millis(100)),
+            key_prefix: redis
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| "portcullis:".into()),
+        },
     };
     let keys = keys?;
-    ok.then_some(SigningSpec {
+    ok.then_some(SigningSettings {
         keys,
         rules,
         nonces,
@@ -1004,7 +896,7 @@ fn upstream_client_cert(
     base: &Path,
     at: &str,
     problem: &mut impl FnMut(String, String),
-) -> Result<Option<std::sync::Arc<pingora::utils::tls::CertKey>>, ()> {
+) -> Result<Option<Arc<pingora::utils::tls::CertKey>>, ()> {
     use pingora::tls::pkey::PKey;
     use pingora::tls::x509::X509;
     let (cert, key) = match (&t.client_certificate, &t.client_key) {
@@ -1049,23 +941,22 @@ fn upstream_client_cert(
         );
         return Err(());
     }
-    Ok(Some(std::sync::Arc::new(
-        pingora::utils::tls::CertKey::new(certs, pkey),
-    )))
+    Ok(Some(Arc::new(pingora::utils::tls::CertKey::new(
+        certs, pkey,
+    ))))
 }
 
 /// The `client_certificates` section: which certificate value names the caller, how the
 /// facts are forwarded, and the consumers certificate identities map to.
-fn client_cert_policy(
+fn cert_identities(
     c: &file::ClientCertificatesSection,
     tiers: &[String],
     problem: &mut impl FnMut(String, String),
-) -> crate::auth::mtls::ClientCertPolicy {
-    use crate::auth::mtls::{ClientCertPolicy, IdentitySource};
-    let mut policy = ClientCertPolicy {
+) -> CertIdentities {
+    let mut policy = CertIdentities {
         source: c.identity.unwrap_or(IdentitySource::SanUri),
         forward: c.forward.unwrap_or_default(),
-        ..ClientCertPolicy::default()
+        ..CertIdentities::default()
     };
     for (i, e) in c.consumers.iter().enumerate() {
         let at = format!("client_certificates.consumers[{i}]");
@@ -1122,7 +1013,7 @@ fn client_cert_policy(
         if bad {
             continue;
         }
-        let identity = crate::auth::Identity {
+        let identity = Identity {
             method: "mtls",
             provider: "mtls".into(),
             subject: e.identity.clone(),
@@ -1132,11 +1023,11 @@ fn client_cert_policy(
             scopes: e.scopes.clone(),
             permissions: e.permissions.clone(),
             tier: e.tier.clone(),
-            ..crate::auth::Identity::default()
+            ..Identity::default()
         };
         if policy
             .consumers
-            .insert(e.identity.clone(), std::sync::Arc::new(identity))
+            .insert(e.identity.clone(), Arc::new(identity))
             .is_some()
         {
             problem(
@@ -1148,7 +1039,7 @@ fn client_cert_policy(
     policy
 }
 
-fn same_match(a: &RouteSpec, b: &RouteSpec) -> bool {
+fn same_match(a: &Route, b: &Route) -> bool {
     let mut am: Vec<_> = a.methods.iter().map(|m| m.as_str()).collect();
     let mut bm: Vec<_> = b.methods.iter().map(|m| m.as_str()).collect();
     am.sort_unstable();
@@ -1226,7 +1117,7 @@ fn compile_upstream(
     at: &str,
     base: &Path,
     problem: &mut impl FnMut(String, String),
-) -> Option<UpstreamSpec> {
+) -> Option<PoolSpec> {
     let mut ok = true;
     if u.backends.is_empty() {
         problem(
@@ -1261,7 +1152,12 @@ fn compile_upstream(
             }
         }
     }
-    let hash_key = match (&u.selection, &u.hash_key) {
+    let selection = match u.selection {
+        file::Selection::RoundRobin => Selection::RoundRobin,
+        file::Selection::Random => Selection::Random,
+        file::Selection::ConsistentHash => Selection::ConsistentHash,
+    };
+    let hash_key = match (&selection, &u.hash_key) {
         (Selection::ConsistentHash, None) => {
             problem(
                 format!("{at}.hash_key"),
@@ -1300,7 +1196,11 @@ fn compile_upstream(
     };
     let health_check = u.health_check.as_ref().map(|h| {
         let hat = format!("{at}.health_check");
-        if h.kind == HealthCheckKind::Tcp
+        let kind = match h.kind {
+            file::HealthCheckKind::Tcp => HealthCheckKind::Tcp,
+            file::HealthCheckKind::Http => HealthCheckKind::Http,
+        };
+        if kind == HealthCheckKind::Tcp
             && (h.path.is_some() || h.host.is_some() || h.expected_status.is_some())
         {
             problem(
@@ -1345,7 +1245,7 @@ fn compile_upstream(
             }
         }
         HealthCheckSpec {
-            kind: h.kind,
+            kind,
             path,
             host: h.host.clone(),
             expected_status,
@@ -1389,9 +1289,7 @@ fn compile_upstream(
                         .map_err(|e| format!("\"{path}\" holds no PEM certificates: {e}"))
                 });
             match loaded {
-                Ok(certs) if !certs.is_empty() => {
-                    Some(std::sync::Arc::new(certs.into_boxed_slice()))
-                }
+                Ok(certs) if !certs.is_empty() => Some(Arc::new(certs.into_boxed_slice())),
                 Ok(_) => {
                     problem(
                         format!("{at}.tls.ca_file"),
@@ -1421,10 +1319,10 @@ fn compile_upstream(
         ok &= loaded.is_some();
         loaded
     });
-    ok.then(|| UpstreamSpec {
+    ok.then(|| PoolSpec {
         name: name.to_string(),
         backends,
-        selection: u.selection,
+        selection,
         hash_key,
         health_check,
         timeouts,
@@ -1434,18 +1332,18 @@ fn compile_upstream(
     })
 }
 
-/// Default header of the identity assertion (inside the `X-Identity-*` namespace).
-pub const ASSERTION_HEADER: &str = "x-identity-assertion";
-
 fn assertion(
     upstream: &str,
     a: &file::AssertionSection,
     at: &str,
     base: &Path,
     problem: &mut impl FnMut(String, String),
-) -> Option<std::sync::Arc<Assertion>> {
+) -> Option<Arc<Assertion>> {
     let header = match http::HeaderName::from_bytes(
-        a.header.as_deref().unwrap_or(ASSERTION_HEADER).as_bytes(),
+        a.header
+            .as_deref()
+            .unwrap_or(assertion::DEFAULT_HEADER)
+            .as_bytes(),
     ) {
         Ok(h) => h,
         Err(_) => {
@@ -1453,12 +1351,12 @@ fn assertion(
             return None;
         }
     };
-    let ttl = a.ttl.unwrap_or(crate::assertion::DEFAULT_TTL);
+    let ttl = a.ttl.unwrap_or(assertion::DEFAULT_TTL);
     if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
         problem(format!("{at}.ttl"), "between 1s and 1h".into());
         return None;
     }
-    let settings = crate::assertion::AssertionSettings {
+    let settings = AssertionSettings {
         key_file: resolve_path(base, &a.key_file).into(),
         kid: a.kid.clone(),
         issuer: a.issuer.clone().unwrap_or_else(|| "portcullis".into()),
@@ -1470,8 +1368,8 @@ fn assertion(
             .map(|k| (k.kid.clone(), resolve_path(base, &k.key_file).into()))
             .collect(),
     };
-    match crate::assertion::AssertionSigner::load(&settings) {
-        Ok(signer) => Some(std::sync::Arc::new(Assertion { signer, header })),
+    match AssertionSigner::load(&settings) {
+        Ok(signer) => Some(Arc::new(Assertion { signer, header })),
         Err(e) => {
             problem(at.to_string(), e);
             None
@@ -1543,8 +1441,7 @@ fn api_keys(
     base: &Path,
     tiers: Vec<String>,
     problem: &mut impl FnMut(String, String),
-) -> Option<std::sync::Arc<crate::auth::api_key::ApiKeys>> {
-    use crate::auth::api_key::{ApiKeys, Environment, Hasher};
+) -> Option<Arc<ApiKeys>> {
     let mut ok = true;
     let mut headers = Vec::new();
     let names = a
@@ -1608,7 +1505,7 @@ fn api_keys(
         hasher?,
         tiers,
     ) {
-        Ok(k) => Some(std::sync::Arc::new(k)),
+        Ok(k) => Some(Arc::new(k)),
         Err(problems) => {
             for p in problems {
                 problem(format!("api_keys.consumers_file ({})", path.display()), p);

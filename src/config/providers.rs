@@ -22,7 +22,7 @@ pub(super) fn compile(
     p: &ProviderSection,
     at: &str,
     base: &std::path::Path,
-    namespace: &crate::identity::IdentityNamespace,
+    namespace: &crate::forward::IdentityNamespace,
     problem: &mut impl FnMut(String, String),
 ) -> Option<Provider> {
     let mut ok = true;
@@ -488,7 +488,7 @@ fn remote_keys(
 fn claim_map(
     c: &ClaimsSection,
     at: &str,
-    namespace: &crate::identity::IdentityNamespace,
+    namespace: &crate::forward::IdentityNamespace,
     fail: &mut impl FnMut(String, String) -> bool,
 ) -> Option<ClaimMap> {
     let mut ok = true;

@@ -28,7 +28,7 @@ pub struct AdminApp {
     pub limiter: Option<Arc<crate::ratelimit::LocalLimiter>>,
     pub remote_keys: Vec<Arc<crate::auth::jwks::RemoteKeys>>,
     /// The revocation list and its admin token, when configured.
-    pub revocation: Option<crate::config::RevocationSpec>,
+    pub revocation: Option<super::revocations::RevocationApi>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {

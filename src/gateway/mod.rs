@@ -6,27 +6,19 @@ pub mod mtls;
 pub mod proxy;
 pub mod response;
 pub mod revocations;
+pub mod services;
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::app::App;
+use crate::auth::jwt::KeySource;
 use crate::metrics::metrics;
+use crate::upstream::{self, MAX_RETRIES};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
-use std::sync::Arc;
+use revocations::RevocationApi;
+use std::path::Path;
 use std::time::Duration;
-
-/// Keeps a shared revocation list in step with Redis (pub/sub, reload on reconnect).
-struct RevocationSync {
-    list: std::sync::Arc<crate::auth::revocation::Revocations>,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for RevocationSync {
-    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
-        self.list.sync_loop(Duration::from_secs(30), shutdown).await;
-    }
-}
 
 /// Pingora's own command-line switches, kept as they are.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,20 +31,34 @@ fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Build the server for a configuration; `run_forever` it to serve.
-pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> {
-    let s = &config.server;
-    let state_file = config
-        .revocation
-        .as_ref()
-        .and_then(|r| r.state_file.as_ref())
-        .and_then(|f| f.to_str());
-    for path in [&s.pid_file, &s.upgrade_sock]
-        .into_iter()
-        .map(String::as_str)
-        .chain(state_file)
-    {
-        if let Some(dir) = std::path::Path::new(path).parent() {
+/// Serve until told to stop; the exit status when the server could not be built.
+pub fn serve(app: App, flags: RunFlags) -> std::process::ExitCode {
+    match build_server(app, flags) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Build the server for a composed gateway; `run_forever` it to serve.
+pub fn build_server(app: App, flags: RunFlags) -> Result<Server, String> {
+    let App {
+        engine,
+        forward,
+        upstreams,
+        server: s,
+        listeners,
+        listener_crls,
+        admin_address,
+        access_log,
+        revocation,
+        state_paths,
+        tasks,
+    } = app;
+    for path in &state_paths {
+        if let Some(dir) = path.parent() {
             create_private_dir(dir)
                 .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
         }
@@ -66,7 +72,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
         grace_period_seconds: Some(whole_seconds(s.grace_period)),
         graceful_shutdown_timeout_seconds: Some(whole_seconds(s.graceful_shutdown_timeout)),
         daemon: flags.daemon,
-        max_retries: crate::config::MAX_RETRIES + 1,
+        max_retries: MAX_RETRIES + 1,
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -79,83 +85,63 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let (pools, health_services) =
-        crate::upstream::build_pools(&config.upstreams).map_err(|e| e.to_string())?;
+    let (pools, health_services) = upstream::build_pools(&upstreams).map_err(|e| e.to_string())?;
     for svc in health_services {
         server.add_boxed_service(svc);
     }
-
-    let mut remote_keys = Vec::new();
-    for p in &config.providers {
-        if let crate::auth::jwt::KeySource::Remote(r) = &p.keys {
-            remote_keys.push(r.clone());
-            server.add_service(pingora::services::background::background_service(
-                &format!("jwks {}", p.name),
-                crate::auth::jwks::JwksRefresher { keys: r.clone() },
-            ));
-        }
+    for task in tasks {
+        server.add_boxed_service(services::service(task));
     }
 
-    // Each mTLS listener's revocation lists, shared by its verify callback and the reloader.
-    let mut crls: Vec<Option<Arc<crate::auth::crl::CrlFile>>> = Vec::new();
-    for l in &config.listeners {
-        let client = l.tls.as_ref().and_then(|t| t.client.as_ref());
-        crls.push(
-            match client.and_then(|c| c.crl_file.as_ref().map(|f| (c, f))) {
-                None => None,
-                Some((c, f)) => Some(Arc::new(
-                    crate::auth::crl::CrlFile::load(f.into(), c.ca_file.clone())
-                        .map_err(|e| format!("listener {}: {e}", l.address))?,
-                )),
-            },
-        );
+    let m = metrics();
+    let remote_keys = engine
+        .providers()
+        .iter()
+        .filter_map(|p| match &p.keys {
+            KeySource::Remote(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    for p in engine.providers() {
+        m.jwt_keys
+            .with_label_values(&[p.name.as_str()])
+            .set(p.keys.len() as i64);
     }
-    let mut files: Vec<Arc<dyn crate::reload::Reloadable>> = Vec::new();
-    if let Some(keys) = &config.api_keys {
-        metrics().api_keys.set(keys.current().len() as i64);
-        files.push(keys.clone());
+    if let Some(keys) = engine.api_keys() {
+        m.api_keys.set(keys.current().len() as i64);
     }
-    for c in crls.iter().flatten() {
-        files.push(c.clone());
+    if let Some(signing) = engine.signing() {
+        m.signing_keys.set(signing.keys.current().len() as i64);
     }
-    if let Some(s) = &config.signing {
-        metrics().signing_keys.set(s.keys.current().len() as i64);
-        files.push(s.keys.clone());
-    }
-    if !files.is_empty() {
-        server.add_service(pingora::services::background::background_service(
-            "file reloader",
-            crate::reload::Reloader {
-                files,
-                interval: config.consumers_reload_interval,
-            },
-        ));
-    }
+    let admin_app = admin::AdminApp {
+        assertion_jwks: admin::assertion_jwks(&pools),
+        pools: pools.clone(),
+        remote_keys,
+        api_keys: engine.api_keys().cloned(),
+        limiter: engine.limits().limiter.clone(),
+        revocation: revocation.map(|(list, settings)| RevocationApi {
+            list,
+            shared: settings.shared(),
+            token: settings.admin.token,
+            default_ttl: settings.admin.default_ttl,
+        }),
+    };
 
-    if let Some(r) = config.revocation.as_ref().filter(|r| r.shared) {
-        server.add_service(pingora::services::background::background_service(
-            "revocation sync",
-            RevocationSync {
-                list: r.list.clone(),
-            },
-        ));
-    }
-
-    let access_log = match &config.access_log {
+    let access_log = match &access_log {
         Some(path) => Some(
             AccessLog::start(path).map_err(|e| format!("cannot open access log {path}: {e}"))?,
         ),
         None => None,
     };
     let gateway = proxy::Gateway {
-        engine: crate::policy::engine::Engine::from_config(config),
-        namespace: config.identity_namespace.clone(),
-        pools: pools.clone(),
+        engine,
+        forward,
+        pools,
         access_log,
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
-    for (l, crl) in config.listeners.iter().zip(crls) {
+    for (l, crl) in listeners.iter().zip(listener_crls) {
         let addr = l.address.to_string();
         match &l.tls {
             None => proxy.add_tcp(&addr),
@@ -170,31 +156,18 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
 
     let mut admin = Service::new(
         "portcullis admin".to_string(),
-        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp {
-            assertion_jwks: admin::assertion_jwks(&pools),
-            pools,
-            remote_keys,
-            api_keys: config.api_keys.clone(),
-            limiter: config.rate_limits.limiter.clone(),
-            revocation: config.revocation.clone(),
-        }),
+        pingora::apps::http_app::HttpServer::new_app(admin_app),
     );
-    admin.add_tcp(&config.admin_address.to_string());
+    admin.add_tcp(&admin_address.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
 
-    let m = metrics();
-    for p in &config.providers {
-        m.jwt_keys
-            .with_label_values(&[p.name.as_str()])
-            .set(p.keys.len() as i64);
-    }
     m.config_reloads.with_label_values(&["success"]).inc();
     m.config_last_reload.set(crate::unix_now() as i64);
     Ok(server)
 }
 
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());

@@ -2,7 +2,11 @@
 //! `{"error": "<stable_code>", "message": "<human text>", "request_id": "<id>"}`,
 //! `Content-Type: application/json`, `Cache-Control: no-store` and the request id header.
 //! Messages never echo what the client sent.
+//!
+//! Refusals the engine decides are `policy::Denial`s (`write_refusal`); the constants here
+//! are the gateway's own answers when proxying fails (no backend, timeouts, bad gateway).
 
+use crate::policy::Denial;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -20,42 +24,6 @@ pub const BAD_REQUEST: ErrorKind = ErrorKind {
     status: 400,
     code: "bad_request",
     message: "The request is malformed.",
-};
-pub const AMBIGUOUS_HOST: ErrorKind = ErrorKind {
-    status: 400,
-    code: "ambiguous_host",
-    message:
-        "The request names more than one host (two Host headers, or a target for another host).",
-};
-/// A resumed TLS session whose client certificate was revoked (or expired) since.
-pub const CLIENT_CERT_REVOKED: ErrorKind = ErrorKind {
-    status: 401,
-    code: "client_cert_revoked",
-    message:
-        "The client certificate of this TLS session has been revoked or has expired; reconnect.",
-};
-/// A signed request's body is larger than the gateway buffers to verify it.
-pub const SIGNED_BODY_TOO_LARGE: ErrorKind = ErrorKind {
-    status: 413,
-    code: "signed_body_too_large",
-    message: "The body of a signed request may be at most 65536 bytes.",
-};
-/// A signed request's body did not arrive in time.
-pub const BODY_TIMEOUT: ErrorKind = ErrorKind {
-    status: 408,
-    code: "body_timeout",
-    message: "The request body did not arrive in time.",
-};
-/// The `Host` names another server than the TLS connection was made for (SNI).
-pub const MISDIRECTED: ErrorKind = ErrorKind {
-    status: 421,
-    code: "misdirected_request",
-    message: "This connection was made for another host name; connect to the one you address.",
-};
-pub const INVALID_CONNECTION_HEADER: ErrorKind = ErrorKind {
-    status: 400,
-    code: "invalid_connection_header",
-    message: "The Connection header names a header that frames or identifies the request.",
 };
 pub const INTERNAL_ERROR: ErrorKind = ErrorKind {
     status: 500,
@@ -99,32 +67,56 @@ pub fn json_body(code: &str, message: &str, request_id: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
-/// Write `kind` as the complete response. `extra` headers are added as given.
+/// Write `kind` as the complete response.
 pub async fn write_error(
     session: &mut Session,
     kind: &ErrorKind,
     request_id: &str,
-    extra: &[(&'static str, String)],
 ) -> pingora::Result<()> {
-    write_error_message(session, kind, kind.message, request_id, extra).await
+    write_json(
+        session,
+        kind.status,
+        kind.code,
+        kind.message,
+        request_id,
+        std::iter::empty(),
+    )
+    .await
 }
 
-/// Like `write_error`, with a message of its own (e.g. what a 403 required).
-pub async fn write_error_message(
+/// Write a refusal as the complete response: its status, code, message and headers.
+pub async fn write_refusal(
     session: &mut Session,
-    kind: &ErrorKind,
+    d: &Denial,
+    request_id: &str,
+) -> pingora::Result<()> {
+    write_json(
+        session,
+        d.status,
+        d.code,
+        &d.message,
+        request_id,
+        d.headers(),
+    )
+    .await
+}
+
+async fn write_json(
+    session: &mut Session,
+    status: u16,
+    code: &str,
     message: &str,
     request_id: &str,
-    extra: &[(&'static str, String)],
+    extra: impl Iterator<Item = (&'static str, String)>,
 ) -> pingora::Result<()> {
-    let body = json_body(kind.code, message, request_id);
-    let mut resp = ResponseHeader::build(kind.status, Some(5 + extra.len()))?;
+    let body = json_body(code, message, request_id);
+    let mut resp = ResponseHeader::build(status, Some(8))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
     resp.insert_header(crate::request_id::HEADER, request_id)?;
     for (name, value) in extra {
-        resp.insert_header(*name, value.as_str())?;
+        resp.insert_header(name, value)?;
     }
     // A request body we did not read would be taken for the next request.
     if !session.is_body_empty() && !session.is_body_done() {

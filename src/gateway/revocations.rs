@@ -7,11 +7,25 @@
 //! `{"token": "..."}` (one opaque token, kept by SHA-256 only). A token is never echoed or
 //! logged; the answer and the list show the first 16 hex digits of its SHA-256.
 
-use crate::auth::revocation::Entry;
-use crate::config::RevocationSpec;
+use crate::auth::revocation::{Entry, Revocations};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The revocation list as its admin API sees it: the list, and the settings it is
+/// administered with.
+#[derive(Clone)]
+pub struct RevocationApi {
+    pub list: Arc<Revocations>,
+    /// Shared by a fleet through Redis.
+    pub shared: bool,
+    /// The admin API's bearer token; `None`: the API is closed.
+    pub token: Option<Arc<[u8]>>,
+    /// Kept for `jti` and token entries posted without `expires_at`.
+    pub default_ttl: Duration,
+}
 
 /// Largest accepted body.
 const MAX_BODY: usize = 16 * 1024;
@@ -35,9 +49,9 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
 }
 
 /// Whether `authorization` carries the admin token (compared in constant time, by digest).
-pub fn authorized(spec: &RevocationSpec, authorization: Option<&[u8]>) -> bool {
+pub fn authorized(spec: &RevocationApi, authorization: Option<&[u8]>) -> bool {
     use sha2::Digest;
-    let Some(want) = &spec.admin_token else {
+    let Some(want) = &spec.token else {
         return false;
     };
     let Some(given) = authorization.and_then(|v| {
@@ -71,7 +85,7 @@ pub fn describe(e: &Entry) -> Value {
 }
 
 /// The entry a body names (for `DELETE`, the times are not needed).
-fn entry(spec: &RevocationSpec, body: &[u8], now: u64, adding: bool) -> Result<Entry, Answer> {
+fn entry(spec: &RevocationApi, body: &[u8], now: u64, adding: bool) -> Result<Entry, Answer> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid_revocation", m);
     let value = crate::auth::strict_json::from_slice(body)
         .map_err(|e| bad(format!("The body is not JSON: {e}")))?;
@@ -131,7 +145,7 @@ fn entry(spec: &RevocationSpec, body: &[u8], now: u64, adding: bool) -> Result<E
 
 /// Answer one request to `/admin/revocations`.
 pub async fn handle(
-    spec: Option<&RevocationSpec>,
+    spec: Option<&RevocationApi>,
     method: &http::Method,
     authorization: Option<&[u8]>,
     body: Option<&[u8]>,
@@ -144,7 +158,7 @@ pub async fn handle(
             "No revocation list is configured (see `revocation` in the configuration).",
         );
     };
-    if spec.admin_token.is_none() {
+    if spec.token.is_none() {
         return error(
             StatusCode::FORBIDDEN,
             "admin_api_disabled",

@@ -9,13 +9,12 @@
 //! Nothing here knows about Pingora: `evaluate` takes plain request facts and returns a
 //! decision, so the proxy, `portcullis explain` and `portcullis stdio` share it.
 
-pub mod engine;
 pub mod networks;
 
 use crate::auth::api_key::{ApiKeys, Presented};
 use crate::auth::introspection::Refusal;
 use crate::auth::jwt::Provider;
-use crate::auth::mtls::{ClientCert, ClientCertPolicy};
+use crate::auth::mtls::{CertIdentities, ClientCert};
 use crate::auth::revocation::{Check, Revocations};
 use crate::auth::{mtls, AuthError, Identity};
 use networks::Cidr;
@@ -175,6 +174,96 @@ impl Denial {
         d
     }
 
+    /// Two `Host` headers, or an absolute-form target naming another host than `Host`
+    /// (H19, P11): which one the backend would use is anyone's guess.
+    pub fn ambiguous_host() -> Self {
+        Self::new(
+            400,
+            "ambiguous_host",
+            "The request names more than one host (two Host headers, or a target for another host).",
+        )
+    }
+
+    /// A request the gateway cannot read as one (a target or `Host` that is not text).
+    pub fn bad_request() -> Self {
+        Self::new(400, "bad_request", "The request is malformed.")
+    }
+
+    /// The `Host` names another server than the TLS connection was made for (X9).
+    pub fn misdirected() -> Self {
+        Self::new(
+            421,
+            "misdirected_request",
+            "This connection was made for another host name; connect to the one you address.",
+        )
+    }
+
+    /// `Connection` nominates a header that frames or identifies the request.
+    pub fn invalid_connection_header() -> Self {
+        Self::new(
+            400,
+            "invalid_connection_header",
+            "The Connection header names a header that frames or identifies the request.",
+        )
+    }
+
+    /// A resumed TLS session whose client certificate was revoked (or expired) since.
+    pub fn client_cert_revoked() -> Self {
+        Self::new(
+            401,
+            "client_cert_revoked",
+            "The client certificate of this TLS session has been revoked or has expired; reconnect.",
+        )
+    }
+
+    /// A signed request's body is larger than the gateway buffers to verify it.
+    pub fn signed_body_too_large() -> Self {
+        Self::new(
+            413,
+            "signed_body_too_large",
+            "The body of a signed request may be at most 65536 bytes.",
+        )
+    }
+
+    /// A signed request's body did not arrive in time.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            408,
+            "body_timeout",
+            "The request body did not arrive in time.",
+        )
+    }
+
+    /// The gateway failed itself (never the caller's fault).
+    pub fn internal() -> Self {
+        Self::new(
+            500,
+            "internal_error",
+            "The gateway failed to handle the request.",
+        )
+    }
+
+    /// The response headers that go with the refusal, in the order they are written: the
+    /// proxy, `explain` and `stdio` all render these.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let challenge = self
+            .challenge
+            .iter()
+            .map(|c| ("www-authenticate", c.clone()));
+        let retry = self
+            .retry_after
+            .iter()
+            .map(|r| ("retry-after", r.to_string()));
+        let allow = self.allow.iter().map(|a| ("allow", a.clone()));
+        let rate = self.rate_headers.iter().flat_map(|(policy, state)| {
+            [
+                ("ratelimit-policy", policy.clone()),
+                ("ratelimit", state.clone()),
+            ]
+        });
+        challenge.chain(retry).chain(allow).chain(rate)
+    }
+
     pub fn decision_label(&self) -> &'static str {
         if self.status == 503 {
             "unavailable"
@@ -201,11 +290,11 @@ pub struct Authenticators<'a> {
     /// Revoked tokens and subjects, checked after a bearer token verifies.
     pub revocations: Option<&'a Revocations>,
     /// How a client certificate names the caller (`mtls` credential).
-    pub client_certs: Option<&'a ClientCertPolicy>,
+    pub client_certs: Option<&'a CertIdentities>,
     /// The route takes only certificate-bound bearer tokens (set from the policy).
     pub bound_tokens: bool,
     /// Signing keys, rules and nonce store (`hmac` credential).
-    pub signing: Option<&'a crate::config::SigningSpec>,
+    pub signing: Option<&'a crate::auth::http_sig::Signing>,
 }
 
 /// What `evaluate` looks at.
@@ -249,7 +338,7 @@ impl Trace {
         }
     }
 
-    fn note(&mut self, what: impl FnOnce() -> String, outcome: impl FnOnce() -> String) {
+    pub(crate) fn note(&mut self, what: impl FnOnce() -> String, outcome: impl FnOnce() -> String) {
         if self.enabled {
             self.steps.push((what(), outcome()));
         }
@@ -410,7 +499,7 @@ async fn verify_credential(
         }),
         Credential::Hmac => verify_signature(auth, facts, trace).await,
         Credential::Mtls(subjects) => {
-            let default = ClientCertPolicy::default();
+            let default = CertIdentities::default();
             let policy = auth.client_certs.unwrap_or(&default);
             let what = || "mtls".to_string();
             match policy.authenticate(facts.client_cert) {

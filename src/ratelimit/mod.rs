@@ -9,7 +9,10 @@
 //! The local backend keeps TATs in a bounded moka cache shared by all worker threads; keys
 //! idle for longer than their window are evicted (their bucket is full again by then anyway).
 
+pub mod limits;
 pub mod redis_backend;
+
+pub use limits::{FailedAuthSettings, LimitSettings, Limits, OnError, RedisSettings};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,7 +86,7 @@ impl Limit {
 
 /// The outcome for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub struct LimitVerdict {
     pub allowed: bool,
     /// Requests still allowed right now.
     pub remaining: u64,
@@ -91,7 +94,7 @@ pub struct Verdict {
     pub reset_secs: u64,
 }
 
-impl Verdict {
+impl LimitVerdict {
     /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-09): remaining and reset.
     pub fn header(&self, limit: &Limit) -> String {
         format!(
@@ -107,7 +110,7 @@ fn ceil_secs(ns: u64) -> u64 {
 
 /// GCRA on one key's TAT (nanoseconds on the limiter's clock). Pure: the caller stores the
 /// returned TAT when the request is allowed.
-pub fn gcra(limit: &Limit, tat: u64, now: u64) -> (Verdict, u64) {
+pub fn gcra(limit: &Limit, tat: u64, now: u64) -> (LimitVerdict, u64) {
     let t = limit.interval_ns();
     let tau = t.saturating_mul(limit.burst.saturating_sub(1));
     let tat = tat.max(now);
@@ -116,7 +119,7 @@ pub fn gcra(limit: &Limit, tat: u64, now: u64) -> (Verdict, u64) {
     if new_tat - now > tau.saturating_add(t) {
         let wait = tat - now - tau;
         return (
-            Verdict {
+            LimitVerdict {
                 allowed: false,
                 remaining: 0,
                 reset_secs: ceil_secs(wait).max(1),
@@ -126,7 +129,7 @@ pub fn gcra(limit: &Limit, tat: u64, now: u64) -> (Verdict, u64) {
     }
     let used = (new_tat - now).div_ceil(t);
     (
-        Verdict {
+        LimitVerdict {
             allowed: true,
             remaining: limit.burst.saturating_sub(used),
             reset_secs: ceil_secs(new_tat - now),
@@ -186,7 +189,7 @@ impl LocalLimiter {
         id: usize,
         limit: &Limit,
         key: &(impl std::hash::Hash + ?Sized),
-    ) -> Verdict {
+    ) -> LimitVerdict {
         use std::hash::BuildHasher;
         let slot = self.hasher.hash_one((id, key));
         let cell = self.tats.get_with(slot, || Arc::new(AtomicU64::new(0)));
@@ -227,7 +230,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     /// Run `n` requests at time `at` (ns); how many were allowed, and the state after.
-    fn burst_at(l: &Limit, tat: &mut u64, at: u64, n: u64) -> (u64, Vec<Verdict>) {
+    fn burst_at(l: &Limit, tat: &mut u64, at: u64, n: u64) -> (u64, Vec<LimitVerdict>) {
         let mut allowed = 0;
         let mut verdicts = Vec::new();
         for _ in 0..n {
@@ -304,7 +307,7 @@ mod tests {
     fn headers_follow_the_draft() {
         let l = limit(100, 60, 100);
         assert_eq!(l.policy_header(), "\"t\";q=100;w=60");
-        let v = Verdict {
+        let v = LimitVerdict {
             allowed: true,
             remaining: 7,
             reset_secs: 3,

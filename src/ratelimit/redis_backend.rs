@@ -7,7 +7,7 @@
 //! each waiting for a timeout. What a failure means (`fail_open` / `fail_closed`) is the
 //! engine's decision.
 
-use super::{Limit, Verdict};
+use super::{Limit, LimitVerdict};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -80,7 +80,7 @@ impl RedisLimiter {
     }
 
     /// Check and count one request; an error when Redis did not answer in time.
-    pub async fn check(&self, limit: &Limit, value: &[u8]) -> Result<Verdict, String> {
+    pub async fn check(&self, limit: &Limit, value: &[u8]) -> Result<LimitVerdict, String> {
         let interval_us = (limit.window.as_micros() / u128::from(limit.requests.max(1))).max(1);
         let tau_us = interval_us * u128::from(limit.burst.saturating_sub(1));
         let mut conn = self.connection().await?;
@@ -94,7 +94,7 @@ impl RedisLimiter {
             .await
             .map_err(|_| "redis: timed out".to_string())?
             .map_err(|e| format!("redis: {e}"))?;
-        Ok(Verdict {
+        Ok(LimitVerdict {
             allowed: allowed == 1,
             remaining: remaining.max(0) as u64,
             reset_secs: (wait_us.max(0) as u64).div_ceil(1_000_000).max(1),

@@ -14,12 +14,19 @@
 
 pub mod canon;
 
-use crate::config::{PathMatch, RouteSpec};
-use crate::policy::Policy;
+use crate::policy::{Mode, Policy};
 use http::Method;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What a route matches on its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// One route: what it matches, where it goes, and its policy.
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
@@ -28,6 +35,7 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Index of the upstream pool.
     pub upstream: usize,
+    /// Per-route upstream timeouts, replacing the pool's.
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
@@ -39,6 +47,14 @@ pub struct Route {
 }
 
 impl Route {
+    /// The counter of this route's allowed requests (`portcullis_policy_decisions_total`),
+    /// resolved once when the route is built rather than looked up per request.
+    pub fn allowed_counter(name: &str, mode: Mode) -> prometheus::IntCounter {
+        crate::metrics::metrics()
+            .policy_decisions
+            .with_label_values(&[name, "allow", "ok", mode.label()])
+    }
+
     fn matches_target(&self, host: Option<&str>, path: &str) -> bool {
         if let Some(want) = &self.host {
             match host {
@@ -87,27 +103,8 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn new(specs: &[RouteSpec]) -> Self {
-        let mut routes: Vec<Arc<Route>> = specs
-            .iter()
-            .map(|s| {
-                Arc::new(Route {
-                    name: s.name.clone(),
-                    host: s.host.clone(),
-                    path: s.path.clone(),
-                    methods: s.methods.clone(),
-                    upstream: s.upstream,
-                    connect_timeout: s.connect_timeout,
-                    read_timeout: s.read_timeout,
-                    write_timeout: s.write_timeout,
-                    auth: s.auth.clone(),
-                    rate_limit: s.rate_limit,
-                    allowed: crate::metrics::metrics()
-                        .policy_decisions
-                        .with_label_values(&[&s.name, "allow", "ok", s.auth.mode.label()]),
-                })
-            })
-            .collect();
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         // Stable sort: equal specificity keeps the file's order.
         routes.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
         Self { routes }
@@ -170,8 +167,8 @@ pub fn strip_port(host: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn spec(name: &str, host: Option<&str>, path: PathMatch, methods: &[&str]) -> RouteSpec {
-        RouteSpec {
+    fn spec(name: &str, host: Option<&str>, path: PathMatch, methods: &[&str]) -> Route {
+        Route {
             name: name.into(),
             host: host.map(str::to_string),
             path,
@@ -185,6 +182,7 @@ mod tests {
             write_timeout: None,
             auth: Policy::public(),
             rate_limit: None,
+            allowed: Route::allowed_counter(name, Mode::Enforce),
         }
     }
 
@@ -197,7 +195,7 @@ mod tests {
     }
 
     fn table() -> RouteTable {
-        RouteTable::new(&[
+        RouteTable::new(vec![
             spec("catch_all", None, PathMatch::Prefix("/".into()), &[]),
             spec("api", None, PathMatch::Prefix("/api".into()), &[]),
             spec(
@@ -237,7 +235,12 @@ mod tests {
 
     #[test]
     fn prefix_matches_whole_segments_only() {
-        let t = RouteTable::new(&[spec("u", None, PathMatch::Prefix("/users".into()), &[])]);
+        let t = RouteTable::new(vec![spec(
+            "u",
+            None,
+            PathMatch::Prefix("/users".into()),
+            &[],
+        )]);
         assert_eq!(name(t.find(None, "/users", &Method::GET)), "u");
         assert_eq!(name(t.find(None, "/users/", &Method::GET)), "u");
         assert_eq!(name(t.find(None, "/users/1", &Method::GET)), "u");
@@ -251,7 +254,7 @@ mod tests {
         // POST /api/login is the exact route; GET falls through to the /api prefix.
         assert_eq!(name(t.find(None, "/api/login", &Method::POST)), "login");
         assert_eq!(name(t.find(None, "/api/login", &Method::GET)), "api");
-        let only = RouteTable::new(&[spec(
+        let only = RouteTable::new(vec![spec(
             "login",
             None,
             PathMatch::Exact("/login".into()),

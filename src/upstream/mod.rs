@@ -2,8 +2,16 @@
 //! checked. Selection and health state come from Pingora's load balancer; this module adds
 //! retries that avoid backends already tried, the health gauge and start-up readiness.
 
-use crate::config::{HashKey, HealthCheckSpec, Selection, Timeouts, TlsSpec, UpstreamSpec};
+pub mod spec;
+
+pub use spec::{
+    HashKey, HealthCheckKind, HealthCheckSpec, PoolSpec, Selection, Timeouts, TlsSpec,
+    DEFAULT_RETRIES, DEFAULT_TIMEOUTS, MAX_RETRIES,
+};
+
+use crate::assertion::Assertion;
 use crate::metrics::metrics;
+use crate::routing::Route;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -53,13 +61,45 @@ pub struct Pool {
     pub timeouts: Timeouts,
     pub retries: usize,
     pub tls: Option<TlsSpec>,
-    pub assertion: Option<Arc<crate::config::Assertion>>,
+    pub assertion: Option<Arc<Assertion>>,
     backends: Vec<SocketAddr>,
     selector: Selector,
     progress: Arc<CheckProgress>,
 }
 
 impl Pool {
+    /// What a consistent-hash pool hashes for this request (empty for the other pools).
+    pub fn hash_key<'a>(
+        &self,
+        req: &'a RequestHeader,
+        peer: Option<std::net::IpAddr>,
+    ) -> std::borrow::Cow<'a, [u8]> {
+        use std::borrow::Cow;
+        match &self.hash_key {
+            HashKey::None => Cow::Borrowed(b""),
+            HashKey::Header(name) => Cow::Borrowed(
+                req.headers
+                    .get(name)
+                    .map_or(b"".as_slice(), |v| v.as_bytes()),
+            ),
+            HashKey::ClientAddress => Cow::Owned(match peer {
+                Some(std::net::IpAddr::V4(v4)) => v4.octets().to_vec(),
+                Some(std::net::IpAddr::V6(v6)) => v6.octets().to_vec(),
+                None => Vec::new(),
+            }),
+        }
+    }
+
+    /// The pool's timeouts with the route's own in their place where it sets them.
+    pub fn timeouts_for(&self, route: &Route) -> Timeouts {
+        Timeouts {
+            connect: route.connect_timeout.unwrap_or(self.timeouts.connect),
+            read: route.read_timeout.unwrap_or(self.timeouts.read),
+            write: route.write_timeout.unwrap_or(self.timeouts.write),
+            idle: self.timeouts.idle,
+        }
+    }
+
     /// A healthy backend not in `tried`, or `None`.
     pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
         let accept = |b: &Backend, healthy: bool| {
@@ -125,7 +165,7 @@ fn apply_tls(peer: &mut HttpPeer, t: &TlsSpec) {
 
 /// Build every pool, and the background services that keep their health current.
 pub fn build_pools(
-    specs: &[UpstreamSpec],
+    specs: &[PoolSpec],
 ) -> pingora::Result<(Vec<Arc<Pool>>, Vec<BackgroundService>)> {
     let mut pools = Vec::with_capacity(specs.len());
     let mut services: Vec<BackgroundService> = Vec::new();
@@ -178,7 +218,7 @@ pub type BackgroundService = Box<dyn ServiceWithDependents>;
 type LbAndService<S> = (Arc<LoadBalancer<S>>, Option<BackgroundService>);
 
 fn load_balancer<S>(
-    spec: &UpstreamSpec,
+    spec: &PoolSpec,
     progress: &Arc<CheckProgress>,
 ) -> pingora::Result<LbAndService<S>>
 where
@@ -225,7 +265,6 @@ fn health_check(
     hc: &HealthCheckSpec,
     tls: Option<&TlsSpec>,
 ) -> pingora::Result<Box<dyn HealthCheck + Send + Sync>> {
-    use crate::config::file::HealthCheckKind;
     match hc.kind {
         HealthCheckKind::Tcp => {
             // Pingora's TCP check cannot present a client certificate: for a pool whose

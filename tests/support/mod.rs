@@ -375,7 +375,7 @@ pub fn fresh_client() -> reqwest::blocking::Client {
 }
 
 /// What `portcullis echo` reports.
-pub use portcullis::echo::Echo as Echoed;
+pub use portcullis::cli::echo::Echo as Echoed;
 
 /// Upstreams and routes for one echo origin behind a catch-all route.
 pub fn pass_through(origin: SocketAddr) -> String {

@@ -13,38 +13,30 @@
 //! - A line that is not a message is reported on stderr; a message of an unknown type or with
 //!   bad fields gets an `error` reply. Neither stops the stream.
 
+use crate::app::App;
 use crate::auth::jwt::{KeySet, KeySource, Provider, ProviderRules, TokenCache};
 use crate::auth::ClaimMap;
-use crate::policy::engine::{Engine, RequestFacts};
+use crate::engine::{Decision, RequestFacts};
 use crate::policy::{evaluate, Credential, Denial, Facts, Policy, Trace};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
-/// Where decisions come from: a full configuration, or the key `init` gave (if any yet).
+/// Where decisions come from: a composed configuration, or the key `init` gave (if any yet).
 pub enum Source {
-    Config {
-        engine: Box<Engine>,
-        upstream_names: Vec<String>,
-    },
+    Config(Box<App>),
     Key(Option<Box<Provider>>),
 }
 
-/// A source from a configuration, with remote keys fetched once before the first line.
-pub fn source_from_config(config: &crate::config::Config) -> std::io::Result<Source> {
+/// A source from a composed configuration, with remote keys fetched once before the first
+/// line.
+pub fn source_from_app(app: App) -> std::io::Result<Source> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    for p in &config.providers {
-        if let KeySource::Remote(r) = &p.keys {
-            rt.block_on(r.refresh());
-        }
-    }
-    Ok(Source::Config {
-        engine: Box::new(Engine::from_config(config)),
-        upstream_names: config.upstreams.iter().map(|u| u.name.clone()).collect(),
-    })
+    rt.block_on(app.fetch_keys());
+    Ok(Source::Config(Box::new(app)))
 }
 
 /// Serve the protocol on stdin/stdout until stdin ends.
@@ -139,14 +131,13 @@ impl Session {
             .and_then(Value::as_str)
             .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
             .ok_or((12, "`method` must be an HTTP method".to_string()))?;
-        let target = body
+        let url = body
             .get("path")
             .and_then(Value::as_str)
             .ok_or((12, "`path` must be a string".to_string()))?;
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target, None),
-        };
+        // An absolute-form `path` names its authority, as a proxy client's request line does.
+        let (authority, target) =
+            super::explain::split_url(url).map_err(|e| (12, format!("`path`: {e}")))?;
         let mut headers = http::HeaderMap::new();
         if let Some(h) = body.get("headers") {
             let h = h
@@ -174,33 +165,30 @@ impl Session {
         };
         let now = crate::unix_now();
         let (service, identity, denial) = match &self.source {
-            Source::Config {
-                engine,
-                upstream_names,
-            } => {
-                let facts = RequestFacts {
-                    client_cert: None,
-                    https: false,
-                    // The protocol carries no body: a signed request is checked as bodiless.
-                    body: Some(b""),
-                    method: &method,
-                    host: headers.get("host").and_then(|h| h.to_str().ok()),
-                    path,
-                    query,
-                    headers: &headers,
-                    peer: None,
-                    now,
-                    extra_permission,
-                };
-                let o = engine.decide(&facts, &mut Trace::default()).await;
-                let service = o
-                    .route
-                    .as_ref()
-                    .and_then(|r| upstream_names.get(r.upstream))
-                    .cloned();
-                (service, o.identity, o.denial)
+            Source::Config(app) => {
+                let mut facts = RequestFacts::new(&method, target.as_bytes(), &headers, None, now);
+                facts.authority = authority;
+                facts.extra_permission = extra_permission;
+                // The protocol carries no body: a signed request is checked as bodiless.
+                facts.body = Some(b"");
+                match app.engine.decide(&facts, &mut Trace::default()).await {
+                    Decision::Forward(f) => (
+                        app.upstream_name(f.route.upstream).map(str::to_string),
+                        f.identity,
+                        None,
+                    ),
+                    Decision::Refuse(r) => (
+                        r.route
+                            .and_then(|route| app.upstream_name(route.upstream))
+                            .map(str::to_string),
+                        r.identity,
+                        Some(r.denial),
+                    ),
+                    Decision::NeedsBody => (None, None, Some(Denial::internal())),
+                }
             }
             Source::Key(provider) => {
+                let path = target.split_once('?').map_or(target, |(p, _)| p);
                 key_decision(
                     provider.as_deref(),
                     &method,

@@ -1,3 +1,7 @@
+//! What goes upstream: the engine's plan for an allowed request (`Forward`), and `prepare`,
+//! which turns the client's request into the upstream request by that plan. The proxy and
+//! `portcullis explain` both call `prepare`, so explain shows exactly what would be sent.
+//!
 //! Header hygiene between the client and the backend: what the gateway removes from a
 //! request before it is forwarded, the proxy headers it sets, and the identity it asserts.
 //!
@@ -19,8 +23,149 @@
 //! is ambiguous and is rejected with 400 `invalid_connection_header` before routing.
 //! (WebSocket upgrades are therefore not proxied yet.)
 
+use crate::assertion::Assertion;
+use crate::auth::mtls::{self, ClientCert};
+use crate::auth::Identity;
+use crate::policy::Denial;
+use crate::request_id;
+use crate::routing::Route;
 use http::header::{HeaderName, CONNECTION};
 use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType::InternalError, Result};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The engine's plan for an allowed request: everything `prepare` needs besides the request
+/// itself and the gateway-wide `ForwardPolicy`. Only allowed requests have one.
+#[derive(Debug)]
+pub struct Forward {
+    pub route: Arc<Route>,
+    /// The verified caller, on protected routes.
+    pub identity: Option<Arc<Identity>>,
+    /// The canonical path and query, when they differ from what the client sent.
+    pub target: Option<String>,
+    /// The client, as decided from the peer and trusted proxies.
+    pub client_ip: Option<IpAddr>,
+    /// The `X-Forwarded-For` chain to send (the trusted part of the client's, plus the peer).
+    pub forwarded_for: Option<String>,
+    /// The connection's verified client certificate, told to the backend.
+    pub client_cert: Option<Arc<ClientCert>>,
+    /// The request came over TLS.
+    pub https: bool,
+    /// A refusal that a report-mode policy computed but did not enforce.
+    pub reported: Option<Denial>,
+    /// `RateLimit-Policy` and `RateLimit` values for the response, when a limit applied.
+    pub rate_headers: Option<(String, String)>,
+}
+
+/// What the gateway does to every forwarded request, whatever the route: the headers it
+/// owns, the credential headers it removes, how a client certificate is told, and each
+/// upstream's identity assertion.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardPolicy {
+    pub namespace: IdentityNamespace,
+    /// API-key headers, removed like `Authorization`.
+    pub key_headers: Vec<HeaderName>,
+    pub cert_forward: mtls::Forward,
+    /// Each upstream's identity assertion, by upstream index.
+    pub assertions: Vec<Option<Arc<Assertion>>>,
+}
+
+/// Turn the client's request into the upstream request: hop-by-hop and identity-namespace
+/// headers out, the verified identity (and its signed assertion) in, `Authorization` removed
+/// on protected routes unless kept, the canonical path, and the forwarding headers.
+pub fn prepare(
+    req: &mut RequestHeader,
+    plan: &Forward,
+    policy: &ForwardPolicy,
+    request_id: &str,
+    now: u64,
+) -> Result<()> {
+    // HTTP/2 carries the host in :authority rather than a Host header; read it before the
+    // target is rewritten to origin form.
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .map(str::to_string);
+    strip_hop_by_hop(req);
+    policy.namespace.strip(req);
+    // Only a certificate the listener verified; client-sent copies went with the namespace.
+    match (plan.client_cert.as_deref(), policy.cert_forward) {
+        (None, _) => {}
+        (Some(cert), mtls::Forward::Headers) => {
+            for (name, value) in cert.headers() {
+                req.insert_header(name, value)?;
+            }
+        }
+        (Some(cert), mtls::Forward::Xfcc) => {
+            req.insert_header("x-forwarded-client-cert", cert.xfcc())?;
+        }
+    }
+    let route = &plan.route;
+    if let Some(id) = plan.identity.as_deref() {
+        inject_identity(req, id)?;
+        let assertion = policy
+            .assertions
+            .get(route.upstream)
+            .and_then(Option::as_deref);
+        if let Some(a) = assertion {
+            // `sign` cuts off a query itself.
+            let path = plan.target.as_deref().unwrap_or_else(|| req.uri.path());
+            let token = a
+                .signer
+                .sign(id, req.method.as_str(), path, request_id, now)
+                .map_err(|e| Error::explain(InternalError, e))?;
+            req.insert_header(a.header.clone(), token)?;
+        }
+    }
+    // The backend gets the verified identity, not the token (unless the route asks).
+    if !route.auth.is_public() && !route.auth.keep_authorization {
+        req.remove_header(&http::header::AUTHORIZATION);
+        for h in &policy.key_headers {
+            req.remove_header(h);
+        }
+    }
+    if let Some(target) = plan.target.as_deref() {
+        // Forward exactly the path that was routed and decided on.
+        let uri = http::Uri::builder()
+            .path_and_query(target)
+            .build()
+            .map_err(|e| Error::because(InternalError, "canonical path", e))?;
+        req.set_uri(uri);
+    }
+    set_forwarded(
+        req,
+        plan.forwarded_for.clone(),
+        plan.client_ip,
+        plan.https,
+        host.as_deref(),
+    )?;
+    req.insert_header(request_id::HEADER, request_id)?;
+    Ok(())
+}
+
+/// The path and query to forward when they differ from what the client sent: the canonical
+/// path, and the query without an API-key parameter (a key never reaches a backend).
+pub fn forwarded_target(
+    path: &str,
+    canonical: &str,
+    query: Option<&str>,
+    key_param: Option<&str>,
+) -> Option<String> {
+    let stripped = match (query, key_param) {
+        (Some(q), Some(p)) => crate::auth::api_key::query_without(q, p),
+        _ => None,
+    };
+    if canonical == path && stripped.is_none() {
+        return None;
+    }
+    Some(match stripped.as_deref().or(query) {
+        Some(q) if !q.is_empty() => format!("{canonical}?{q}"),
+        _ => canonical.to_string(),
+    })
+}
 
 /// Always removed before forwarding.
 const HOP_BY_HOP: &[&str] = &[
@@ -163,7 +308,7 @@ impl IdentityNamespace {
 
 /// Add the verified identity. Values were checked when the token was (no control
 /// characters, no commas inside list items), so they are valid header values.
-pub fn inject_identity(req: &mut RequestHeader, id: &crate::auth::Identity) -> pingora::Result<()> {
+fn inject_identity(req: &mut RequestHeader, id: &Identity) -> Result<()> {
     // API keys name a consumer (X-Client-ID), not a user.
     if !id.subject.is_empty() {
         req.insert_header("x-user-id", id.subject.as_str())?;
@@ -241,10 +386,10 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
 pub fn set_forwarded(
     req: &mut RequestHeader,
     forwarded_for: Option<String>,
-    client: Option<std::net::IpAddr>,
+    client: Option<IpAddr>,
     https: bool,
     host: Option<&str>,
-) -> pingora::Result<()> {
+) -> Result<()> {
     match forwarded_for {
         Some(chain) => req.insert_header("x-forwarded-for", chain)?,
         None => {

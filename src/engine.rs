@@ -1,0 +1,402 @@
+//! `decide`: from the facts of one request to the `Decision`, with no Pingora in sight. The
+//! proxy reads a request into `RequestFacts` once and applies the decision once; `portcullis
+//! explain` and `portcullis stdio` call the same function on the same facts, so the three
+//! cannot disagree.
+//!
+//! In order: the request must be readable as one request (one host, `Host` naming the server
+//! the TLS connection was made for, a `Connection` header that removes nothing that frames or
+//! identifies it, a target that is text); then its canonical path; the route; the
+//! failed-authentication guard; the route's policy (`policy::evaluate`); the rate limits.
+
+use crate::auth::api_key::ApiKeys;
+use crate::auth::http_sig::Signing;
+use crate::auth::jwt::Provider;
+use crate::auth::mtls::{CertIdentities, ClientCert};
+use crate::auth::revocation::Revocations;
+use crate::auth::Identity;
+use crate::forward::{self, Forward};
+use crate::metrics::metrics;
+use crate::policy::networks::{self, Cidr};
+use crate::policy::{evaluate, Authenticators, Denial, Facts, Mode, Trace};
+use crate::ratelimit::Limits;
+use crate::routing::canon::canonical_path;
+use crate::routing::{strip_port, Route, RouteMatch, RouteTable};
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Everything that decides a request: routes with their policies, the credential checkers,
+/// which proxies' `X-Forwarded-For` to believe, and the rate limits.
+pub struct Engine {
+    pub(crate) routes: RouteTable,
+    pub(crate) providers: Vec<Provider>,
+    pub(crate) api_keys: Option<Arc<ApiKeys>>,
+    pub(crate) revocations: Option<Arc<Revocations>>,
+    pub(crate) cert_identities: Arc<CertIdentities>,
+    pub(crate) signing: Option<Arc<Signing>>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) limits: Limits,
+}
+
+/// One request, as plain data.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a http::Method,
+    /// The path and query exactly as sent (the bytes of the request line's target, or of
+    /// `:path`): the URI parser would silently drop a `#...` part or take `api/admin` for
+    /// something else, so the raw bytes are what get canonicalised.
+    pub target: &'a [u8],
+    /// The authority of an absolute-form target (`GET http://host/...`), or HTTP/2's
+    /// `:authority`.
+    pub authority: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    /// The TCP peer.
+    pub peer: Option<IpAddr>,
+    /// Unix seconds.
+    pub now: u64,
+    /// One more permission the caller must hold (the decision protocol's field).
+    pub extra_permission: Option<&'a str>,
+    /// The connection's verified client certificate (mTLS listeners).
+    pub client_cert: Option<&'a Arc<ClientCert>>,
+    /// The server name the client asked for in the TLS handshake, on listeners that hold
+    /// the `Host` to it (mTLS listeners).
+    pub sni: Option<&'a str>,
+    /// Whether the request came over TLS.
+    pub https: bool,
+    /// The body, once read for a signed request (see `Decision::NeedsBody`).
+    pub body: Option<&'a [u8]>,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// A plain-HTTP request from `peer` with no client certificate and no body yet; the
+    /// other facts are set field by field.
+    pub fn new(
+        method: &'a http::Method,
+        target: &'a [u8],
+        headers: &'a http::HeaderMap,
+        peer: Option<IpAddr>,
+        now: u64,
+    ) -> Self {
+        Self {
+            method,
+            target,
+            authority: None,
+            headers,
+            peer,
+            now,
+            extra_permission: None,
+            client_cert: None,
+            sni: None,
+            https: false,
+            body: None,
+        }
+    }
+}
+
+/// What the engine decided.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    /// Forward, by this plan.
+    Forward(Forward),
+    /// Answer with this refusal instead.
+    Refuse(Refusal<'a>),
+    /// Nothing was decided yet: the route verifies a signature over the body, so read it (at
+    /// most `http_sig::MAX_SIGNED_BODY` bytes) and decide again with `RequestFacts::body`.
+    NeedsBody,
+}
+
+/// A refusal, with what the engine found before it refused (for the log and `explain`).
+#[derive(Debug)]
+pub struct Refusal<'a> {
+    pub denial: Denial,
+    /// The canonical path, when the request got that far.
+    pub path: Option<Cow<'a, str>>,
+    pub route: Option<Arc<Route>>,
+    /// The verified caller, when a credential verified but a requirement failed.
+    pub identity: Option<Arc<Identity>>,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Refusal<'_> {
+    fn early(denial: Denial) -> Self {
+        Self {
+            denial,
+            path: None,
+            route: None,
+            identity: None,
+            client_ip: None,
+        }
+    }
+}
+
+impl Engine {
+    pub async fn decide<'a>(&self, facts: &RequestFacts<'a>, trace: &mut Trace) -> Decision<'a> {
+        let Readable {
+            host,
+            path,
+            raw_query,
+        } = match read_request(facts) {
+            Ok(read) => read,
+            Err(why) => {
+                let denial = why.denial();
+                trace.note(|| "request".into(), || format!("refused: {}", denial.code));
+                return Decision::Refuse(Refusal::early(denial));
+            }
+        };
+        let query = raw_query.and_then(|q| std::str::from_utf8(q).ok());
+        let client_ip = networks::client_ip(facts.peer, facts.headers, &self.trusted_proxies);
+        let refuse = |denial, path, route, identity| {
+            Decision::Refuse(Refusal {
+                denial,
+                path,
+                route,
+                identity,
+                client_ip,
+            })
+        };
+        let canonical = match canonical_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                trace.note(|| "path".into(), || format!("refused: {}", e.code()));
+                return refuse(Denial::new(400, e.code(), e.message()), None, None, None);
+            }
+        };
+        trace.note(|| "canonical path".into(), || canonical.to_string());
+        let route = match self.routes.find(host, &canonical, facts.method) {
+            RouteMatch::Found(route) => route.clone(),
+            RouteMatch::MethodNotAllowed(methods) => {
+                let allow = methods
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                trace.note(
+                    || "route".into(),
+                    || format!("none takes the method; allow {allow}"),
+                );
+                return refuse(
+                    Denial::method_not_allowed(allow),
+                    Some(canonical),
+                    None,
+                    None,
+                );
+            }
+            RouteMatch::NotFound => {
+                trace.note(|| "route".into(), || "no route matches".into());
+                return refuse(Denial::route_not_found(), Some(canonical), None, None);
+            }
+        };
+        trace.note(
+            || "route".into(),
+            || format!("{} (upstream #{})", route.name, route.upstream),
+        );
+        let guard = self
+            .limits
+            .failed_auth
+            .as_deref()
+            .filter(|_| !route.auth.is_public());
+        if let (Some(g), Some(ip)) = (guard, client_ip) {
+            if let Some(left) = g.blocked_for(ip) {
+                trace.note(
+                    || "failed-auth guard".into(),
+                    || format!("address blocked for {left} s more"),
+                );
+                metrics()
+                    .auth_throttled
+                    .with_label_values(&["refused"])
+                    .inc();
+                let mut d = Denial::new(
+                    429,
+                    "auth_throttled",
+                    "Too many failed authentication attempts from this address; try again later.",
+                );
+                d.retry_after = Some(left);
+                return refuse(d, Some(canonical), Some(route), None);
+            }
+        }
+        // A signed request's body is read only once the address may still authenticate.
+        if facts.body.is_none()
+            && route.auth.verifies_signatures()
+            && facts.headers.contains_key("signature-input")
+        {
+            trace.note(|| "body".into(), || "needed for the signature".into());
+            return Decision::NeedsBody;
+        }
+        let policy_facts = Facts {
+            method: facts.method,
+            headers: facts.headers,
+            query,
+            client_ip,
+            now: facts.now,
+            extra_permission: facts.extra_permission,
+            client_cert: facts.client_cert.map(|c| &**c),
+            host,
+            path: &canonical,
+            https: facts.https,
+            body: facts.body,
+        };
+        let auth = Authenticators {
+            providers: &self.providers,
+            api_keys: self.api_keys.as_deref(),
+            revocations: self.revocations.as_deref(),
+            client_certs: Some(&self.cert_identities),
+            bound_tokens: false,
+            signing: self.signing.as_deref(),
+        };
+        let verdict = evaluate(&route.auth, &auth, &policy_facts, trace).await;
+        if let (Some(g), Some(ip), Some(401)) =
+            (guard, client_ip, verdict.denial.as_ref().map(|d| d.status))
+        {
+            if g.failed(ip) {
+                metrics()
+                    .auth_throttled
+                    .with_label_values(&["blocked"])
+                    .inc();
+                tracing::warn!(client = %ip, "too many failed authentications; address blocked");
+            }
+        }
+        let identity = verdict.identity;
+        let mode = route.auth.mode;
+        let mut reported = None;
+        let mut rate_headers = None;
+        match verdict.denial {
+            None => {
+                route.allowed.inc();
+                match self
+                    .limits
+                    .check(&route, identity.as_deref(), client_ip, facts.headers, trace)
+                    .await
+                {
+                    Ok(shown) => rate_headers = shown,
+                    Err(d) => return refuse(d, Some(canonical), Some(route), identity),
+                }
+            }
+            Some(d) => {
+                metrics()
+                    .policy_decisions
+                    .with_label_values(&[&route.name, d.decision_label(), d.code, mode.label()])
+                    .inc();
+                match mode {
+                    Mode::Enforce => return refuse(d, Some(canonical), Some(route), identity),
+                    Mode::Report => {
+                        trace.note(
+                            || "mode".into(),
+                            || format!("report: would answer {} {}, forwarded", d.status, d.code),
+                        );
+                        reported = Some(d);
+                    }
+                }
+            }
+        }
+        let key_param = self
+            .api_keys
+            .as_deref()
+            .and_then(|k| k.query_param.as_deref());
+        // The query is forwarded as sent; only a key parameter is taken out of it.
+        let raw_query = raw_query.map(String::from_utf8_lossy);
+        Decision::Forward(Forward {
+            target: forward::forwarded_target(path, &canonical, raw_query.as_deref(), key_param),
+            forwarded_for: facts
+                .peer
+                .map(|peer| networks::forwarded_for(peer, facts.headers, &self.trusted_proxies)),
+            client_cert: facts.client_cert.cloned(),
+            https: facts.https,
+            route,
+            identity,
+            client_ip,
+            reported,
+            rate_headers,
+        })
+    }
+
+    /// The routes, in the order they are tried.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The identity providers (their remote keys are refreshed by the composition root).
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    pub fn api_keys(&self) -> Option<&Arc<ApiKeys>> {
+        self.api_keys.as_ref()
+    }
+
+    pub fn signing(&self) -> Option<&Signing> {
+        self.signing.as_deref()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// The request as one request: the host it names, its path and raw query.
+struct Readable<'a> {
+    host: Option<&'a str>,
+    path: &'a str,
+    raw_query: Option<&'a [u8]>,
+}
+
+/// Why a request cannot be read as one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    /// Two `Host`s, or an absolute-form target naming another host (H19, P11).
+    AmbiguousHost,
+    /// A `Host` or target that is not text.
+    Malformed,
+    /// `Host` is not the server name of the TLS connection (X9).
+    Misdirected,
+    /// `Connection` nominates a header that frames or identifies the request.
+    ProtectedConnectionHeader,
+}
+
+impl Unreadable {
+    fn denial(self) -> Denial {
+        match self {
+            Self::AmbiguousHost => Denial::ambiguous_host(),
+            Self::Malformed => Denial::bad_request(),
+            Self::Misdirected => Denial::misdirected(),
+            Self::ProtectedConnectionHeader => Denial::invalid_connection_header(),
+        }
+    }
+}
+
+/// The request read as one request, or why it cannot be: these checks come before anything
+/// else, in the proxy and the tools alike.
+fn read_request<'a>(facts: &RequestFacts<'a>) -> Result<Readable<'a>, Unreadable> {
+    let mut hosts = facts.headers.get_all(http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(Unreadable::AmbiguousHost),
+        (Some(h), None) => match h.to_str() {
+            // An absolute-form target naming another host than Host (H19, P11).
+            Ok(h) if facts.authority.is_some_and(|a| !a.eq_ignore_ascii_case(h)) => {
+                return Err(Unreadable::AmbiguousHost)
+            }
+            Ok(h) => Some(h),
+            Err(_) => return Err(Unreadable::Malformed),
+        },
+        (None, None) => facts.authority,
+    };
+    // X9: a connection made for one name (and maybe certified for it) is not used for
+    // another: on mTLS listeners the Host must name the server the client asked for.
+    if let (Some(sni), Some(h)) = (facts.sni, host) {
+        if !strip_port(h).eq_ignore_ascii_case(sni) {
+            return Err(Unreadable::Misdirected);
+        }
+    }
+    if forward::connection_nominates_protected(facts.headers) {
+        return Err(Unreadable::ProtectedConnectionHeader);
+    }
+    let (raw_path, raw_query) = match facts.target.iter().position(|b| *b == b'?') {
+        Some(i) => (&facts.target[..i], Some(&facts.target[i + 1..])),
+        None => (facts.target, None),
+    };
+    let path = std::str::from_utf8(raw_path).map_err(|_| Unreadable::Malformed)?;
+    Ok(Readable {
+        host,
+        path,
+        raw_query,
+    })
+}
