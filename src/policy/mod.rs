@@ -14,6 +14,8 @@ pub mod networks;
 
 mod credentials;
 mod requirements;
+#[cfg(test)]
+mod tests;
 
 pub use credentials::bearer_present;
 
