@@ -1,5 +1,10 @@
-//! Black-box tests: the real `portcullis` binary against real origins. One test binary; the
-//! shared harness is `support`.
+//! Black-box tests: the real `portcullis` binary against real origins.
+//!
+//! Every test file here is a module of this ONE test binary (Cargo builds `tests/gateway/`
+//! as the test target `gateway` because it holds a `main.rs`), not a binary of its own: the
+//! suite links the crate and the harness once instead of once per file, and every test shares
+//! one harness, `support`. A new test file goes in `tests/gateway/` and is listed below as a
+//! `mod`; a file that is not listed is not compiled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
