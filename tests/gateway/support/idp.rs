@@ -13,6 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 
+use serde_json::json;
+
+use super::conf::{identity_providers, Conf};
 use super::gateway::Gateway;
 use super::origins::Echo;
 
@@ -113,7 +116,7 @@ impl TestIdp {
 
     /// Serve an OIDC discovery document naming this server's JWKS.
     pub fn enable_discovery(&self) {
-        let doc = serde_json::json!({
+        let doc = json!({
             "issuer": self.issuer(),
             "jwks_uri": self.jwks_uri(),
         });
@@ -172,7 +175,7 @@ impl SigningIdp {
     }
 
     pub fn good_token(&self) -> String {
-        self.token(serde_json::json!({
+        self.token(json!({
             "iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": "alice", "iat": now(), "exp": now() + 300,
             "realm_access": {"roles": ["orders-admin", "user"]},
             "scope": "orders:read orders:write",
@@ -188,7 +191,7 @@ impl SigningIdp {
         scopes: &[&str],
         permissions: &[&str],
     ) -> String {
-        self.token(serde_json::json!({
+        self.token(json!({
             "iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": sub, "iat": now(), "exp": now() + 300,
             "realm_access": {"roles": roles},
             "scope": scopes.join(" "),
@@ -196,12 +199,25 @@ impl SigningIdp {
         }))
     }
 
+    /// This IdP as a provider (issuer, audience, RS256 with its key as `k1`, and where the
+    /// roles, permissions and tenant are in its tokens), for a test to change or to name.
+    pub fn provider(&self) -> Conf {
+        Conf::from(json!({
+            "issuer": SIGNING_ISS,
+            "audiences": [SIGNING_AUD],
+            "algorithms": ["RS256"],
+            "keys": { "pem_file": self.public_pem, "kid": "k1" },
+            "claims": {
+                "roles": "realm_access.roles",
+                "permissions": "permissions",
+                "tenant": "tid",
+            },
+        }))
+    }
+
     /// The `identity_providers:` section for this IdP as provider `name`.
     pub fn provider_yaml(&self, name: &str) -> String {
-        format!(
-            "identity_providers:\n  {name}:\n    issuer: {SIGNING_ISS}\n    audiences: [{SIGNING_AUD}]\n    algorithms: [RS256]\n    keys:\n      pem_file: {}\n      kid: k1\n    claims:\n      roles: realm_access.roles\n      permissions: permissions\n      tenant: tid\n",
-            self.public_pem.display()
-        )
+        identity_providers([(name, self.provider())])
     }
 }
 

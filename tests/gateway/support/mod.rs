@@ -7,6 +7,7 @@
 //! - `gateway`: the gateway under test (start, stop, metrics, access log) and `eventually`;
 //! - `origins`: echo origins, a stalled origin, and the YAML that routes to them;
 //! - `idp`: identity providers that serve a JWKS or sign tokens, and `corp_gateway`;
+//! - `conf`: a typed builder for the configuration a test's world is made of;
 //! - `client`: HTTP clients, `curl` over HTTPS, and the checks on refusals;
 //! - `raw`: raw HTTP/1.1 bytes on a socket;
 //! - `keys`: API keys minted with `portcullis keys new`;
@@ -19,6 +20,7 @@
 #![allow(dead_code)]
 
 mod client;
+mod conf;
 mod gateway;
 mod idp;
 pub mod introspection;
@@ -31,6 +33,7 @@ mod redis;
 
 // `self::` so that `redis` names the module below, not the Redis client crate.
 pub use self::client::*;
+pub use self::conf::*;
 pub use self::gateway::*;
 pub use self::idp::*;
 pub use self::keys::*;
