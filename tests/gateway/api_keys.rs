@@ -70,12 +70,11 @@ fn with_key(s: &Setup, path: &str, key: &str) -> (u16, serde_json::Value, Option
 
 /// Give the consumer a scope in the file (keys new does not set scopes).
 fn grant_scope(file: &Path, consumer: &str, scope: &str) {
-    let text = std::fs::read_to_string(file).unwrap();
-    let text = text.replace(
-        &format!("- name: {consumer}\n"),
-        &format!("- name: {consumer}\n  tenant: {consumer}-corp\n  scopes: [\"{scope}\"]\n"),
-    );
-    std::fs::write(file, text).unwrap();
+    let at = format!("consumers[{consumer}]");
+    Conf::read(file)
+        .set(format!("{at}.tenant"), format!("{consumer}-corp"))
+        .set(format!("{at}.scopes"), [scope])
+        .write(file);
 }
 
 #[test]
@@ -143,12 +142,11 @@ fn refused_keys_get_401_with_distinct_codes() {
         expired = new_api_key(f, "acme", &[]);
         disabled = new_api_key(f, "acme", &[]);
         grant_scope(f, "acme", "invoices:read");
-        let text = std::fs::read_to_string(f).unwrap();
         // Expire the second key and disable the third (entries are in creation order).
-        let mut parts: Vec<String> = text.split("  - id: ").map(String::from).collect();
-        parts[2] = parts[2].replacen("created: ", "expires: 2020-01-01\n    created: ", 1);
-        parts[3] = parts[3].replacen("created: ", "disabled: true\n    created: ", 1);
-        std::fs::write(f, parts.join("  - id: ")).unwrap();
+        Conf::read(f)
+            .set("consumers[acme].keys.1.expires", "2020-01-01")
+            .set("consumers[acme].keys.2.disabled", true)
+            .write(f);
     });
     let test_key = {
         let out = Command::new(BIN)
@@ -244,12 +242,9 @@ fn rotation_and_revocation_take_effect_without_a_restart_and_a_bad_file_changes_
 
     // Revoke the old key: remove its entry from the file.
     let old_id = old.split('_').nth(2).unwrap().to_string();
-    let text = std::fs::read_to_string(&s.consumers).unwrap();
-    let kept: Vec<&str> = text
-        .split("  - id: ")
-        .filter(|part| !part.starts_with(&old_id))
-        .collect();
-    std::fs::write(&s.consumers, kept.join("  - id: ")).unwrap();
+    Conf::read(&s.consumers)
+        .remove(format!("consumers[acme].keys[id={old_id}]"))
+        .write(&s.consumers);
     assert!(s
         .gw
         .eventually(Duration::from_secs(5), || with_key(&s, "/billing/1", &old)

@@ -1,5 +1,6 @@
 //! Certificates made at test time with OpenSSL: a CA, and client certificates it (or another
-//! CA) signs, with chosen names, SANs, validity and key usage.
+//! CA) signs, with chosen names, SANs, validity and key usage; and a self-signed server
+//! certificate for `localhost` that a TLS listener or a TLS origin presents.
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
@@ -227,4 +228,44 @@ impl Ca {
         std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
         (cert_path, key_path, cert)
     }
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` (its own CA), written as PEM
+/// files into `dir`: returns (certificate path, key path).
+pub fn self_signed_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject
+        .append_entry_by_nid(Nid::COMMONNAME, "localhost")
+        .unwrap();
+    let subject = subject.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(&subject).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert_path, key_path)
 }

@@ -16,16 +16,14 @@ fn world(trusted_proxies: &str) -> World {
     let corp = SigningIdp::new();
     let partner = SigningIdp::new();
     let echo = Echo::start();
-    // `strict` is corp's key with a one-minute cap on token lifetime, for `all`.
-    let strict = corp
-        .provider_yaml("strict")
-        .replace("identity_providers:\n", "")
-        .replace("    claims:", "    max_token_age: 1m\n    claims:");
-    let partner_yaml = partner
-        .provider_yaml("partner")
-        .replace("identity_providers:\n", "");
+    let providers = identity_providers([
+        ("corp", corp.provider()),
+        // `strict` is corp's key with a one-minute cap on token lifetime, for `all`.
+        ("strict", corp.provider().set("max_token_age", "1m")),
+        ("partner", partner.provider()),
+    ]);
     let gw = Gateway::start(&format!(
-        r#"{corp}{strict}{partner_yaml}{trusted_proxies}upstreams:
+        r#"{providers}{trusted_proxies}upstreams:
   echo:
     backends: ["{origin}"]
 routes:
@@ -76,7 +74,6 @@ routes:
     upstream: echo
     auth: {{ jwt: corp, keep_authorization: true }}
 "#,
-        corp = corp.provider_yaml("corp"),
         origin = echo.addr
     ));
     World {

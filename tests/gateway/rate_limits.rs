@@ -135,12 +135,9 @@ fn each_consumer_has_its_own_budget_and_a_tier_overrides_the_route_limit() {
     let plain = new_api_key(&consumers, "plain", &[]);
     let other = new_api_key(&consumers, "other", &[]);
     let gold = new_api_key(&consumers, "goldco", &[]);
-    let text = std::fs::read_to_string(&consumers).unwrap();
-    std::fs::write(
-        &consumers,
-        text.replace("- name: goldco\n", "- name: goldco\n  tier: gold\n"),
-    )
-    .unwrap();
+    Conf::read(&consumers)
+        .set("consumers[goldco].tier", "gold")
+        .write(&consumers);
     let echo = Echo::start();
     let gw = Gateway::start(&format!(
         r#"api_keys:
@@ -268,10 +265,11 @@ rate_limits:
 fn a_limit_keyed_on_a_claim_header_counts_the_verified_claim_not_the_clients_header() {
     let idp = SigningIdp::new();
     let echo = Echo::start();
-    let provider = idp.provider_yaml("corp").replace(
-        "      tenant: tid\n",
-        "      tenant: tid\n      headers:\n        X-User-Department: dept\n",
-    );
+    let provider = identity_providers([(
+        "corp",
+        idp.provider()
+            .set("claims.headers.X-User-Department", "dept"),
+    )]);
     let gw = Gateway::start(&format!(
         "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n    rate_limit: {{ key: \"header:X-User-Department\", requests: 2, per: hour }}\n",
         echo.addr

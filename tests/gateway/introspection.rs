@@ -11,7 +11,7 @@ const CLIENT_ID: &str = "portcullis-gw";
 const SECRET: &str = "s3cret+with%odd chars";
 const AUD: &str = "api://orders";
 
-/// A gateway with provider `sso` (introspection only, `settings` YAML lines added under
+/// A gateway with provider `sso` (introspection only, `settings` YAML added under
 /// `introspection:`), `/orders` needing its tokens and `/public` open.
 struct Setup {
     server: TestIntrospection,
@@ -20,17 +20,29 @@ struct Setup {
     _secrets: tempfile::TempDir,
 }
 
+/// An introspection-only provider for `server`, with `settings` (YAML, e.g. `timeout: 300ms`)
+/// added under `introspection:`.
+fn provider(server: &TestIntrospection, secret_file: &std::path::Path, settings: &str) -> Conf {
+    Conf::from(json!({
+        "issuer": server.issuer(),
+        "audiences": [AUD],
+        "claims": { "roles": "roles", "tenant": "tid" },
+        "introspection": {
+            "endpoint": server.endpoint(),
+            "client_id": CLIENT_ID,
+            "client_secret_file": secret_file,
+        },
+    }))
+    .merge("introspection", Conf::parse(settings))
+}
+
+/// The `identity_providers:` section with `provider(..)` as `sso`.
 fn provider_yaml(
     server: &TestIntrospection,
     secret_file: &std::path::Path,
     settings: &str,
 ) -> String {
-    format!(
-        "identity_providers:\n  sso:\n    issuer: {iss}\n    audiences: [\"{AUD}\"]\n    claims:\n      roles: roles\n      tenant: tid\n    introspection:\n      endpoint: {endpoint}\n      client_id: {CLIENT_ID}\n      client_secret_file: {secret}\n{settings}",
-        iss = server.issuer(),
-        endpoint = server.endpoint(),
-        secret = secret_file.display(),
-    )
+    identity_providers([("sso", provider(server, secret_file, settings))])
 }
 
 /// A directory holding the client secret file (trailing newline, as editors leave it).
@@ -154,7 +166,7 @@ fn an_active_token_is_allowed_with_its_identity_and_the_answer_is_cached() {
 
 #[test]
 fn i1_i4_i8_inactive_tokens_get_401_and_the_answer_is_cached_briefly() {
-    let s = setup("      cache: { inactive_ttl: 2s }\n");
+    let s = setup("cache: { inactive_ttl: 2s }");
     let h = refused(get(&s.gw, "never-issued"), 401, "token_inactive");
     assert!(h["www-authenticate"]
         .to_str()
@@ -200,7 +212,7 @@ fn i1_i4_i8_inactive_tokens_get_401_and_the_answer_is_cached_briefly() {
 
 #[test]
 fn a_thousand_concurrent_requests_with_one_new_token_make_one_call() {
-    let s = setup("      max_concurrent: 4\n      timeout: 10s\n");
+    let s = setup("max_concurrent: 4\ntimeout: 10s");
     s.server.activate("burst-token", active_fields());
     // The server is slow, so every request arrives while the first call is in flight.
     s.server.set_delay(Duration::from_millis(1500));
@@ -260,7 +272,7 @@ fn a_thousand_concurrent_requests_with_one_new_token_make_one_call() {
 /// at least three rounds of the server's delay (a lower bound, so a slow machine cannot fail it).
 #[test]
 fn calls_in_flight_are_bounded_by_max_concurrent() {
-    let s = setup("      max_concurrent: 2\n      timeout: 10s\n");
+    let s = setup("max_concurrent: 2\ntimeout: 10s");
     s.server.set_delay(Duration::from_millis(500));
     let tokens: Vec<String> = (0..6).map(|i| format!("parallel-{i}")).collect();
     for t in &tokens {
@@ -299,8 +311,7 @@ fn calls_in_flight_are_bounded_by_max_concurrent() {
 /// call times out, the second takes it next, the third gives up waiting.
 #[test]
 fn waiting_too_long_for_a_slot_is_busy_not_a_server_failure() {
-    let s =
-        setup("      max_concurrent: 1\n      timeout: 500ms\n      breaker: { failures: 3 }\n");
+    let s = setup("max_concurrent: 1\ntimeout: 500ms\nbreaker: { failures: 3 }");
     s.server.set_delay(Duration::from_secs(3));
     let handles: Vec<_> = ["first", "second", "third"]
         .into_iter()
@@ -344,7 +355,7 @@ fn waiting_too_long_for_a_slot_is_busy_not_a_server_failure() {
 
 #[test]
 fn i4_a_cached_answer_ends_at_the_tokens_exp() {
-    let s = setup("      cache: { ttl: 5m }\n");
+    let s = setup("cache: { ttl: 5m }");
     let mut fields = active_fields();
     fields["exp"] = json!(now() + 2);
     s.server.activate("short-lived", fields);
@@ -365,11 +376,12 @@ fn endpoint_down_is_503_and_jwt_routes_are_unaffected() {
     let (_secrets, secret_file) = secret_file(SECRET);
     let echo = Echo::start();
     // The JWT provider and the introspection provider side by side.
-    let jwt_provider = idp.provider_yaml("corp");
-    let sso = provider_yaml(&server, &secret_file, "      timeout: 300ms\n")
-        .replace("identity_providers:\n", "");
+    let providers = identity_providers([
+        ("corp", idp.provider()),
+        ("sso", provider(&server, &secret_file, "timeout: 300ms")),
+    ]);
     let gw = Gateway::start(&format!(
-        "{jwt_provider}{sso}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n  - name: jwt\n    match: {{ path_prefix: /jwt }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n",
+        "{providers}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n  - name: jwt\n    match: {{ path_prefix: /jwt }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n",
         echo.addr
     ));
     server.activate("opaque", active_fields());
@@ -391,7 +403,7 @@ fn endpoint_down_is_503_and_jwt_routes_are_unaffected() {
 
 #[test]
 fn r10_a_slow_endpoint_times_out_and_trips_the_breaker() {
-    let s = setup("      timeout: 300ms\n      breaker: { failures: 3, open_for: 30s }\n");
+    let s = setup("timeout: 300ms\nbreaker: { failures: 3, open_for: 30s }");
     s.server.set_delay(Duration::from_secs(3));
     for i in 0..3 {
         let token = format!("slow{i}");
@@ -459,7 +471,7 @@ fn i6_random_opaque_tokens_cannot_amplify_onto_the_authorization_server() {
 
 #[test]
 fn i3_r9_the_breaker_opens_after_repeated_failures_and_a_probe_closes_it() {
-    let s = setup("      breaker: { failures: 3, open_for: 1s }\n");
+    let s = setup("breaker: { failures: 3, open_for: 1s }");
     s.server
         .set_override(Some((500, "application/json".into(), "{}".into())));
     for i in 0..3 {
@@ -511,7 +523,7 @@ fn i3_r9_the_breaker_opens_after_repeated_failures_and_a_probe_closes_it() {
 
 #[test]
 fn i2_i3_r9_malformed_answers_are_a_dependency_failure_not_a_401() {
-    let s = setup("      breaker: { failures: 100 }\n");
+    let s = setup("breaker: { failures: 100 }");
     let cases = [
         (
             200,
@@ -610,15 +622,12 @@ fn keycloak_style_discovery_finds_the_endpoint_and_client_secret_post_works() {
     server.enable_discovery(None);
     let (_secrets, secret_file) = secret_file(SECRET);
     let echo = Echo::start();
-    let provider = provider_yaml(
-        &server,
-        &secret_file,
-        "      client_auth: client_secret_post\n",
-    )
-    .replace(
-        &format!("      endpoint: {}\n", server.endpoint()),
-        "      discovery: true\n",
-    );
+    let provider = identity_providers([(
+        "sso",
+        provider(&server, &secret_file, "client_auth: client_secret_post")
+            .remove("introspection.endpoint")
+            .set("introspection.discovery", true),
+    )]);
     let gw = Gateway::start(&format!(
         "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n",
         echo.addr
@@ -660,10 +669,12 @@ fn a_discovery_document_without_a_usable_endpoint_is_503() {
     let server = TestIntrospection::start(CLIENT_ID, SECRET);
     let (_secrets, secret_file) = secret_file(SECRET);
     let echo = Echo::start();
-    let provider = provider_yaml(&server, &secret_file, "").replace(
-        &format!("      endpoint: {}\n", server.endpoint()),
-        "      discovery: true\n",
-    );
+    let provider = identity_providers([(
+        "sso",
+        provider(&server, &secret_file, "")
+            .remove("introspection.endpoint")
+            .set("introspection.discovery", true),
+    )]);
     let gw = Gateway::start(&format!(
         "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n",
         echo.addr
@@ -689,12 +700,19 @@ fn introspect_jwts_catches_a_jwt_the_authorization_server_revoked() {
     let server = TestIntrospection::start(CLIENT_ID, SECRET);
     let (_secrets, secret_file) = secret_file(SECRET);
     let echo = Echo::start();
-    let provider = format!(
-        "{}    introspection:\n      endpoint: {}\n      client_id: {CLIENT_ID}\n      client_secret_file: {}\n      introspect_jwts: true\n      cache: {{ ttl: 2s }}\n",
-        idp.provider_yaml("corp"),
-        server.endpoint(),
-        secret_file.display()
-    );
+    let provider = identity_providers([(
+        "corp",
+        idp.provider().set(
+            "introspection",
+            json!({
+                "endpoint": server.endpoint(),
+                "client_id": CLIENT_ID,
+                "client_secret_file": secret_file,
+                "introspect_jwts": true,
+                "cache": { "ttl": "2s" },
+            }),
+        ),
+    )]);
     let gw = Gateway::start(&format!(
         "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: jwt\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n",
         echo.addr
