@@ -13,7 +13,7 @@ TEST_PACKAGES := curl openssl redis-server
 LISTEN ?= 127.0.0.1:8080
 CONF ?= conf/portcullis.yaml
 
-.PHONY: help deps test-deps build run test fmt lint unit load-test bench clean-run
+.PHONY: help deps test-deps build run test fmt lint layers unit load-test bench clean-run
 
 help:
 	@echo "make run        build and run the gateway on $(CONF) with a demo origin"
@@ -62,11 +62,17 @@ fmt:
 lint:
 	cargo clippy --all-targets -- -D warnings
 
+# The house plan: forbidden imports between modules and import circles (docs/architecture.md),
+# and a self-test that adds each forbidden arrow and expects it caught.
+layers:
+	python3 .ci/layers.py
+	python3 .ci/layers.py --self-test
+
 unit:
 	cargo nextest run --no-fail-fast
 	@if command -v systemd-analyze >/dev/null; then systemd/verify.sh; else echo "systemd-analyze not available: unit file not verified"; fi
 
-test: test-deps fmt lint unit
+test: test-deps fmt lint layers unit
 
 load-test: build
 	load-tests/run.sh

@@ -2,7 +2,6 @@
 //! `echo`. The tools live beside this file; none of them touches the Pingora glue
 //! (`gateway`): serving is handed back to `main` as `Action::Serve`.
 
-pub mod echo;
 pub mod explain;
 pub mod keys;
 pub mod sign;
@@ -103,9 +102,15 @@ pub struct RunArgs {
     pub test: bool,
 }
 
-/// What the command line asks for: serving (which `main` hands to the gateway), or an exit
-/// status once a tool has run.
+/// What the command line asks for: a server (which `main` starts from `gateway`), or an
+/// exit status once a tool has run.
 pub enum Action {
+    /// The echo origin (`portcullis echo`).
+    Echo {
+        listen: String,
+        threads: usize,
+        log: Option<PathBuf>,
+    },
     Serve {
         app: Box<App>,
         /// Run in the background.
@@ -127,10 +132,11 @@ pub fn main() -> Action {
             log,
         }) => {
             init_tracing("warn");
-            match echo::run(&listen, threads.max(1), log.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failed(&e, 2),
-            }
+            return Action::Echo {
+                listen,
+                threads: threads.max(1),
+                log,
+            };
         }
         Some(Command::Explain {
             conf,

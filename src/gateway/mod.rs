@@ -2,6 +2,7 @@
 //! together into one server.
 
 pub mod admin;
+pub mod echo;
 pub mod mtls;
 pub mod proxy;
 pub mod response;

@@ -140,7 +140,7 @@ impl Drop for StalledOrigin {
 }
 
 /// What `portcullis echo` reports.
-pub use portcullis::cli::echo::Echo as Echoed;
+pub use portcullis::gateway::echo::Echo as Echoed;
 
 /// The hex SHA-256 of `data`, as `Echoed::body_sha256` reports a body.
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -1,6 +1,8 @@
 //! `portcullis echo`: a small origin that answers every request with a JSON description of
 //! what reached it (method, path, query, headers in order, body length and SHA-256). Point a
-//! route at it to see exactly which headers a backend receives.
+//! route at it to see exactly which headers a backend receives. A development origin, not
+//! part of the gateway's request path; it lives here because this folder is where Pingora's
+//! servers are implemented.
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
