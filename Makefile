@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a C toolchain and pkg-config. The tests also use curl (TLS listener checks) and openssl
 # (test certificates); systemd-analyze verifies the unit file when it is available.
 BUILD_PACKAGES := cmake pkg-config libssl-dev build-essential perl
-TEST_PACKAGES := curl openssl redis-server
+TEST_PACKAGES := curl openssl redis-server python3
 LISTEN ?= 127.0.0.1:8080
 CONF ?= conf/portcullis.yaml
 

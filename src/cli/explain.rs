@@ -20,6 +20,8 @@ pub struct Request {
     /// `Name: value` lines.
     pub headers: Vec<String>,
     pub peer: IpAddr,
+    /// The TLS server name, as an mTLS listener sees it.
+    pub sni: Option<String>,
 }
 
 /// The explanation as JSON (the text form is rendered from it).
@@ -85,6 +87,8 @@ async fn explain_async(app: &App, req: &Request) -> Result<Value, String> {
     let now = unix_now();
     let mut facts = RequestFacts::new(&method, target.as_bytes(), &headers, Some(req.peer), now);
     facts.authority = authority;
+    facts.sni = req.sni.as_deref();
+    facts.https = req.sni.is_some();
     // `explain` takes no body: a signed request is checked as bodiless.
     facts.body = Some(b"");
     let mut trace = Trace::on();

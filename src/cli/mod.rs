@@ -53,6 +53,10 @@ pub enum Command {
         /// The client address the request comes from.
         #[arg(long, default_value = "127.0.0.1")]
         peer: std::net::IpAddr,
+        /// The TLS server name the client connected for, as on an mTLS listener (where the
+        /// `Host` must name it).
+        #[arg(long)]
+        sni: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -142,6 +146,7 @@ pub fn main() -> Action {
             conf,
             headers,
             peer,
+            sni,
             json,
             method,
             url,
@@ -155,6 +160,7 @@ pub fn main() -> Action {
                 url,
                 headers,
                 peer,
+                sni,
             };
             match explain::explain(&app, &req) {
                 Ok(v) => {

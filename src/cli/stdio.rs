@@ -9,7 +9,8 @@
 //!   instead.
 //! - `api_request` (`method`, `path`, `headers`, optional `required_permission`) gets an
 //!   `api_response` with `status`, and `service` + `user_context` when allowed or `error`
-//!   when not. Without a configuration, `/api/<name>/...` is served by `<name>-service`.
+//!   when not. `path` may be absolute-form (`http://host/p`), and `sni` names the TLS
+//!   server name of an mTLS listener; the request checks are the proxy's. Without a configuration, `/api/<name>/...` is served by `<name>-service`.
 //! - A line that is not a message is reported on stderr; a message of an unknown type or with
 //!   bad fields gets an `error` reply. Neither stops the stream.
 
@@ -163,11 +164,18 @@ impl Session {
             Some(Value::String(p)) => Some(p.as_str()),
             Some(_) => return Err((12, "`required_permission` must be a string".into())),
         };
+        let sni = match body.get("sni") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => return Err((12, "`sni` must be a string".into())),
+        };
         let now = crate::unix_now();
         let (service, identity, denial) = match &self.source {
             Source::Config(app) => {
                 let mut facts = RequestFacts::new(&method, target.as_bytes(), &headers, None, now);
                 facts.authority = authority;
+                facts.sni = sni;
+                facts.https = sni.is_some();
                 facts.extra_permission = extra_permission;
                 // The protocol carries no body: a signed request is checked as bodiless.
                 facts.body = Some(b"");
