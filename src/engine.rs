@@ -400,3 +400,6 @@ fn read_request<'a>(facts: &RequestFacts<'a>) -> Result<Readable<'a>, Unreadable
         raw_query,
     })
 }
+
+#[cfg(test)]
+mod tests;
