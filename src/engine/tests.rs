@@ -52,7 +52,7 @@ fn req<'a>(target: &'a str, headers: &[(&str, &str)]) -> Req<'a> {
     }
 }
 
-fn decide(engine: &Engine, r: &Req<'_>) -> Result<Forward, (u16, &'static str, Denial)> {
+fn decide(engine: &Engine, r: &Req<'_>) -> Result<Forward, Box<Denial>> {
     let mut facts = RequestFacts::new(
         &r.method,
         r.target,
@@ -68,7 +68,7 @@ fn decide(engine: &Engine, r: &Req<'_>) -> Result<Forward, (u16, &'static str, D
         .unwrap();
     match rt.block_on(engine.decide(&facts, &mut Trace::default())) {
         Decision::Forward(f) => Ok(f),
-        Decision::Refuse(r) => Err((r.denial.status, r.denial.code, r.denial)),
+        Decision::Refuse(r) => Err(Box::new(r.denial)),
         Decision::NeedsBody => panic!("no route here verifies signatures"),
     }
 }
@@ -76,7 +76,7 @@ fn decide(engine: &Engine, r: &Req<'_>) -> Result<Forward, (u16, &'static str, D
 fn refused(engine: &Engine, r: &Req<'_>) -> (u16, &'static str) {
     match decide(engine, r) {
         Ok(f) => panic!("forwarded: {f:?}"),
-        Err((status, code, _)) => (status, code),
+        Err(d) => (d.status, d.code),
     }
 }
 
@@ -129,13 +129,10 @@ fn unknown_paths_and_methods_get_404_and_405_with_allow() {
     assert_eq!(refused(&e, &req("/nowhere", &[])), (404, "route_not_found"));
     let mut delete = req("/orders/7", &[]);
     delete.method = http::Method::DELETE;
-    match decide(&e, &delete) {
-        Err((405, "method_not_allowed", d)) => {
-            let headers: Vec<_> = d.headers().collect();
-            assert_eq!(headers, [("allow", "GET, POST".to_string())]);
-        }
-        other => panic!("{other:?}"),
-    }
+    let d = decide(&e, &delete).unwrap_err();
+    assert_eq!((d.status, d.code), (405, "method_not_allowed"));
+    let headers: Vec<_> = d.headers().collect();
+    assert_eq!(headers, [("allow", "GET, POST".to_string())]);
     // A path that is not canonical-able is refused with its own code.
     assert_eq!(refused(&e, &req("/orders/%2e%2e/%2e%2e/etc", &[])).0, 400);
 }
