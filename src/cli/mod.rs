@@ -64,7 +64,7 @@ pub enum Command {
         /// `/path?query` or `http://host/path?query`.
         url: String,
     },
-    /// Answer the JSON-lines decision protocol on stdin/stdout (see `src/stdio.rs`).
+    /// Answer the JSON-lines decision protocol on stdin/stdout (see `src/cli/stdio.rs`).
     Stdio {
         /// Take providers, routes and policies from this configuration instead of `init`.
         #[arg(short, long)]
