@@ -272,9 +272,9 @@ fn rate_limit(c: &mut Criterion) {
 /// one sharing none (compare the two lines of the report).
 fn hmac_signature(c: &mut Criterion) {
     use base64::Engine;
-    use portcullis::auth::http_sig::{self, Keyring, Requirements, SignedRequest};
+    use portcullis::auth::http_sig::{self, SignatureRules, SignedRequest, SigningKeyring};
     let secret = [7u8; 32];
-    let keys = Keyring::parse(
+    let keys = SigningKeyring::parse(
         &format!(
             "keys:\n- id: bench\n  consumer: bench\n  secret: \"base64:{}\"\n  created: 2026-01-01\n",
             base64::engine::general_purpose::STANDARD.encode(secret)
@@ -294,7 +294,7 @@ fn hmac_signature(c: &mut Criterion) {
         headers: &empty,
         body: &body,
     };
-    let rules = Requirements::default();
+    let rules = SignatureRules::default();
     let signed = http_sig::sign(
         &unsigned,
         "bench",

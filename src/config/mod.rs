@@ -84,7 +84,7 @@ pub struct Config {
 #[derive(Debug)]
 pub struct SigningSpec {
     pub keys: std::sync::Arc<crate::auth::http_sig::SigningKeys>,
-    pub rules: crate::auth::http_sig::Requirements,
+    pub rules: crate::auth::http_sig::SignatureRules,
     pub nonces: crate::auth::nonces::NonceStore,
 }
 
@@ -922,7 +922,7 @@ fn signing(
     tiers: &[String],
     problem: &mut impl FnMut(String, String),
 ) -> Option<SigningSpec> {
-    use crate::auth::http_sig::{Requirements, SigningKeys, DEFAULT_WINDOW};
+    use crate::auth::http_sig::{SignatureRules, SigningKeys, DEFAULT_WINDOW};
     let mut ok = true;
     let path = std::path::PathBuf::from(resolve_path(base, &r.keys_file));
     let keys = match SigningKeys::load(path.clone(), tiers.to_vec()) {
@@ -939,13 +939,13 @@ fn signing(
         problem("request_signing.window".into(), "between 1s and 1h".into());
         ok = false;
     }
-    let mut rules = Requirements {
+    let mut rules = SignatureRules {
         window,
-        ..Requirements::default()
+        ..SignatureRules::default()
     };
     if let Some(list) = &r.components {
         for (i, c) in list.iter().enumerate() {
-            if let Err(e) = Requirements::validate_component(c) {
+            if let Err(e) = SignatureRules::validate_component(c) {
                 problem(format!("request_signing.components[{i}]"), e);
                 ok = false;
             }
@@ -971,7 +971,7 @@ fn signing(
                 );
                 ok = false;
             }
-            crate::auth::nonces::NonceStore::Memory(crate::auth::http_sig::NonceCache::new(max))
+            crate::auth::nonces::NonceStore::Memory(crate::auth::nonces::NonceCache::new(max))
         }
         Some(redis) => {
             let timeout = redis.timeout.unwrap_or(Duration::from_millis(100));
