@@ -430,5 +430,5 @@ fn pem_family(pem: &[u8]) -> Result<(AlgorithmFamily, bool), String> {
 
 /// Client-supplied text for a message: escaped and cut short.
 fn short(s: &str) -> String {
-    crate::auth::jwt::printable(&s.chars().take(64).collect::<String>())
+    crate::auth::claims::printable(&s.chars().take(64).collect::<String>())
 }

@@ -3,6 +3,7 @@
 //! or `x5c`), `crit` refused, typed registered claims, duplicate claims refused, and bounded,
 //! control-character-free subjects. Signatures are checked by `jsonwebtoken` (aws-lc-rs).
 
+use super::claims::{is_header_safe, numeric_date, printable, MAX_SUBJECT_LEN};
 use super::{strict_json, AuthError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -14,8 +15,6 @@ use std::sync::Arc;
 
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
-/// Longest subject accepted; it becomes a header value.
-pub const MAX_SUBJECT_LEN: usize = 256;
 
 /// What a provider accepts, compiled from its configuration.
 #[derive(Debug, Clone)]
@@ -677,7 +676,7 @@ fn check_time_claims(
     now: u64,
 ) -> Result<Option<u64>, AuthError> {
     let leeway = rules.leeway_secs;
-    let number = |name: &str| super::numeric_date(claims, name);
+    let number = |name: &str| numeric_date(claims, name);
     let exp = number("exp")?;
     let nbf = number("nbf")?;
     let iat = number("iat")?;
@@ -709,20 +708,6 @@ fn check_time_claims(
         }
     }
     Ok(exp)
-}
-
-/// A value that may become a header: not empty, bounded, no control characters (C12/C13).
-pub fn is_header_safe(s: &str, max_len: usize) -> bool {
-    !s.is_empty() && s.len() <= max_len && !s.chars().any(char::is_control)
-}
-
-/// A kid or other token-supplied text, safe to put in a log line: escaped and truncated.
-pub fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
-    if s.chars().count() > 64 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256, Sha512};
 
-use super::{constant_time_eq, hmac_sha256, Identity};
+use super::{crypto, Identity};
 
 mod base;
 mod keys;
@@ -270,7 +270,8 @@ pub fn verify(
 
     let key = keys.active(&input.params.keyid, now);
     let secret: &[u8] = key.map_or(&DUMMY_KEY[..], |k| &k.secret);
-    let matches = constant_time_eq(&hmac_sha256(secret, base.as_bytes()), &signature);
+    let matches =
+        crypto::constant_time_eq(&crypto::hmac_sha256(secret, base.as_bytes()), &signature);
     let Some(key) = key else {
         return Err(SigError::UnknownKey);
     };

@@ -9,10 +9,9 @@ use sha2::{Digest, Sha256};
 
 use super::base::build_base;
 use super::keys::valid_key_id;
-use super::{
-    hmac_sha256, sfv, SignatureRules, SignedRequest, ALGORITHM, MAX_COMPONENTS, NONCE_MAX,
-    NONCE_MIN,
-};
+use crate::auth::crypto;
+
+use super::{sfv, SignatureRules, SignedRequest, ALGORITHM, MAX_COMPONENTS, NONCE_MAX, NONCE_MIN};
 
 /// Sign `req`: returns the headers to add, in order: `content-digest` (when the body is
 /// non-empty), `signature-input`, `signature`. The caller must *set* them (replacing any).
@@ -53,7 +52,7 @@ pub fn sign(
     let serialized = sfv::serialize_inner_list(&list);
     let base =
         build_base(req, &covered, &serialized, digest.as_deref()).map_err(|e| e.describe())?;
-    let mac = hmac_sha256(secret, base.as_bytes());
+    let mac = crypto::hmac_sha256(secret, base.as_bytes());
     let mut out = Vec::with_capacity(3);
     if let Some(d) = digest {
         out.push(("content-digest", d));

@@ -3,6 +3,7 @@
 
 use super::base::{canonical_field_line, derived_value, normalized_authority};
 use super::*;
+use crate::auth::crypto::hmac_sha256;
 use crate::reload::Reloadable;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
