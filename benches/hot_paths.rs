@@ -96,7 +96,8 @@ fn jwt(c: &mut Criterion) {
     use futures::executor::block_on;
     use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
     use openssl::pkey::PKey;
-    use portcullis::auth::jwt::{KeySet, KeySource, Provider, ProviderRules, TokenCache};
+    use portcullis::auth::jwt::{KeySet, ProviderRules};
+    use portcullis::auth::provider::{KeySource, Provider, TokenCache};
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

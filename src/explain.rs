@@ -67,7 +67,7 @@ async fn explain_async(config: &Config, req: &Request) -> Result<Value, String> 
     // Keys first, as the running gateway has them before it is ready.
     let mut key_problems = Vec::new();
     for p in &config.providers {
-        if let crate::auth::jwt::KeySource::Remote(r) = &p.keys {
+        if let crate::auth::provider::KeySource::Remote(r) = &p.keys {
             r.refresh().await;
             if !r.ready() {
                 key_problems.push(format!("{}: keys could not be fetched", p.name));

@@ -13,7 +13,8 @@
 //! - A line that is not a message is reported on stderr; a message of an unknown type or with
 //!   bad fields gets an `error` reply. Neither stops the stream.
 
-use crate::auth::jwt::{KeySet, KeySource, Provider, ProviderRules, TokenCache};
+use crate::auth::jwt::{KeySet, ProviderRules};
+use crate::auth::provider::{KeySource, Provider, TokenCache};
 use crate::auth::ClaimMap;
 use crate::policy::engine::{Engine, RequestFacts};
 use crate::policy::{evaluate, Credential, Denial, Facts, Policy, Trace};

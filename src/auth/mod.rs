@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod mtls;
 pub mod nonces;
+pub mod provider;
 pub mod revocation;
 pub mod strict_json;
 

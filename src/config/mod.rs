@@ -58,7 +58,7 @@ pub struct Config {
     pub admin_address: SocketAddr,
     /// `None` when access logging is off; `Some("-")` for standard output.
     pub access_log: Option<String>,
-    pub providers: Vec<crate::auth::jwt::Provider>,
+    pub providers: Vec<crate::auth::provider::Provider>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
     /// Proxies whose `X-Forwarded-For` entries are believed when they are the peer.
@@ -719,7 +719,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
 /// whichever gateway of the fleet revoked it.
 fn evict_on_revoke(
     list: &crate::auth::revocation::Revocations,
-    providers: &[crate::auth::jwt::Provider],
+    providers: &[crate::auth::provider::Provider],
 ) {
     use crate::auth::revocation::Entry;
     use crate::auth::Identity;

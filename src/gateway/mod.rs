@@ -87,7 +87,7 @@ pub fn build_server(config: &Config, flags: RunFlags) -> Result<Server, String> 
 
     let mut remote_keys = Vec::new();
     for p in &config.providers {
-        if let crate::auth::jwt::KeySource::Remote(r) = &p.keys {
+        if let crate::auth::provider::KeySource::Remote(r) = &p.keys {
             remote_keys.push(r.clone());
             server.add_service(pingora::services::background::background_service(
                 &format!("jwks {}", p.name),

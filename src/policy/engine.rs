@@ -3,7 +3,7 @@
 //! and `stdio` call the same function.
 
 use super::{evaluate, Denial, Facts, Mode, Trace};
-use crate::auth::jwt::Provider;
+use crate::auth::provider::Provider;
 use crate::auth::Identity;
 use crate::routing::canon::canonical_path;
 use crate::routing::{Route, RouteMatch, RouteTable};

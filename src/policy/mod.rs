@@ -14,8 +14,8 @@ pub mod networks;
 
 use crate::auth::api_key::{ApiKeys, Presented};
 use crate::auth::introspection::Refusal;
-use crate::auth::jwt::Provider;
 use crate::auth::mtls::{ClientCert, ClientCertPolicy};
+use crate::auth::provider::Provider;
 use crate::auth::revocation::{Check, Revocations};
 use crate::auth::{mtls, AuthError, Identity};
 use networks::Cidr;
