@@ -96,7 +96,8 @@ fn jwt(c: &mut Criterion) {
     use futures::executor::block_on;
     use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
     use openssl::pkey::PKey;
-    use portcullis::auth::jwt::{KeySet, KeySource, Provider, ProviderRules, TokenCache};
+    use portcullis::auth::jwt::{KeySet, ProviderRules};
+    use portcullis::auth::provider::{KeySource, Provider, TokenCache};
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -268,9 +269,9 @@ fn rate_limit(c: &mut Criterion) {
 /// one sharing none (compare the two lines of the report).
 fn hmac_signature(c: &mut Criterion) {
     use base64::Engine;
-    use portcullis::auth::http_sig::{self, Keyring, Requirements, SignedRequest};
+    use portcullis::auth::http_sig::{self, SignatureRules, SignedRequest, SigningKeyring};
     let secret = [7u8; 32];
-    let keys = Keyring::parse(
+    let keys = SigningKeyring::parse(
         &format!(
             "keys:\n- id: bench\n  consumer: bench\n  secret: \"base64:{}\"\n  created: 2026-01-01\n",
             base64::engine::general_purpose::STANDARD.encode(secret)
@@ -290,7 +291,7 @@ fn hmac_signature(c: &mut Criterion) {
         headers: &empty,
         body: &body,
     };
-    let rules = Requirements::default();
+    let rules = SignatureRules::default();
     let signed = http_sig::sign(
         &unsigned,
         "bench",

@@ -9,8 +9,8 @@
 use crate::auth::crl::CrlFile;
 use crate::auth::http_sig::Signing;
 use crate::auth::jwks::RemoteKeys;
-use crate::auth::jwt::{KeySource, Provider};
-use crate::auth::nonces::NonceStore;
+use crate::auth::nonces::{NonceCache, NonceStore};
+use crate::auth::provider::{KeySource, Provider};
 use crate::auth::revocation::{Entry, Revocations};
 use crate::auth::Identity;
 use crate::config::{
@@ -235,9 +235,7 @@ impl App {
 
 fn start_signing(s: SigningSettings) -> Result<Signing, String> {
     let nonces = match s.nonces {
-        NonceSettings::Memory { max_entries } => {
-            NonceStore::Memory(crate::auth::http_sig::NonceCache::new(max_entries))
-        }
+        NonceSettings::Memory { max_entries } => NonceStore::Memory(NonceCache::new(max_entries)),
         NonceSettings::Redis {
             url,
             timeout,

@@ -10,8 +10,8 @@
 
 use crate::auth::api_key::ApiKeys;
 use crate::auth::http_sig::Signing;
-use crate::auth::jwt::Provider;
 use crate::auth::mtls::{CertIdentities, ClientCert};
+use crate::auth::provider::Provider;
 use crate::auth::revocation::Revocations;
 use crate::auth::Identity;
 use crate::forward::{self, Forward};

@@ -7,7 +7,8 @@
 //! consumers file gives no usable key. A presented key is looked up by its digest (one hash
 //! map probe) and the stored digest is then compared in constant time.
 
-use super::{constant_time_eq, hmac_sha256, parse_time, valid_name, AuthError, Identity};
+use super::crypto;
+use super::{parse_time, valid_name, AuthError, Identity};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
@@ -127,7 +128,7 @@ impl Hasher {
     pub fn digest(&self, key: &str) -> [u8; 32] {
         match &self.pepper {
             None => Sha256::digest(key.as_bytes()).into(),
-            Some(pepper) => hmac_sha256(pepper, key.as_bytes()),
+            Some(pepper) => crypto::hmac_sha256(pepper, key.as_bytes()),
         }
     }
 
@@ -204,7 +205,7 @@ pub struct Consumer {
 
 /// One stored key.
 #[derive(Debug)]
-pub struct KeyEntry {
+pub struct ConsumerKey {
     pub id: String,
     pub consumer: Arc<Consumer>,
     pub created: String,
@@ -218,7 +219,7 @@ pub struct KeyEntry {
     identity: Arc<Identity>,
 }
 
-impl KeyEntry {
+impl ConsumerKey {
     pub fn last_used(&self) -> Option<u64> {
         Some(self.last_used.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
@@ -226,24 +227,24 @@ impl KeyEntry {
 
 /// Every consumer and key of one consumers file, indexed by key digest.
 #[derive(Debug, Default)]
-pub struct Keyring {
-    by_digest: HashMap<[u8; 32], Arc<KeyEntry>>,
+pub struct ConsumerKeys {
+    by_digest: HashMap<[u8; 32], Arc<ConsumerKey>>,
     pub consumers: Vec<Arc<Consumer>>,
     /// Keys in file order (for the admin listing).
-    pub keys: Vec<Arc<KeyEntry>>,
+    pub keys: Vec<Arc<ConsumerKey>>,
 }
 
-impl Keyring {
+impl ConsumerKeys {
     /// Build a keyring from a consumers file's text. Every problem is reported, each with
     /// the path of its key; a file with any problem is refused as a whole.
     pub fn parse(
         text: &str,
         hasher: &Hasher,
         tiers: &dyn Fn(&str) -> bool,
-    ) -> Result<Keyring, Vec<String>> {
+    ) -> Result<ConsumerKeys, Vec<String>> {
         let file: ConsumersFile = serde_yaml::from_str(text).map_err(|e| vec![e.to_string()])?;
         let mut problems = Vec::new();
-        let mut ring = Keyring::default();
+        let mut ring = ConsumerKeys::default();
         let mut names = std::collections::HashSet::new();
         let mut ids = BTreeMap::new();
         for (i, c) in file.consumers.iter().enumerate() {
@@ -325,7 +326,7 @@ impl Keyring {
                     Some(Ok(t)) => Some(t),
                     None => None,
                 };
-                let entry = Arc::new(KeyEntry {
+                let entry = Arc::new(ConsumerKey {
                     id: k.id.clone(),
                     consumer: consumer.clone(),
                     created: k.created.clone(),
@@ -381,7 +382,7 @@ impl Keyring {
         let entry = self
             .by_digest
             .get(&digest)
-            .filter(|e| constant_time_eq(&e.digest, &digest))
+            .filter(|e| crypto::constant_time_eq(&e.digest, &digest))
             .ok_or(AuthError::ApiKeyUnknown)?;
         if entry.disabled {
             return Err(AuthError::ApiKeyDisabled);
@@ -401,7 +402,7 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    fn ring_with(key: &str, extra: &str) -> Keyring {
+    fn ring_with(key: &str, extra: &str) -> ConsumerKeys {
         let hasher = Hasher::default();
         let parts = parse(key).unwrap();
         let yaml = format!(
@@ -409,7 +410,7 @@ mod tests {
             parts.id,
             hasher.stored_form(key)
         );
-        Keyring::parse(&yaml, &hasher, &|_| true).unwrap()
+        ConsumerKeys::parse(&yaml, &hasher, &|_| true).unwrap()
     }
 
     #[test]
@@ -436,15 +437,6 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
     }
 
     #[test]
@@ -507,14 +499,14 @@ mod tests {
             "consumers:\n  - name: a\n    keys:\n      - {{id: {id}, hash: \"{}\", created: 2026-11-01}}\n",
             Hasher::default().stored_form(&key)
         );
-        let problems = Keyring::parse(&plain_yaml, &peppered, &|_| true).unwrap_err();
+        let problems = ConsumerKeys::parse(&plain_yaml, &peppered, &|_| true).unwrap_err();
         assert!(problems[0].contains("a `sha256` digest, but this gateway stores `hmac-sha256`"));
     }
 
     #[test]
     fn a_bad_file_is_refused_with_every_problem() {
         let yaml = "consumers:\n  - name: a b\n    tier: platinum\n    keys:\n      - {id: K1, hash: 'sha256:zz', created: yesterday}\n      - {id: k2, hash: 'md5:00', created: 2026-01-01, expires: soon}\n  - name: c\n    keys:\n      - {id: k2, hash: 'sha256:00', created: 2026-01-01}\n";
-        let problems = Keyring::parse(yaml, &Hasher::default(), &|t| t == "gold").unwrap_err();
+        let problems = ConsumerKeys::parse(yaml, &Hasher::default(), &|t| t == "gold").unwrap_err();
         let all = problems.join("\n");
         for expected in [
             "consumers[0].name:",
@@ -527,7 +519,7 @@ mod tests {
         ] {
             assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
         }
-        assert!(Keyring::parse(
+        assert!(ConsumerKeys::parse(
             "consumers: [{name: a, pasword: x}]",
             &Hasher::default(),
             &|_| true
@@ -552,7 +544,7 @@ pub struct ApiKeys {
     tiers: Vec<String>,
     /// `portcullis_auth_decisions_total{provider="api_key",result="allow"}`, resolved once.
     pub allowed: prometheus::IntCounter,
-    ring: std::sync::RwLock<Arc<Keyring>>,
+    ring: std::sync::RwLock<Arc<ConsumerKeys>>,
     /// Size and modification time of the file last loaded, to notice changes.
     stamp: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
 }
@@ -640,13 +632,13 @@ impl ApiKeys {
         path: &std::path::Path,
         hasher: &Hasher,
         tiers: &[String],
-    ) -> Result<Keyring, Vec<String>> {
+    ) -> Result<ConsumerKeys, Vec<String>> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-        Keyring::parse(&text, hasher, &|t| tiers.iter().any(|n| n == t))
+        ConsumerKeys::parse(&text, hasher, &|t| tiers.iter().any(|n| n == t))
     }
 
-    pub fn current(&self) -> Arc<Keyring> {
+    pub fn current(&self) -> Arc<ConsumerKeys> {
         match self.ring.read() {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

@@ -1,7 +1,23 @@
-//! Reading a provider's endpoints (JWKS, OIDC discovery, introspection) with bounds: one
-//! vocabulary of failures, which is also the `outcome` label of their metrics.
+//! Reading a provider's endpoints (JWKS, OIDC discovery, introspection): which addresses the
+//! gateway may fetch at all, bounded reads, and one vocabulary of failures, which is also the
+//! `outcome` label of their metrics.
 
 use serde_json::Value;
+
+/// An address the gateway may fetch from (keys, discovery, introspection): https, or plain
+/// http to a loopback address.
+pub fn allowed_uri(uri: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
 
 /// `timeout` or `unreachable`.
 pub fn transport(e: &reqwest::Error) -> &'static str {
@@ -52,7 +68,24 @@ pub async fn discovered(
     let doc = super::strict_json::from_slice(&body).map_err(|_| "discovery_invalid")?;
     doc.get(member)
         .and_then(Value::as_str)
-        .filter(|u| super::jwks::allowed_uri(u))
+        .filter(|u| allowed_uri(u))
         .map(str::to_string)
         .ok_or("discovery_invalid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_only_from_https_or_loopback_http() {
+        assert!(allowed_uri("https://idp.example.com/jwks"));
+        assert!(allowed_uri("http://127.0.0.1:8080/jwks"));
+        assert!(allowed_uri("http://[::1]/jwks"));
+        assert!(allowed_uri("http://localhost/jwks"));
+        assert!(!allowed_uri("http://idp.example.com/jwks"));
+        assert!(!allowed_uri("http://169.254.169.254/latest"));
+        assert!(!allowed_uri("file:///etc/passwd"));
+        assert!(!allowed_uri("not a url"));
+    }
 }

@@ -18,7 +18,8 @@
 //!   consecutive failures: for `open_for` requests that would need a call fail fast with 503
 //!   and `Retry-After`; then one probe is let through and its outcome closes or reopens it.
 
-use super::{AuthError, ClaimMap, Identity};
+use super::claims::{numeric_date, ClaimMap};
+use super::{AuthError, Identity};
 use crate::metrics::metrics;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -427,9 +428,8 @@ impl Introspector {
             Some(_) => return Err("`active` is not a boolean"),
             None => return Err("no `active` member"),
         };
-        let time = |name| {
-            super::numeric_date(&fields, name).map_err(|_| "a time member is not a NumericDate")
-        };
+        let time =
+            |name| numeric_date(&fields, name).map_err(|_| "a time member is not a NumericDate");
         let exp = time("exp")?;
         let inactive_until = now + self.settings.inactive_ttl.as_secs().max(1);
         let refused = |e: AuthError| {

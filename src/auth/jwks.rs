@@ -314,20 +314,6 @@ fn settings_cooldown(s: &JwksSettings) -> Duration {
     s.cooldown.max(Duration::from_millis(1))
 }
 
-/// An address keys may be fetched from: https, or plain http to a loopback address.
-pub fn allowed_uri(uri: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(uri) else {
-        return false;
-    };
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    url.scheme() == "https" || (url.scheme() == "http" && loopback)
-}
-
 /// `max-age=N` from a Cache-Control value.
 fn max_age(v: &str) -> Option<Duration> {
     v.split(',').find_map(|d| {
@@ -367,17 +353,5 @@ mod tests {
         assert_eq!(max_age("MAX-AGE = 60"), Some(Duration::from_secs(60)));
         assert_eq!(max_age("no-store"), None);
         assert_eq!(max_age("max-age=abc"), None);
-    }
-
-    #[test]
-    fn keys_come_only_from_https_or_loopback_http() {
-        assert!(allowed_uri("https://idp.example.com/jwks"));
-        assert!(allowed_uri("http://127.0.0.1:8080/jwks"));
-        assert!(allowed_uri("http://[::1]/jwks"));
-        assert!(allowed_uri("http://localhost/jwks"));
-        assert!(!allowed_uri("http://idp.example.com/jwks"));
-        assert!(!allowed_uri("http://169.254.169.254/latest"));
-        assert!(!allowed_uri("file:///etc/passwd"));
-        assert!(!allowed_uri("not a url"));
     }
 }

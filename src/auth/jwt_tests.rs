@@ -1,6 +1,7 @@
 //! Hostile and valid tokens against `verify`, named after the security catalogue's cases.
 
 use super::*;
+use crate::auth::provider::{KeySource, Provider, TokenCache};
 use futures::executor::block_on;
 use jsonwebtoken::EncodingKey;
 use openssl::ec::{EcGroup, EcKey};

@@ -7,7 +7,7 @@
 //! commas, quotes): every value is percent-encoded before it becomes part of a header, so the
 //! separators the gateway uses (`,` `=`) and line breaks can never be injected (catalogue X8).
 
-use super::{AuthError, Identity};
+use super::{crypto, AuthError, Identity};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -209,7 +209,7 @@ impl ClientCert {
 
     /// The SHA-256 thumbprint RFC 8705 binds tokens to (`cnf.x5t#S256`).
     pub fn matches_thumbprint(&self, thumbprint: &[u8; 32]) -> bool {
-        super::constant_time_eq(&self.fingerprint, thumbprint)
+        crypto::constant_time_eq(&self.fingerprint, thumbprint)
     }
 }
 

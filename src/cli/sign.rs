@@ -49,7 +49,7 @@ pub fn run(a: &SignArgs) -> Result<String, String> {
         (None, Some(f)) => {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            let ring = http_sig::Keyring::parse(&text, &|_| true)
+            let ring = http_sig::SigningKeyring::parse(&text, &|_| true)
                 .map_err(|p| format!("{}: {}", f.display(), p.join("; ")))?;
             ring.secret(&a.key_id)
                 .ok_or_else(|| format!("{} has no key \"{}\"", f.display(), a.key_id))?
@@ -86,7 +86,7 @@ pub fn run(a: &SignArgs) -> Result<String, String> {
         Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
     };
     let components = if a.components.is_empty() {
-        http_sig::Requirements::default().components
+        http_sig::SignatureRules::default().components
     } else {
         a.components.clone()
     };

@@ -15,7 +15,8 @@
 //!   bad fields gets an `error` reply. Neither stops the stream.
 
 use crate::app::App;
-use crate::auth::jwt::{KeySet, KeySource, Provider, ProviderRules, TokenCache};
+use crate::auth::jwt::{KeySet, ProviderRules};
+use crate::auth::provider::{KeySource, Provider, TokenCache};
 use crate::auth::ClaimMap;
 use crate::engine::{Decision, RequestFacts};
 use crate::policy::{evaluate, Credential, Denial, Facts, Policy, Trace};
@@ -426,5 +427,5 @@ fn pem_family(pem: &[u8]) -> Result<(AlgorithmFamily, bool), String> {
 
 /// Client-supplied text for a message: escaped and cut short.
 fn short(s: &str) -> String {
-    crate::auth::jwt::printable(&s.chars().take(64).collect::<String>())
+    crate::auth::claims::printable(&s.chars().take(64).collect::<String>())
 }

@@ -10,7 +10,7 @@ pub fn compile(
     section: &RouteAuthSection,
     at: &str,
     provider_index: &BTreeMap<String, usize>,
-    providers: &[crate::auth::jwt::Provider],
+    providers: &[crate::auth::provider::Provider],
     known_providers: &dyn Fn(&str) -> bool,
     problem: &mut impl FnMut(String, String),
 ) -> Option<Policy> {
@@ -25,7 +25,7 @@ pub fn compile(
     };
     let jwt = |name: &str, path: String, fail: &mut dyn FnMut(String, String) -> bool| {
         match provider_index.get(name) {
-            Some(i) if matches!(providers[*i].keys, crate::auth::jwt::KeySource::None) => {
+            Some(i) if matches!(providers[*i].keys, crate::auth::provider::KeySource::None) => {
                 fail(
                     path,
                     format!("identity provider \"{name}\" has no `keys` to verify JWTs; use `introspection: {name}`"),

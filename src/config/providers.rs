@@ -1,14 +1,12 @@
-//! `identity_providers`: checked and compiled into `auth::jwt::Provider`s, keys loaded.
+//! `identity_providers`: checked and compiled into `auth::provider::Provider`s, keys loaded.
 
 use super::file::{
     ClaimsSection, ClientAuthSection, IntrospectionSection, KeySourceSection, ProviderSection,
 };
 use crate::auth::introspection::{ClientAuth, Endpoint, Introspector, Settings};
 use crate::auth::jwks::{JwksSettings, RemoteKeys};
-use crate::auth::jwt::{
-    KeySet, KeySource, Provider, ProviderRules, TokenCache, DEFAULT_LEEWAY_SECS,
-    DEFAULT_MAX_TOKEN_BYTES,
-};
+use crate::auth::jwt::{KeySet, ProviderRules, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES};
+use crate::auth::provider::{KeySource, Provider, TokenCache};
 use crate::auth::ClaimMap;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use std::sync::Arc;
@@ -189,7 +187,7 @@ fn introspector(
     let mut ok = true;
     let endpoint = match (&s.endpoint, s.discovery) {
         (Some(uri), false) => {
-            if !crate::auth::jwks::allowed_uri(uri) {
+            if !crate::auth::fetch::allowed_uri(uri) {
                 ok &= fail(
                     format!("{at}.endpoint"),
                     "must be https (plain http only to a loopback address)".into(),
@@ -198,7 +196,7 @@ fn introspector(
             Endpoint::Fixed(uri.clone())
         }
         (None, true) => {
-            if !crate::auth::jwks::allowed_uri(discovery_uri) {
+            if !crate::auth::fetch::allowed_uri(discovery_uri) {
                 ok &= fail(
                     format!("{at}.discovery"),
                     "the issuer must be https (plain http only to a loopback address)".into(),
@@ -418,7 +416,7 @@ fn remote_keys(
         );
         return None;
     }
-    if !crate::auth::jwks::allowed_uri(uri) {
+    if !crate::auth::fetch::allowed_uri(uri) {
         let key = if k.oidc_discovery {
             "issuer (for oidc_discovery)"
         } else {

@@ -11,7 +11,7 @@ pub mod services;
 
 use crate::access_log::AccessLog;
 use crate::app::App;
-use crate::auth::jwt::KeySource;
+use crate::auth::provider::KeySource;
 use crate::metrics::metrics;
 use crate::upstream::{self, MAX_RETRIES};
 use pingora::server::configuration::{Opt, ServerConf};

@@ -62,7 +62,7 @@ pub fn authorized(spec: &RevocationApi, authorization: Option<&[u8]>) -> bool {
     };
     let a: [u8; 32] = sha2::Sha256::digest(given).into();
     let b: [u8; 32] = sha2::Sha256::digest(want).into();
-    crate::auth::constant_time_eq(&a, &b)
+    crate::auth::crypto::constant_time_eq(&a, &b)
 }
 
 fn short_hash(sha: &[u8; 32]) -> String {

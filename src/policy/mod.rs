@@ -19,8 +19,8 @@ mod tests;
 pub use credentials::bearer_present;
 
 use crate::auth::api_key::ApiKeys;
-use crate::auth::jwt::Provider;
 use crate::auth::mtls::{CertIdentities, ClientCert};
+use crate::auth::provider::Provider;
 use crate::auth::revocation::Revocations;
 use crate::auth::Identity;
 use credentials::verify_credential;

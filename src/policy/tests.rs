@@ -10,9 +10,8 @@ use super::{
     evaluate, Authenticators, Credential, Facts, NetworkRule, Policy, Requirements, Trace, Verdict,
 };
 use crate::auth::api_key::{generate, parse, ApiKeys, Environment, Hasher};
-use crate::auth::jwt::{
-    KeySet, KeySource, Provider, ProviderRules, TokenCache, DEFAULT_MAX_TOKEN_BYTES,
-};
+use crate::auth::jwt::{KeySet, ProviderRules, DEFAULT_MAX_TOKEN_BYTES};
+use crate::auth::provider::{KeySource, Provider, TokenCache};
 use crate::auth::ClaimMap;
 use crate::metrics::ProviderSeries;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};

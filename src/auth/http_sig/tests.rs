@@ -1,8 +1,12 @@
 //! Unit tests of `http_sig` (RFC 9421 and RFC 9530 vectors, tampering, coverage, windows,
-//! encodings, keys file, nonce cache, garbled input).
+//! encodings, keys file, garbled input).
 
+use super::base::{canonical_field_line, derived_value, normalized_authority};
 use super::*;
+use crate::auth::crypto::hmac_sha256;
 use crate::reload::Reloadable;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 const NOW: u64 = 1_800_000_000;
@@ -38,8 +42,8 @@ fn keys_yaml() -> String {
     )
 }
 
-fn keyring() -> Keyring {
-    Keyring::parse(&keys_yaml(), &|t| t == "gold").expect("test keys parse")
+fn keyring() -> SigningKeyring {
+    SigningKeyring::parse(&keys_yaml(), &|t| t == "gold").expect("test keys parse")
 }
 
 #[derive(Clone)]
@@ -138,7 +142,7 @@ impl Req {
     }
 
     fn verify_at(&self, now: u64) -> Result<Verified, SigError> {
-        verify(&self.view(), &keyring(), &Requirements::default(), now)
+        verify(&self.view(), &keyring(), &SignatureRules::default(), now)
     }
 
     fn err(&self) -> Option<SigError> {
@@ -208,8 +212,8 @@ fn rfc9421_b25_refused_without_nonce() {
     let yaml = format!(
         "keys:\n- id: test-shared-secret\n  consumer: rfc\n  secret: \"base64:{B25_SECRET}\"\n  created: 2021-01-01\n"
     );
-    let keys = Keyring::parse(&yaml, &|_| false).expect("keys");
-    let rules = Requirements {
+    let keys = SigningKeyring::parse(&yaml, &|_| false).expect("keys");
+    let rules = SignatureRules {
         components: ["date", "@authority", "content-type"]
             .map(String::from)
             .to_vec(),
@@ -397,7 +401,7 @@ fn m9_content_digest_rules() {
     get.set("content-digest", "sha-256=:AAAA:");
     let get =
         get.with_input(r#"("@method");created=1800000000;keyid="k1";nonce="n0nce-0123456789""#);
-    let rules = Requirements {
+    let rules = SignatureRules {
         components: vec!["@method".into()],
         window: DEFAULT_WINDOW,
     };
@@ -418,7 +422,7 @@ fn m8_coverage_of_each_default_component() {
     let r = Req::get().sign_with("k1", &DEFAULTS[..4], NOW, NONCE);
     assert!(r.verify().is_ok());
     // A required header.
-    let rules = Requirements {
+    let rules = SignatureRules {
         components: vec!["@method".into(), "content-type".into()],
         window: DEFAULT_WINDOW,
     };
@@ -778,8 +782,8 @@ fn unknown_parameters_are_signed() {
 
 #[test]
 fn validate_component_and_sign_errors() {
-    assert!(Requirements::validate_component("@method").is_ok());
-    assert!(Requirements::validate_component("content-digest").is_ok());
+    assert!(SignatureRules::validate_component("@method").is_ok());
+    assert!(SignatureRules::validate_component("content-digest").is_ok());
     for bad in [
         "@status",
         "@query-param",
@@ -789,7 +793,7 @@ fn validate_component_and_sign_errors() {
         "x\"y",
         "@",
     ] {
-        assert!(Requirements::validate_component(bad).is_err(), "{bad}");
+        assert!(SignatureRules::validate_component(bad).is_err(), "{bad}");
     }
     let r = Req::post();
     let comps = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -900,75 +904,6 @@ fn new_nonce_is_random_and_valid() {
         .is_ok());
 }
 
-// ----- nonce cache ------------------------------------------------------------------------
-
-#[test]
-fn nonce_cache_basics() {
-    let c = NonceCache::new(100);
-    assert_eq!(c.check_and_record("k1", NONCE, 200, 100), Ok(true));
-    assert_eq!(c.check_and_record("k1", NONCE, 200, 150), Ok(false));
-    assert_eq!(c.check_and_record("k2", NONCE, 200, 150), Ok(true));
-    assert_eq!(c.check_and_record("k1", NONCE, 200, 199), Ok(false));
-    // `until` has passed: forgotten, accepted (and recorded) again.
-    assert_eq!(c.check_and_record("k1", NONCE, 500, 200), Ok(true));
-    assert_eq!(c.check_and_record("k1", NONCE, 500, 201), Ok(false));
-    assert_eq!(c.len(), 2);
-}
-
-#[test]
-fn nonce_cache_full_fails_closed_then_sweeps() {
-    let c = NonceCache::new(4);
-    for i in 0..4 {
-        assert_eq!(
-            c.check_and_record("k1", &format!("nonce-{i:04}"), 100, 50),
-            Ok(true)
-        );
-    }
-    assert_eq!(c.check_and_record("k1", "nonce-new", 100, 50), Err(()));
-    assert_eq!(c.check_and_record("k1", "nonce-0000", 100, 60), Ok(false));
-    assert_eq!(c.len(), 4);
-    // All expired at 100: a full cache sweeps and accepts.
-    assert_eq!(c.check_and_record("k1", "nonce-new", 400, 100), Ok(true));
-    assert_eq!(c.len(), 1);
-    assert_eq!(c.check_and_record("k1", "nonce-0001", 400, 100), Ok(true));
-}
-
-#[test]
-fn nonce_cache_concurrent_single_winner() {
-    let cache = NonceCache::new(10_000);
-    for round in 0..200 {
-        let nonce = format!("nonce-round-{round}");
-        let barrier = std::sync::Barrier::new(4);
-        let wins = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    barrier.wait();
-                    if cache.check_and_record("k1", &nonce, NOW + 10, NOW) == Ok(true) {
-                        wins.fetch_add(1, Ordering::SeqCst);
-                    }
-                });
-            }
-        });
-        assert_eq!(wins.load(Ordering::SeqCst), 1, "round {round}");
-    }
-}
-
-#[test]
-fn nonce_cache_survives_poisoning() {
-    let cache = Arc::new(NonceCache::new(100));
-    let key = nonce_key("k1", NONCE);
-    let poisoner = Arc::clone(&cache);
-    let _ = std::thread::spawn(move || {
-        let _guard = poisoner.shard(&key).lock();
-        panic!("poison the shard");
-    })
-    .join();
-    assert!(cache.shard(&key).is_poisoned());
-    assert_eq!(cache.check_and_record("k1", NONCE, 200, 100), Ok(true));
-    assert_eq!(cache.check_and_record("k1", NONCE, 200, 100), Ok(false));
-}
-
 // ----- keys file --------------------------------------------------------------------------
 
 #[test]
@@ -980,7 +915,7 @@ fn keyring_parses_good_file() {
     assert!(k.active("k-disabled", NOW).is_none());
     assert!(k.active("k-expired", NOW).is_none());
     assert!(k.active("k-expired", 1_500_000_000).is_some());
-    let empty = Keyring::parse("keys: []\n", &|_| false).expect("empty");
+    let empty = SigningKeyring::parse("keys: []\n", &|_| false).expect("empty");
     assert!(empty.is_empty());
 }
 
@@ -1005,7 +940,7 @@ fn keyring_reports_every_problem_without_secrets() {
 - just a string
 "#
     );
-    let problems = Keyring::parse(&raw, &|t| t == "gold").expect_err("refused");
+    let problems = SigningKeyring::parse(&raw, &|t| t == "gold").expect_err("refused");
     let expect = [
         "keys[0].secret: must decode to at least 32 bytes",
         "keys[1].secret: is not valid standard base64",
@@ -1034,11 +969,11 @@ fn keyring_reports_every_problem_without_secrets() {
         assert!(!all.contains(secret), "secret leaked: {all}");
     }
     let bad_yaml = format!("keys:\n- id: x\n  secret: \"base64:{good}\n  : [\n");
-    let problems = Keyring::parse(&bad_yaml, &|_| true).expect_err("not yaml");
+    let problems = SigningKeyring::parse(&bad_yaml, &|_| true).expect_err("not yaml");
     assert!(!problems.join("\n").contains(&good));
-    assert!(Keyring::parse("keys: 1\n", &|_| true).is_err());
-    assert!(Keyring::parse("other: []\n", &|_| true).is_err());
-    assert!(Keyring::parse("", &|_| true).is_err());
+    assert!(SigningKeyring::parse("keys: 1\n", &|_| true).is_err());
+    assert!(SigningKeyring::parse("other: []\n", &|_| true).is_err());
+    assert!(SigningKeyring::parse("", &|_| true).is_err());
 }
 
 #[test]
@@ -1142,7 +1077,7 @@ fn mutate(rng: &mut XorShift, input: &[u8]) -> Vec<u8> {
 fn no_panic_on_garbled_headers() {
     let signed = Req::post().signed();
     let keys = keyring();
-    let rules = Requirements::default();
+    let rules = SignatureRules::default();
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut refused = 0;
     for i in 0..5000 {
@@ -1174,7 +1109,7 @@ fn no_panic_on_garbled_headers() {
     let yaml = keys_yaml();
     for _ in 0..300 {
         let garbled = mutate(&mut rng, yaml.as_bytes());
-        let _ = Keyring::parse(&String::from_utf8_lossy(&garbled), &|_| true);
+        let _ = SigningKeyring::parse(&String::from_utf8_lossy(&garbled), &|_| true);
     }
 }
 
