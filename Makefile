@@ -63,10 +63,12 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 # The house plan: forbidden imports between modules and import circles (docs/architecture.md),
-# and a self-test that adds each forbidden arrow and expects it caught.
+# a self-test that adds each forbidden arrow and expects it caught, and docs/threats.md
+# checked against the tests it names.
 layers:
 	python3 .ci/layers.py
 	python3 .ci/layers.py --self-test
+	python3 .ci/threats.py
 
 unit:
 	cargo nextest run --no-fail-fast
