@@ -48,7 +48,7 @@ mod tests {
     }
 
     #[test]
-    fn digests_are_equal_only_when_every_byte_is() {
+    fn m13_digests_are_compared_whole_a_near_miss_like_a_far_miss() {
         let a = [7u8; 32];
         assert!(constant_time_eq(&a, &a.clone()));
         for i in [0, 31] {

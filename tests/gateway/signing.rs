@@ -114,7 +114,7 @@ fn refused(resp: reqwest::blocking::Response, status: u16, code: &str) {
 }
 
 #[test]
-fn m1_a_signed_request_is_accepted_once_and_a_verbatim_replay_is_refused() {
+fn m1_m16_a_signed_request_is_accepted_once_with_the_gateways_identity_and_a_replay_is_refused() {
     let s = start("");
     let body = br#"{"order":42,"total":"99.00"}"#;
     let mut headers = sign(&s.gw, "POST", "/webhooks/orders?source=shop", body);
