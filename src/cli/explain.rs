@@ -49,27 +49,11 @@ pub fn split_url(url: &str) -> Result<(Option<&str>, &str), String> {
     Err(format!("\"{url}\": give a path (/a/b?c) or an http(s) URL"))
 }
 
-/// `Name: value` lines as a header map (repeated names kept, in order).
-pub fn parse_headers(lines: &[String]) -> Result<http::HeaderMap, String> {
-    let mut headers = http::HeaderMap::new();
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("-H \"{line}\": expected `Name: value`"))?;
-        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("-H \"{line}\": not a header name"))?;
-        let value = http::HeaderValue::from_str(value.trim())
-            .map_err(|_| format!("-H \"{line}\": not a header value"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
 async fn explain_async(app: &App, req: &Request) -> Result<Value, String> {
     let method = http::Method::from_bytes(req.method.as_bytes())
         .map_err(|_| format!("\"{}\" is not an HTTP method", req.method))?;
     let (authority, target) = split_url(&req.url)?;
-    let mut headers = parse_headers(&req.headers)?;
+    let mut headers = super::parse_headers(&req.headers)?;
     // An HTTP/1.1 client sends `Host` with an absolute-form target too; a different one given
     // with -H is refused as the proxy refuses it.
     if let (Some(h), false) = (authority, headers.contains_key(http::header::HOST)) {

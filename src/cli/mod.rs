@@ -214,6 +214,22 @@ pub fn main() -> Action {
     Action::Exit(code)
 }
 
+/// `-H 'Name: value'` arguments as a header map (repeated names kept, in order).
+fn parse_headers(lines: &[String]) -> Result<http::HeaderMap, String> {
+    let mut headers = http::HeaderMap::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("-H \"{line}\": expected `Name: value`"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("-H \"{line}\": not a header name"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("-H \"{line}\": not a header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 fn failed(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(code)

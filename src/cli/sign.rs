@@ -63,18 +63,7 @@ pub fn run(a: &SignArgs) -> Result<String, String> {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    let mut headers = http::HeaderMap::new();
-    for h in &a.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("\"{h}\" is not `Name: value`"))?;
-        headers.append(
-            http::HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| format!("\"{name}\" is not a header name"))?,
-            http::HeaderValue::from_str(value.trim())
-                .map_err(|_| format!("the value of {name} is not a header value"))?,
-        );
-    }
+    let headers = super::parse_headers(&a.headers)?;
     let body = match &a.body_file {
         None => Vec::new(),
         Some(p) if p.as_os_str() == "-" => {
