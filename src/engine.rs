@@ -18,7 +18,7 @@ use crate::forward::{self, Forward};
 use crate::metrics::metrics;
 use crate::policy::networks::{self, Cidr};
 use crate::policy::{evaluate, Authenticators, Denial, Facts, Mode, Trace};
-use crate::ratelimit::Limits;
+use crate::ratelimit::{FailedAuthGuard, Limits};
 use crate::routing::canon::canonical_path;
 use crate::routing::{strip_port, Route, RouteMatch, RouteTable};
 use std::borrow::Cow;
@@ -162,57 +162,20 @@ impl Engine {
             }
         };
         trace.note(|| "canonical path".into(), || canonical.to_string());
-        let route = match self.routes.find(host, &canonical, facts.method) {
-            RouteMatch::Found(route) => route.clone(),
-            RouteMatch::MethodNotAllowed(methods) => {
-                let allow = methods
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                trace.note(
-                    || "route".into(),
-                    || format!("none takes the method; allow {allow}"),
-                );
-                return refuse(
-                    Denial::method_not_allowed(allow),
-                    Some(canonical),
-                    None,
-                    None,
-                );
-            }
-            RouteMatch::NotFound => {
-                trace.note(|| "route".into(), || "no route matches".into());
-                return refuse(Denial::route_not_found(), Some(canonical), None, None);
-            }
+        let route = match self.route_for(host, &canonical, facts.method, trace) {
+            Ok(route) => route,
+            Err(d) => return refuse(*d, Some(canonical), None, None),
         };
-        trace.note(
-            || "route".into(),
-            || format!("{} (upstream #{})", route.name, route.upstream),
-        );
         let guard = self
             .limits
             .failed_auth
             .as_deref()
             .filter(|_| !route.auth.is_public());
-        if let (Some(g), Some(ip)) = (guard, client_ip) {
-            if let Some(left) = g.blocked_for(ip) {
-                trace.note(
-                    || "failed-auth guard".into(),
-                    || format!("address blocked for {left} s more"),
-                );
-                metrics()
-                    .auth_throttled
-                    .with_label_values(&["refused"])
-                    .inc();
-                let mut d = Denial::new(
-                    429,
-                    "auth_throttled",
-                    "Too many failed authentication attempts from this address; try again later.",
-                );
-                d.retry_after = Some(left);
-                return refuse(d, Some(canonical), Some(route), None);
-            }
+        if let Some(d) = guard
+            .zip(client_ip)
+            .and_then(|(g, ip)| blocked(g, ip, trace))
+        {
+            return refuse(d, Some(canonical), Some(route), None);
         }
         // A signed request's body is read only once the address may still authenticate.
         if facts.body.is_none()
@@ -235,25 +198,11 @@ impl Engine {
             https: facts.https,
             body: facts.body,
         };
-        let auth = Authenticators {
-            providers: &self.providers,
-            api_keys: self.api_keys.as_deref(),
-            revocations: self.revocations.as_deref(),
-            client_certs: Some(&self.cert_identities),
-            bound_tokens: false,
-            signing: self.signing.as_deref(),
-        };
-        let verdict = evaluate(&route.auth, &auth, &policy_facts, trace).await;
+        let verdict = evaluate(&route.auth, &self.authenticators(), &policy_facts, trace).await;
         if let (Some(g), Some(ip), Some(401)) =
             (guard, client_ip, verdict.denial.as_ref().map(|d| d.status))
         {
-            if g.failed(ip) {
-                metrics()
-                    .auth_throttled
-                    .with_label_values(&["blocked"])
-                    .inc();
-                tracing::warn!(client = %ip, "too many failed authentications; address blocked");
-            }
+            count_failure(g, ip);
         }
         let identity = verdict.identity;
         let mode = route.auth.mode;
@@ -309,6 +258,53 @@ impl Engine {
         })
     }
 
+    /// The route for a request, or the refusal: 405 with the methods that would have
+    /// matched, or 404.
+    fn route_for(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &http::Method,
+        trace: &mut Trace,
+    ) -> Result<Arc<Route>, Box<Denial>> {
+        match self.routes.find(host, path, method) {
+            RouteMatch::Found(route) => {
+                trace.note(
+                    || "route".into(),
+                    || format!("{} (upstream #{})", route.name, route.upstream),
+                );
+                Ok(route.clone())
+            }
+            RouteMatch::MethodNotAllowed(methods) => {
+                let allow = methods
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                trace.note(
+                    || "route".into(),
+                    || format!("none takes the method; allow {allow}"),
+                );
+                Err(Box::new(Denial::method_not_allowed(allow)))
+            }
+            RouteMatch::NotFound => {
+                trace.note(|| "route".into(), || "no route matches".into());
+                Err(Box::new(Denial::route_not_found()))
+            }
+        }
+    }
+
+    fn authenticators(&self) -> Authenticators<'_> {
+        Authenticators {
+            providers: &self.providers,
+            api_keys: self.api_keys.as_deref(),
+            revocations: self.revocations.as_deref(),
+            client_certs: Some(&self.cert_identities),
+            bound_tokens: false,
+            signing: self.signing.as_deref(),
+        }
+    }
+
     /// The routes, in the order they are tried.
     pub fn routes(&self) -> &RouteTable {
         &self.routes
@@ -329,6 +325,37 @@ impl Engine {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+}
+
+/// The refusal for an address the failed-authentication guard blocks, if it does.
+fn blocked(guard: &FailedAuthGuard, ip: IpAddr, trace: &mut Trace) -> Option<Denial> {
+    let left = guard.blocked_for(ip)?;
+    trace.note(
+        || "failed-auth guard".into(),
+        || format!("address blocked for {left} s more"),
+    );
+    metrics()
+        .auth_throttled
+        .with_label_values(&["refused"])
+        .inc();
+    let mut d = Denial::new(
+        429,
+        "auth_throttled",
+        "Too many failed authentication attempts from this address; try again later.",
+    );
+    d.retry_after = Some(left);
+    Some(d)
+}
+
+/// Count a failed authentication from `ip`; block the address once it has too many.
+fn count_failure(guard: &FailedAuthGuard, ip: IpAddr) {
+    if guard.failed(ip) {
+        metrics()
+            .auth_throttled
+            .with_label_values(&["blocked"])
+            .inc();
+        tracing::warn!(client = %ip, "too many failed authentications; address blocked");
     }
 }
 
