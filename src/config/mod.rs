@@ -19,6 +19,9 @@ mod routes;
 mod server;
 mod upstreams;
 
+#[cfg(test)]
+mod tests;
+
 pub use server::default_runtime_dir;
 
 use crate::auth::api_key::ApiKeys;
