@@ -1,0 +1,261 @@
+//! Configuration checks, in-process: each row is a configuration text and every problem it
+//! must be refused with, exactly as a user reads them (key path, message, order).
+
+use super::check::Check;
+use super::parse;
+use std::time::Duration;
+
+const LISTENER: &str = "listeners: [{address: 127.0.0.1:8080}]\n";
+const UPSTREAM: &str = "upstreams: {a: {backends: [127.0.0.1:1]}}\n";
+const ROUTE: &str = "routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n";
+
+/// Every problem of `yaml`, as printed; empty when it is valid.
+fn problems(yaml: &str) -> Vec<String> {
+    match parse(yaml) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A configuration of the standard listener, upstream `a` and route `r`, with `changes`
+/// (whole top-level sections) in place of the defaults they name.
+fn config(changes: &str) -> String {
+    let mut text = String::new();
+    for (key, default) in [
+        ("listeners:", LISTENER),
+        ("upstreams:", UPSTREAM),
+        ("routes:", ROUTE),
+    ] {
+        if !changes.lines().any(|l| l.starts_with(key)) {
+            text.push_str(default);
+        }
+    }
+    text + changes
+}
+
+#[test]
+fn the_standard_configuration_is_valid() {
+    assert_eq!(problems(&config("")), Vec::<String>::new());
+}
+
+#[test]
+fn each_broken_section_is_refused_with_its_exact_problems() {
+    let rows: &[(&str, String, &[&str])] = &[
+        (
+            "empty lists",
+            "listeners: []\nupstreams: {}\nroutes: []\n".into(),
+            &[
+                "listeners: at least one listener is required",
+                "upstreams: at least one upstream is required",
+                "routes: at least one route is required",
+            ],
+        ),
+        (
+            "server",
+            config("server: {threads: 0, pid_file: run/p.pid}\n"),
+            &[
+                "server.threads: must be between 1 and 1024",
+                "server.pid_file: must be an absolute path",
+            ],
+        ),
+        (
+            "listener and admin addresses",
+            config("listeners: [{address: 127.0.0.1:8080}, {address: 127.0.0.1:8080}, {address: nope}, {address: 127.0.0.1:9901}]\n"),
+            &[
+                "listeners[1].address: 127.0.0.1:8080 is used by another listener",
+                "listeners[2].address: \"nope\" is not an IP:port address (e.g. 127.0.0.1:8080 or [::1]:8080)",
+                "admin.address: 127.0.0.1:9901 is also a public listener; the admin listener must be separate",
+            ],
+        ),
+        (
+            "unknown upstream",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: x, auth: public}]\n"),
+            &["routes[0].upstream: unknown upstream \"x\""],
+        ),
+        (
+            "bad backend weight",
+            config("upstreams: {a: {backends: [{address: 127.0.0.1:1, weight: 0}]}}\n"),
+            &["upstreams.a.backends[0].weight: must be between 1 and 1000"],
+        ),
+        (
+            // Both problems of one pool, at once; the route naming the pool adds none.
+            "two problems at once",
+            config("upstreams: {a: {backends: [127.0.0.1:1, 127.0.0.1:1], retries: 99}}\n"),
+            &[
+                "upstreams.a.backends[1]: 127.0.0.1:1 is listed twice",
+                "upstreams.a.retries: at most 10",
+            ],
+        ),
+        (
+            "consistent_hash without hash_key",
+            config("upstreams: {a: {backends: [127.0.0.1:1], selection: consistent_hash}}\n"),
+            &["upstreams.a.hash_key: consistent_hash needs a hash_key (`header: NAME` or `client_address`)"],
+        ),
+        (
+            "health check",
+            config("upstreams: {a: {backends: [127.0.0.1:1], health_check: {type: http, path: x, interval: 1ms, healthy_threshold: 101}}}\n"),
+            &[
+                "upstreams.a.health_check.path: must start with `/` and hold no spaces or control characters",
+                "upstreams.a.health_check.interval: must be at least 10ms",
+                "upstreams.a.health_check.healthy_threshold: must be between 1 and 100",
+            ],
+        ),
+        (
+            "duplicate route match",
+            config("routes: [{name: r, match: {path_prefix: /, methods: [GET, POST]}, upstream: a, auth: public}, {name: s, match: {path_prefix: /, methods: [POST, GET]}, upstream: a, auth: public}]\n"),
+            &["routes[1].match: matches exactly what route \"r\" matches, so it could never be used"],
+        ),
+        (
+            "route match, methods and timeouts",
+            config("routes: [{name: r, match: {path: /a, host: 'h:1', methods: [GET, get, GET]}, upstream: a, auth: public, timeouts: {read: 0s}}, {name: r, match: {}, upstream: a}]\n"),
+            &[
+                "routes[0].match.host: \"h:1\" is not a host name (no port, no wildcard)",
+                "routes[0].match.methods[1]: \"get\" is not an HTTP method (use upper case, e.g. GET)",
+                "routes[0].match.methods[2]: GET is listed twice",
+                "routes[0].timeouts.read: must be above zero",
+                "routes[1].name: route name \"r\" is used twice",
+                "routes[1].match: one of `path` (exact) or `path_prefix` is required",
+                "routes[1].auth: every route states its auth: `public` or a policy such as `{ jwt: PROVIDER }`",
+            ],
+        ),
+        (
+            "route auth",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {any: [{jwt: idp}, {}], roles: ['a b']}}]\n"),
+            &[
+                "routes[0].auth.any[0].jwt: unknown identity provider \"idp\"",
+                "routes[0].auth.any[1]: name one credential, e.g. `{ jwt: PROVIDER }`, `{ introspection: PROVIDER }`, `{ api_key: true }`, `{ mtls: true }` or `{ hmac: true }`",
+                "routes[0].auth.roles[0]: a non-empty name without spaces, commas or control characters",
+            ],
+        ),
+        (
+            "credentials without their sections",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {any: [{api_key: true}, {mtls: true}, {hmac: true}]}}]\n"),
+            &[
+                "api_keys: a route accepts `api_key` but no `api_keys.consumers_file` is configured",
+                "listeners: a route accepts `mtls` but no listener asks for client certificates (`tls.client_certificate`)",
+                "request_signing: a route accepts `hmac` but no `request_signing.keys_file` is configured",
+            ],
+        ),
+        (
+            "identity headers",
+            config("identity_headers: {prefixes: [X], allow: [X-User-ID]}\n"),
+            &[
+                "identity_headers.prefixes[0]: \"X\" is not a header name (or prefix)",
+                "identity_headers.allow[0]: X-User-ID is set by the gateway from the verified identity; a client's copy is never forwarded",
+            ],
+        ),
+        (
+            "rate limits",
+            config("rate_limits: {tiers: {gold: {requests: 0, per: second, key: consumer}}, failed_auth: {failures: 1, per: minute, block: 0s}, redis: {url: 'redis://127.0.0.1'}}\n"),
+            &[
+                "rate_limits.tiers.gold.requests: between 1 and 1000000000",
+                "rate_limits.tiers.gold.burst: between 1 and 1000000000",
+                "rate_limits.tiers.gold.key: a tier is always counted per consumer",
+                "rate_limits.failed_auth.block: between 1s and 24h",
+                "rate_limits.redis: set `backend: redis` to use it (or remove it)",
+            ],
+        ),
+        (
+            "route rate limit",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public, rate_limit: {requests: 5, per: second, key: 'header:'}}]\n"),
+            &["routes[0].rate_limit.key: \"header:\": use consumer, api_key, subject, tenant, client_address or header:NAME"],
+        ),
+        (
+            "revocation",
+            config("revocation: {state_file: s, redis: {url: 'redis://127.0.0.1'}, max_entries: 0}\n"),
+            &[
+                "revocation.max_entries: between 1 and 10000000",
+                "revocation: give `state_file` (one gateway) or `redis` (a fleet), not both",
+            ],
+        ),
+        (
+            "client certificate identities",
+            config("client_certificates: {consumers: [{identity: a, consumer: x, tier: gold}, {identity: b, consumer: y}, {identity: b, consumer: z}]}\n"),
+            &[
+                "client_certificates.consumers[0].tier: \"gold\" is not a tier of rate_limits.tiers",
+                "client_certificates.consumers[2].identity: \"b\" is listed twice",
+            ],
+        ),
+        (
+            "trusted proxies",
+            config("trusted_proxies: [10.0.0.0/8, bad]\n"),
+            &["trusted_proxies[1]: \"bad\" is not an IP address or CIDR block"],
+        ),
+    ];
+    for (name, yaml, expected) in rows {
+        assert_eq!(problems(yaml), *expected, "{name}:\n{yaml}");
+    }
+}
+
+#[test]
+fn a_pool_that_failed_is_not_also_an_unknown_upstream() {
+    // The route names a pool that exists but did not compile: only the pool's problem.
+    let yaml = config("upstreams: {a: {backends: []}}\n");
+    assert_eq!(
+        problems(&yaml),
+        ["upstreams.a.backends: at least one backend is required"]
+    );
+}
+
+#[test]
+fn a_badly_named_pool_is_reported_and_still_usable_by_routes() {
+    let yaml = config(
+        "upstreams: {'a b': {backends: [127.0.0.1:1]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: 'a b', auth: public}]\n",
+    );
+    assert_eq!(
+        problems(&yaml),
+        ["upstreams.a b: names use only letters, digits, `-` and `_`"]
+    );
+}
+
+#[test]
+fn a_syntax_error_is_one_problem_with_serdes_key_path() {
+    let found = problems(&config("server: {threads: many}\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("server.threads: invalid type"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_check_builds_key_paths_and_knows_what_went_wrong_below_it() {
+    let mut problems = Vec::new();
+    let mut root = Check::root(&mut problems);
+    root.problem("listeners", "a");
+    {
+        let mut upstreams = root.at("upstreams");
+        let mut upstream = upstreams.at("u");
+        upstream.here("b");
+        let mut backend = upstream.index("backends", 2);
+        assert!(backend.ok());
+        backend.problem("weight", "c");
+        assert!(!backend.ok());
+        assert!(!upstream.ok());
+        assert!(!upstreams.ok(), "a child's problem is its parent's too");
+    }
+    let mut fresh = root.at("routes");
+    assert!(fresh.ok(), "a check made after a problem starts out ok");
+    assert!(fresh.range("n", 5, 1..=10, "between 1 and 10"));
+    assert!(!fresh.range("n", 0, 1..=10, "between 1 and 10"));
+    assert!(!fresh.range(
+        "t",
+        Duration::ZERO,
+        Duration::from_millis(1)..,
+        "at least 1ms"
+    ));
+    assert!(fresh.range("r", 3, ..=3, "at most 3"));
+    fresh.readable("file", "/nonexistent/x");
+    let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        printed,
+        [
+            "listeners: a",
+            "upstreams.u: b",
+            "upstreams.u.backends[2].weight: c",
+            "routes.n: between 1 and 10",
+            "routes.t: at least 1ms",
+            "routes.file: cannot read \"/nonexistent/x\": No such file or directory (os error 2)",
+        ]
+    );
+}
