@@ -68,12 +68,11 @@ pub fn run(source: Source) -> std::io::Result<()> {
 
 pub struct Session {
     source: Source,
-    next_id: u64,
 }
 
 impl Session {
     pub fn new(source: Source) -> Self {
-        Self { source, next_id: 0 }
+        Self { source }
     }
 
     /// The reply to one line, or why the line has none.
@@ -96,10 +95,10 @@ impl Session {
             Ok(b) => b,
             Err((code, text)) => json!({"type": "error", "code": code, "text": text}),
         };
-        self.next_id += 1;
+        // Exactly the protocol's fields: a reply names the message it answers, and carries no
+        // id of its own.
         if let Some(r) = reply.as_object_mut() {
             r.insert("in_reply_to".into(), msg_id.clone());
-            r.insert("msg_id".into(), json!(self.next_id));
         }
         Ok(json!({
             "src": msg.get("dest").cloned().unwrap_or(Value::Null),

@@ -92,12 +92,8 @@ impl ServeHttp for EchoApp {
             body_sha256: hex::encode(hasher.finalize()),
         };
         if let Some(log) = &self.log {
-            let line = serde_json::json!({
-                "method": echo.method,
-                "path": echo.path,
-                "query": echo.query,
-                "body_length": echo.body_length,
-            });
+            // The whole description, headers included: what reached the origin.
+            let line = serde_json::to_string(&echo).unwrap_or_default();
             if let Ok(mut f) = log.lock() {
                 use std::io::Write;
                 let _ = writeln!(f, "{line}");

@@ -421,3 +421,32 @@ fn consistent_hash_on_client_address_pins_a_client() {
         "one client address moved between backends: {seen:?}"
     );
 }
+
+#[test]
+fn the_echo_origins_log_records_the_headers_that_reached_it_in_order_with_duplicates() {
+    let (echo, gw) = one_echo();
+    let resp = client()
+        .get(gw.url("/logged?q=1"))
+        .header("X-Dup", "one")
+        .header("X-Other", "x")
+        .header("X-Dup", "two")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answered: Echoed = resp.json().unwrap();
+    assert!(eventually(std::time::Duration::from_secs(5), &mut || !echo
+        .logged()
+        .is_empty()));
+    let logged = echo.logged();
+    assert_eq!(logged.len(), 1);
+    let line = &logged[0];
+    assert_eq!(
+        (line.method.as_str(), line.path.as_str()),
+        ("GET", "/logged")
+    );
+    assert_eq!(line.query.as_deref(), Some("q=1"));
+    assert_eq!(line.header_all("x-dup"), ["one", "two"]);
+    assert_eq!(line.header("x-other"), Some("x"));
+    // The log line is the description the origin answered with.
+    assert_eq!(line.headers, answered.headers);
+}

@@ -86,6 +86,15 @@ impl Echo {
 
 impl Echo {
     /// `(method, path)` of every request this origin received, in order.
+    /// Every request the origin logged (`portcullis echo --log`), as it described it.
+    pub fn logged(&self) -> Vec<Echoed> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     pub fn received(&self) -> Vec<(String, String)> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
