@@ -33,8 +33,9 @@ struct State {
     digest: [u8; 32],
     /// When keys were last fetched successfully.
     fetched_at: Option<Instant>,
-    /// When a fetch was last started.
-    attempted_at: Option<Instant>,
+    /// When a fetch caused by an unknown `kid` was last started: the cooldown counts from
+    /// here, so a key rotated right after a scheduled (or the first) fetch is fetched at once.
+    kid_fetch_at: Option<Instant>,
     next_refresh: Duration,
     /// With discovery: the `jwks_uri` it gave.
     discovered_uri: Option<String>,
@@ -85,7 +86,7 @@ impl RemoteKeys {
                 keys: Arc::new(KeySet::default()),
                 digest: [0; 32],
                 fetched_at: None,
-                attempted_at: None,
+                kid_fetch_at: None,
                 next_refresh: refresh,
                 discovered_uri: None,
             }),
@@ -119,8 +120,10 @@ impl RemoteKeys {
     }
 
     /// A token named a `kid` we do not have: refetch, unless another request is already
-    /// fetching (then wait for it) or the last fetch was within the cooldown. Returns the
-    /// keys to retry with, or `None` when this `kid` is already known to be unknown.
+    /// fetching (then wait for it) or the last fetch *caused by an unknown kid* was within the
+    /// cooldown (the cooldown bounds the fetches a flood of kids can cause, not the first one
+    /// after a scheduled fetch). Returns the keys to retry with, or `None` when this `kid` is
+    /// already known to be unknown.
     pub async fn refetch_for_unknown_kid(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
         if self
             .unknown_kids
@@ -134,9 +137,12 @@ impl RemoteKeys {
             .state
             .read()
             .ok()?
-            .attempted_at
+            .kid_fetch_at
             .is_some_and(|at| at.elapsed() < self.settings.cooldown);
         if !in_cooldown {
+            if let Ok(mut s) = self.state.write() {
+                s.kid_fetch_at = Some(Instant::now());
+            }
             self.fetch_locked("unknown_kid").await.ok()?;
         }
         // Either our fetch, or one that finished while we waited: retry with what is current
@@ -145,9 +151,9 @@ impl RemoteKeys {
     }
 
     /// The `kid` is still unknown after a refetch: remember it until the cooldown of the
-    /// last fetch ends (the earliest moment a new fetch could find it).
+    /// last kid-caused fetch ends (the earliest moment a new fetch could find it).
     pub fn remember_unknown_kid(&self, kid: Option<&str>) {
-        let attempted = self.state.read().ok().and_then(|s| s.attempted_at);
+        let attempted = self.state.read().ok().and_then(|s| s.kid_fetch_at);
         if let Some(until) = attempted.map(|at| at + self.settings.cooldown) {
             if Instant::now() < until {
                 self.unknown_kids.insert(kid_digest(kid), until);
@@ -166,9 +172,6 @@ impl RemoteKeys {
     }
 
     async fn fetch_locked(&self, why: &'static str) -> Result<Duration, ()> {
-        if let Ok(mut s) = self.state.write() {
-            s.attempted_at = Some(Instant::now());
-        }
         let outcome = self.fetch_once().await;
         let m = metrics();
         match outcome {

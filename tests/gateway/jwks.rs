@@ -443,3 +443,37 @@ fn jwks_age_grows_between_refreshes_and_keys_are_counted() {
         Some(2.0)
     );
 }
+
+#[test]
+fn k6_a_key_rotated_right_after_a_fetch_is_fetched_at_once_and_floods_stay_bounded() {
+    let k1 = Key::new("k1");
+    let k2 = Key::new("k2");
+    let idp = TestIdp::start(jwks(&[&k1]));
+    let echo = Echo::start();
+    // A long cooldown: everything below happens inside the one after the start-up fetch.
+    let gw = gateway(&idp, &echo, "      refresh: 1h\n      cooldown: 30s\n");
+    let before = idp.fetch_count();
+    // The provider rotates to k2 a moment after the gateway fetched its keys.
+    idp.set_jwks(jwks(&[&k1, &k2]));
+    let (status, body) = status_with(&gw, &k2.token("erin"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        idp.fetch_count(),
+        before + 1,
+        "the first unknown kid after a scheduled fetch refetches at once"
+    );
+    // That fetch was caused by a kid: now the cooldown holds, for made-up kids and new keys.
+    for i in 0..5 {
+        let (status, body) = status_with(&gw, &k1.token_with_kid(&format!("made-up-{i}"), "x"));
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("token_unknown_key"))
+        );
+    }
+    assert_eq!(
+        idp.fetch_count(),
+        before + 1,
+        "no more fetches within the cooldown"
+    );
+    assert!(echo.received().len() == 1);
+}
