@@ -377,6 +377,8 @@ enum Unreadable {
     Misdirected,
     /// `Connection` nominates a header that frames or identifies the request.
     ProtectedConnectionHeader,
+    /// More than one `Content-Length`, or one that is not a plain number (S3).
+    BadContentLength,
 }
 
 impl Unreadable {
@@ -386,6 +388,7 @@ impl Unreadable {
             Self::Malformed => Denial::bad_request(),
             Self::Misdirected => Denial::misdirected(),
             Self::ProtectedConnectionHeader => Denial::invalid_connection_header(),
+            Self::BadContentLength => Denial::invalid_content_length(),
         }
     }
 }
@@ -415,6 +418,15 @@ fn read_request<'a>(facts: &RequestFacts<'a>) -> Result<Readable<'a>, Unreadable
     }
     if forward::connection_nominates_protected(facts.headers) {
         return Err(Unreadable::ProtectedConnectionHeader);
+    }
+    // S3, RFC 9112 §6.3: the parser takes `Content-Length: 3, 3` and two equal lines, but a
+    // backend may frame them otherwise; one plain number is the only length forwarded.
+    let mut lengths = facts.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let plain = !first.is_empty() && first.as_bytes().iter().all(u8::is_ascii_digit);
+        if !plain || lengths.next().is_some() {
+            return Err(Unreadable::BadContentLength);
+        }
     }
     let (raw_path, raw_query) = match facts.target.iter().position(|b| *b == b'?') {
         Some(i) => (&facts.target[..i], Some(&facts.target[i + 1..])),

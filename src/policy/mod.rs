@@ -215,6 +215,16 @@ impl Denial {
         )
     }
 
+    /// More than one `Content-Length`, or one that is not a plain number: the backend could
+    /// frame the body differently from the gateway (S3).
+    pub fn invalid_content_length() -> Self {
+        Self::new(
+            400,
+            "invalid_content_length",
+            "The request must carry at most one Content-Length, a plain number.",
+        )
+    }
+
     /// A resumed TLS session whose client certificate was revoked (or expired) since.
     pub fn client_cert_revoked() -> Self {
         Self::new(

@@ -79,6 +79,11 @@ fn s3_invalid_content_length_is_rejected() {
         "Content-Length: -1",
         "Content-Length: ",
         "Content-Length: 5a",
+        // The same value twice, as two lines or as a list: one number or nothing (RFC 9112
+        // §6.3); the parser lets these through, the gateway refuses them.
+        "Content-Length: 7\r\nContent-Length: 7",
+        "Content-Length: 7,7",
+        "Content-Length: 7, 7",
     ] {
         let raw = raw_exchange(
             gw.addr,
@@ -205,5 +210,28 @@ fn h18_oversized_headers_are_refused_before_proxying() {
     assert!(code.is_none_or(|c| (400..500).contains(&c)), "{code:?}");
     assert_eq!(echo.received(), vec![]);
     // The gateway is still fine for the next client.
+    control(&echo, &gw);
+}
+
+#[test]
+fn s3_a_repeated_content_length_gets_the_gateways_own_400_with_its_code() {
+    let (echo, gw) = setup();
+    for cl in [
+        "Content-Length: 7\r\nContent-Length: 7",
+        "Content-Length: 7,7",
+    ] {
+        let raw = raw_exchange(
+            gw.addr,
+            format!("POST /cl HTTP/1.1\r\nHost: a\r\n{cl}\r\n\r\nhelloxx").as_bytes(),
+            IDLE,
+        );
+        assert_eq!(statuses(&raw).first(), Some(&400), "{cl:?}: {raw}");
+        assert_eq!(
+            error_body(raw_body(&raw))["error"],
+            "invalid_content_length",
+            "{raw}"
+        );
+    }
+    assert!(echo.received().is_empty());
     control(&echo, &gw);
 }
