@@ -467,6 +467,12 @@ pub struct ServerSection {
     /// How long in-flight requests get to finish once shutdown has started.
     #[serde(default, with = "humantime_serde")]
     pub graceful_shutdown_timeout: Option<Duration>,
+    /// How long a client connection may stay idle between requests (HTTP/1.1) or with no
+    /// open stream (HTTP/2) before the gateway closes it.
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive_timeout: Option<Duration>,
+    /// Requests one client connection may carry before the gateway closes it.
+    pub max_requests_per_connection: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -183,6 +183,10 @@ pub struct ServerSettings {
     pub error_log: Option<String>,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
+    /// Idle time allowed between requests on a client connection (HTTP/2: with no stream).
+    pub keepalive_timeout: Duration,
+    /// Requests a client connection may carry.
+    pub max_requests_per_connection: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,12 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// nginx's `keepalive_timeout` is 75 s, Envoy's HTTP idle timeout 1 h; a minute frees an idle
+/// client's memory sooner and is longer than browsers keep idle connections.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `keepalive_requests` default: closing now and then frees per-connection memory.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+
 pub(super) fn compile(s: &ServerSection, c: &mut Check<'_>) -> ServerSettings {
     let threads = s.threads.unwrap_or(2);
     c.range("threads", threads, 1..=1024, "must be between 1 and 1024");
@@ -24,7 +30,22 @@ pub(super) fn compile(s: &ServerSection, c: &mut Check<'_>) -> ServerSettings {
             c.problem(key, "must be an absolute path");
         }
     }
+    let keepalive_timeout = s.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT);
+    if keepalive_timeout < Duration::from_secs(1) || keepalive_timeout > Duration::from_secs(3600) {
+        c.problem("keepalive_timeout", "between 1s and 1h");
+    }
+    let max_requests_per_connection = s
+        .max_requests_per_connection
+        .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION);
+    c.range(
+        "max_requests_per_connection",
+        max_requests_per_connection,
+        1..=1_000_000,
+        "between 1 and 1000000",
+    );
     ServerSettings {
+        keepalive_timeout,
+        max_requests_per_connection,
         threads,
         work_stealing: s.work_stealing.unwrap_or(true),
         pid_file,

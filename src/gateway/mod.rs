@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::auth::provider::KeySource;
 use crate::metrics::metrics;
 use crate::upstream::{self, MAX_RETRIES};
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -139,9 +140,19 @@ pub fn build_server(app: App, flags: RunFlags) -> Result<Server, String> {
         forward,
         pools,
         access_log,
+        keepalive_secs: s.keepalive_timeout.as_secs().max(1),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    if let Some(http) = proxy.app_logic_mut() {
+        // Pingora closes an HTTP/2 connection idle this long, and a connection after this many
+        // requests; the HTTP/1.1 idle timeout is set per request by the proxy (`request_filter`).
+        let mut options = HttpServerOptions::default();
+        // Pingora counts reuses: a connection carries its first request and this many more.
+        options.keepalive_request_limit = Some(s.max_requests_per_connection.saturating_sub(1));
+        options.h2_idle_timeout = Some(s.keepalive_timeout);
+        http.server_options = Some(options);
+    }
     for (l, crl) in listeners.iter().zip(listener_crls) {
         let addr = l.address.to_string();
         match &l.tls {

@@ -26,6 +26,8 @@ pub struct Gateway {
     pub forward: ForwardPolicy,
     pub pools: Vec<Arc<Pool>>,
     pub access_log: Option<AccessLog>,
+    /// How long an HTTP/1.1 connection may wait idle for its next request.
+    pub keepalive_secs: u64,
 }
 
 /// Per-request state.
@@ -114,6 +116,11 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
+        // Pingora keeps an HTTP/1.1 connection forever once the client asks for keep-alive
+        // (it does not read `Keep-Alive: timeout=`); bound the wait for the next request.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.keepalive_secs));
+        }
         ctx.conn = Conn::of(session);
         if ctx.conn.rejected {
             return self

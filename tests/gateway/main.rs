@@ -13,6 +13,7 @@ mod support;
 mod admin;
 mod api_keys;
 mod config_check;
+mod connections;
 mod decisions;
 mod errors;
 mod headers;

@@ -23,8 +23,19 @@ pub struct Gateway {
 /// The parts of a configuration every test shares, around a test's `upstreams:` and
 /// `routes:` sections.
 pub fn config_text(dir: &Path, listeners: &str, admin: SocketAddr, body: &str) -> String {
+    config_text_with_server(dir, listeners, admin, "", body)
+}
+
+/// Like `config_text`, with `server` (indented YAML lines) added to the `server:` section.
+pub fn config_text_with_server(
+    dir: &Path,
+    listeners: &str,
+    admin: SocketAddr,
+    server: &str,
+    body: &str,
+) -> String {
     format!(
-        "server:\n  threads: 2\n  pid_file: {dir}/portcullis.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  graceful_shutdown_timeout: 2s\nlisteners:\n{listeners}admin:\n  address: {admin}\naccess_log:\n  enabled: true\n  path: {dir}/access.log\n{body}",
+        "server:\n  threads: 2\n  pid_file: {dir}/portcullis.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  graceful_shutdown_timeout: 2s\n{server}listeners:\n{listeners}admin:\n  address: {admin}\naccess_log:\n  enabled: true\n  path: {dir}/access.log\n{body}",
         dir = dir.display()
     )
 }
@@ -39,10 +50,16 @@ impl Gateway {
     /// Like `start`, with the given YAML list items as listeners (the first is `addr`);
     /// empty for one plain listener on a fresh port.
     pub fn start_with_listeners(listeners: &str, body: &str) -> Self {
-        Self::start_in(tempfile::tempdir().unwrap(), listeners, body)
+        Self::start_in(tempfile::tempdir().unwrap(), listeners, "", body)
     }
 
-    fn start_in(dir: tempfile::TempDir, listeners: &str, body: &str) -> Self {
+    /// Like `start`, with `server` (indented YAML lines, e.g. `"  keepalive_timeout: 1s\n"`)
+    /// added to the `server:` section.
+    pub fn start_with_server(server: &str, body: &str) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), "", server, body)
+    }
+
+    fn start_in(dir: tempfile::TempDir, listeners: &str, server: &str, body: &str) -> Self {
         for _ in 0..5 {
             let listeners_yaml = if listeners.is_empty() {
                 format!("  - address: 127.0.0.1:{}\n", free_port())
@@ -58,7 +75,7 @@ impl Gateway {
             let config_path = dir.path().join("portcullis.yaml");
             std::fs::write(
                 &config_path,
-                config_text(dir.path(), &listeners_yaml, admin, body),
+                config_text_with_server(dir.path(), &listeners_yaml, admin, server, body),
             )
             .unwrap();
             let mut child = spawn_gateway(&config_path, &[], dir.path());
@@ -84,7 +101,7 @@ impl Gateway {
                 let _ = gw.take_child();
                 let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
                 drop(gw);
-                return Self::start_in(dir, listeners, body);
+                return Self::start_in(dir, listeners, server, body);
             }
             kill(&mut child);
         }
