@@ -63,14 +63,17 @@ impl Limit {
         (self.window.as_nanos() / u128::from(self.requests.max(1))).max(1) as u64
     }
 
-    /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-09): quota and window.
+    /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-09): a quota of `q` requests
+    /// per window of `w` seconds that a client can rely on. Under GCRA that is the burst, and
+    /// the time the burst takes to refill at the steady rate: `30 per minute, burst 10` is
+    /// `q=10;w=20` (10 every 20 s is the same 30 a minute), where `q=10;w=60` would undersell
+    /// it and `q=30;w=60` promise a burst that is refused. The window is rounded up to whole
+    /// seconds, so the advertised rate never exceeds the real one; with the default burst
+    /// (= `requests`) it is the configured window.
     pub fn policy_header(&self) -> String {
-        format!(
-            "\"{}\";q={};w={}",
-            self.name,
-            self.burst,
-            self.window.as_secs().max(1)
-        )
+        let refill_ns = u128::from(self.interval_ns()) * u128::from(self.burst);
+        let window = refill_ns.div_ceil(1_000_000_000).max(1);
+        format!("\"{}\";q={};w={}", self.name, self.burst, window)
     }
 
     pub fn describe(&self) -> String {
@@ -307,6 +310,10 @@ mod tests {
     fn headers_follow_the_draft() {
         let l = limit(100, 60, 100);
         assert_eq!(l.policy_header(), "\"t\";q=100;w=60");
+        // A burst smaller than the quota: the burst, and the time it takes to refill.
+        assert_eq!(limit(30, 60, 10).policy_header(), "\"t\";q=10;w=20");
+        // Rounded up, never promising more than the steady rate: 3 every 25.71 s -> 26 s.
+        assert_eq!(limit(7, 60, 3).policy_header(), "\"t\";q=3;w=26");
         let v = LimitVerdict {
             allowed: true,
             remaining: 7,

@@ -299,3 +299,51 @@ fn a_limit_keyed_on_a_claim_header_counts_the_verified_claim_not_the_clients_hea
         "another claim value, another budget"
     );
 }
+
+#[test]
+fn a_client_that_follows_ratelimit_policy_is_never_refused_even_with_a_small_burst() {
+    let echo = Echo::start();
+    // 60 a minute with a burst of 2: one request frees up every second.
+    let gw = Gateway::start(&format!(
+        r#"upstreams:
+  echo:
+    backends: ["{}"]
+routes:
+  - name: feed
+    match: {{ path_prefix: /feed }}
+    upstream: echo
+    auth: public
+    rate_limit: {{ key: client_address, requests: 60, per: minute, burst: 2 }}
+"#,
+        echo.addr
+    ));
+    let first = get(&gw, "/feed", None);
+    assert_eq!(first.status, 200);
+    let policy = header(&first, "ratelimit-policy").unwrap();
+    assert_eq!(
+        policy, "\"feed\";q=2;w=2",
+        "the burst, and the time it takes to refill"
+    );
+    // Read the policy as a client would: q requests per w seconds.
+    let field = |name: &str| -> u64 {
+        policy
+            .split(';')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let (q, w) = (field("q"), field("w"));
+    std::thread::sleep(Duration::from_secs(w));
+    for window in 0..3 {
+        for i in 0..q {
+            let a = get(&gw, "/feed", None);
+            assert_eq!(a.status, 200, "window {window}, request {i}: {:?}", a.body);
+        }
+        std::thread::sleep(Duration::from_secs(w));
+    }
+    // The quota is what the burst allows, no more: one beyond it at once is refused.
+    for _ in 0..q {
+        assert_eq!(get(&gw, "/feed", None).status, 200);
+    }
+    assert_eq!(get(&gw, "/feed", None).status, 429);
+}
