@@ -1,5 +1,7 @@
 //! The Redis rate-limit backend against a real `redis-server`: one budget shared by two
-//! limiters (two gateway instances), bounded errors while Redis is down, recovery after.
+//! limiters (two gateway instances), bounded errors while Redis is down, recovery after; and
+//! for each of the three Redis users (limiter, nonce store, revocation list), that the first
+//! call after an outage reaches Redis.
 
 use crate::support::*;
 use portcullis::ratelimit::redis_backend::RedisLimiter;
@@ -168,4 +170,65 @@ fn with_redis_down_fail_closed_answers_503_and_fail_open_limits_locally() {
         closed.eventually(std::time::Duration::from_secs(10), || status(&closed)
             == 200)
     );
+}
+
+/// Stop Redis, see `op` fail, start it again, let the connection sit idle, and expect the
+/// very first call after that to reach Redis (no old connection error left behind).
+fn first_call_after_an_outage_reaches_redis(
+    redis: &mut RedisServer,
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    op: &mut dyn FnMut(&tokio::runtime::Runtime, u32) -> Result<(), String>,
+) {
+    op(rt, 0).unwrap_or_else(|e| panic!("{what}, before the outage: {e}"));
+    redis.stop();
+    assert!(op(rt, 1).is_err(), "{what}: Redis is down");
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    op(rt, 2).unwrap_or_else(|e| panic!("{what}, first call after the outage: {e}"));
+}
+
+#[test]
+fn each_redis_store_reaches_redis_on_its_first_call_after_an_outage() {
+    use portcullis::auth::nonces::{NonceStore, NonceVerdict};
+    use portcullis::auth::revocation::{Backend, Entry, Revocations};
+    use portcullis::redis_conn::LazyConnection;
+    let mut redis = RedisServer::start();
+    let rt = runtime();
+    // The rate limiter's default timeout: a reconnect must fit in it.
+    let timeout = Duration::from_millis(20);
+
+    let limiter = RedisLimiter::new(&redis.url(), timeout).unwrap();
+    let l = limit(1000);
+    first_call_after_an_outage_reaches_redis(&mut redis, &rt, "rate limit", &mut |rt, _| {
+        rt.block_on(limiter.check(&l, b"k")).map(|_| ())
+    });
+
+    let nonces = NonceStore::Redis {
+        conn: Box::new(LazyConnection::new(&redis.url(), timeout).unwrap()),
+        prefix: "t:".into(),
+    };
+    let now = now();
+    first_call_after_an_outage_reaches_redis(&mut redis, &rt, "nonce store", &mut |rt, i| match rt
+        .block_on(nonces.record("k1", &format!("nonce-{i}"), now + 60, now))
+    {
+        NonceVerdict::Fresh => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    let list = Revocations::new(
+        Backend::Redis {
+            url: redis.url(),
+            key_prefix: "t:".into(),
+            timeout,
+        },
+        100,
+    )
+    .unwrap();
+    first_call_after_an_outage_reaches_redis(&mut redis, &rt, "revocation list", &mut |rt, i| {
+        rt.block_on(list.add(Entry::Jti {
+            jti: format!("jti-{i}"),
+            expires_at: now + 60,
+        }))
+    });
 }
