@@ -445,7 +445,7 @@ fn jwks_age_grows_between_refreshes_and_keys_are_counted() {
 }
 
 #[test]
-fn k6_a_key_rotated_right_after_a_fetch_is_fetched_at_once_and_floods_stay_bounded() {
+fn k6_r6_a_key_rotated_right_after_a_fetch_is_fetched_at_once_and_floods_stay_bounded() {
     let k1 = Key::new("k1");
     let k2 = Key::new("k2");
     let idp = TestIdp::start(jwks(&[&k1]));
