@@ -195,6 +195,7 @@ impl Engine {
             client_cert: facts.client_cert.map(|c| &**c),
             host,
             path: &canonical,
+            raw_path: path,
             https: facts.https,
             body: facts.body,
         };

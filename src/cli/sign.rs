@@ -31,7 +31,7 @@ pub struct SignArgs {
     /// separated by tabs (for load tests).
     #[arg(long, default_value_t = 1)]
     pub count: usize,
-    /// `https://host[:port]/path?query`, with the path in the gateway's canonical form.
+    /// `https://host[:port]/path?query`, with the path exactly as it will be sent.
     pub url: String,
 }
 

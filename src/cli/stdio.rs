@@ -274,6 +274,7 @@ async fn key_decision(
         client_cert: None,
         host: None,
         path: &canonical,
+        raw_path: path,
         https: false,
         body: None,
     };

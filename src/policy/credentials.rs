@@ -248,7 +248,9 @@ async fn hmac(
         method: facts.method.as_str(),
         scheme: if facts.https { "https" } else { "http" },
         authority: facts.host.unwrap_or(""),
-        path: facts.path,
+        // RFC 9421 §2.2.6: the target's path as sent, before any decoding; the canonical
+        // path is a function of it, so the signature binds what is forwarded too.
+        path: facts.raw_path,
         query: facts.query,
         headers: facts.headers,
         body: facts.body.unwrap_or(&[]),

@@ -335,6 +335,9 @@ pub struct Facts<'a> {
     pub host: Option<&'a str>,
     /// The canonical path: what is routed and forwarded.
     pub path: &'a str,
+    /// The path exactly as the client sent it, before any decoding: what an RFC 9421
+    /// signature covers as `@path`.
+    pub raw_path: &'a str,
     /// Whether the request came over TLS.
     pub https: bool,
     /// The request body, when the gateway read it (signed requests on `hmac` routes).

@@ -165,6 +165,7 @@ impl Fixture {
             client_cert: None,
             host: Some("api.example.com"),
             path: "/orders",
+            raw_path: "/orders",
             https: true,
             body: None,
         };

@@ -558,22 +558,35 @@ fn raw_signed_get(s: &Signed, signed_path: &str, sent_path: &str) -> String {
 }
 
 #[test]
-fn m4_the_signature_covers_the_canonical_path_that_is_forwarded() {
+fn m4_the_signature_covers_the_path_as_sent_and_the_canonical_path_is_forwarded() {
     let s = start("");
-    // Dot segments and doubled slashes: signed over the canonical form the backend receives.
-    let raw = raw_signed_get(&s, "/webhooks/a/c", "/webhooks//a/./b/../c");
+    // RFC 9421 §2.2.6: `@path` is the target's path as sent, before any decoding, which is
+    // what independent signers sign. The backend still gets the canonical path.
+    let raw = raw_signed_get(&s, "/webhooks//a/./b/../c", "/webhooks//a/./b/../c");
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     let r: Echoed = serde_json::from_str(raw_body(&raw)).unwrap();
     assert_eq!(r.path, "/webhooks/a/c");
-    // A signature over the form as sent does not match what is forwarded.
-    let raw = raw_signed_get(&s, "/webhooks//a/./b/../c", "/webhooks//a/./b/../c");
+    // A signature over another form than the one sent does not match, canonical or not.
+    let raw = raw_signed_get(&s, "/webhooks/a/c", "/webhooks//a/./b/../c");
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
     assert!(raw.contains("signature_mismatch"), "{raw}");
-    // Percent-encodings: hex digits upper-cased, unreserved characters decoded (`%61` = a).
-    let raw = raw_signed_get(&s, "/webhooks/a/%E1%88%B4", "/webhooks/%61/%e1%88%b4");
-    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-    let r: Echoed = serde_json::from_str(raw_body(&raw)).unwrap();
-    assert_eq!(r.path, "/webhooks/a/%E1%88%B4");
+    // Percent-encodings are signed as sent (`%7E`, lower-case hex), and forwarded canonical
+    // (unreserved characters decoded, hex digits upper-cased).
+    for (sent, forwarded) in [
+        ("/webhooks/%7Eorders", "/webhooks/~orders"),
+        ("/webhooks/caf%c3%a9", "/webhooks/caf%C3%A9"),
+        ("/webhooks/%61/%e1%88%b4", "/webhooks/a/%E1%88%B4"),
+    ] {
+        let raw = raw_signed_get(&s, sent, sent);
+        assert!(raw.starts_with("HTTP/1.1 200"), "{sent}: {raw}");
+        let r: Echoed = serde_json::from_str(raw_body(&raw)).unwrap();
+        assert_eq!(r.path, forwarded, "{sent}");
+        let raw = raw_signed_get(&s, forwarded, sent);
+        assert!(
+            raw.contains("signature_mismatch"),
+            "{sent} signed as {forwarded}: {raw}"
+        );
+    }
     // What the gateway refuses to canonicalise (an encoded slash) is refused before any
     // signature is looked at.
     let raw = raw_signed_get(&s, "/webhooks/a%2Fb", "/webhooks/a%2Fb");

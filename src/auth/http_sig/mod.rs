@@ -222,7 +222,7 @@ pub struct SignedRequest<'a> {
     pub scheme: &'a str,
     /// Host / `:authority` as received; normalized for `@authority`.
     pub authority: &'a str,
-    /// The gateway's canonical path; `""` means `/`.
+    /// The path as received (RFC 9421 `@path`: before any percent-decoding); `""` means `/`.
     pub path: &'a str,
     /// Raw query without `?`; `None` when there is none.
     pub query: Option<&'a str>,
