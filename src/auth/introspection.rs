@@ -9,7 +9,10 @@
 //!   is revoked at the gateway too (`crate::auth::revocation`), which evicts it at once.
 //! - **Strict answers**: `active` must be the boolean `true`. A missing or non-boolean
 //!   `active`, a non-JSON or non-200 answer, or a refusal of the gateway's own client
-//!   credentials is a dependency failure (503), never a 401. An `exp` in the past means
+//!   credentials is a dependency failure (503), never a 401 — except a 400 whose OAuth error
+//!   is about the token (`unsupported_token_type`, `invalid_token`, `invalid_grant`): the
+//!   server has answered, the token is not active (401, cached for `inactive_ttl`, and no
+//!   count toward the breaker, so junk tokens cannot open it for everyone). An `exp` in the past means
 //!   inactive; `iss` and `aud` are compared with the provider's when present; the claims map
 //!   to the identity exactly as a JWT's do.
 //! - **Protecting the auth server**: at most `max_concurrent` calls are in flight (a request
@@ -276,7 +279,23 @@ impl Introspector {
             .duration
             .observe(started.elapsed().as_secs_f64());
         let body = match outcome {
-            Ok(body) => body,
+            Ok(Asked::Answer(body)) => body,
+            Ok(Asked::TokenRefused(error)) => {
+                // The server answered about the token (RFC 6749 §5.2 shape, e.g. a server
+                // that cannot introspect JWTs says `unsupported_token_type`): not active. Not
+                // an outage, so it neither fails the call nor counts toward the breaker.
+                tracing::info!(provider = %self.provider, status = 400, %error, "the introspection endpoint answered 400 {error}: the token is not active");
+                if self.breaker.success() {
+                    self.series.breaker.set(0);
+                }
+                count(&self.provider, "inactive");
+                let ttl = self.settings.inactive_ttl.as_secs().max(1);
+                return Ok(Cached {
+                    answer: Answer::Refused(AuthError::TokenInactive),
+                    until: now + ttl,
+                    ttl: Duration::from_secs(ttl),
+                });
+            }
             Err(outcome) => {
                 // The provider may have moved its endpoint: read the discovery document again
                 // on the next call (the breaker bounds how often that is).
@@ -359,8 +378,8 @@ impl Introspector {
         Ok(uri)
     }
 
-    /// One POST to the endpoint; the body of a 200 answer.
-    async fn ask(&self, token: &str) -> Result<Vec<u8>, &'static str> {
+    /// One POST to the endpoint: the body of a 200 answer, or a refusal of the token itself.
+    async fn ask(&self, token: &str) -> Result<Asked, &'static str> {
         let uri = self.endpoint().await?;
         let s = &self.settings;
         let post_credentials = s.client_auth == ClientAuth::Post;
@@ -401,7 +420,19 @@ impl Introspector {
             .map_err(|e| super::fetch::transport(&e))?;
         let status = resp.status().as_u16();
         match status {
-            200 => super::fetch::read_bounded(resp, MAX_RESPONSE_BYTES).await,
+            200 => super::fetch::read_bounded(resp, MAX_RESPONSE_BYTES)
+                .await
+                .map(Asked::Answer),
+            400 => {
+                let body = super::fetch::read_bounded(resp, MAX_RESPONSE_BYTES).await?;
+                match token_error(&body) {
+                    Some(error) => Ok(Asked::TokenRefused(error)),
+                    None => {
+                        tracing::error!(provider = %self.provider, status, "the introspection endpoint answered 400 without an error about the token");
+                        Err("bad_status")
+                    }
+                }
+            }
             401 | 403 => {
                 tracing::error!(
                     provider = %self.provider,
@@ -418,7 +449,7 @@ impl Introspector {
         }
     }
 
-    /// The verdict of a 200 answer; `Err` when the answer itself is not acceptable.
+    /// The verdict of an answer; `Err` when the answer itself is not acceptable.
     fn judge(&self, body: &[u8], now: u64) -> Result<Cached, &'static str> {
         let Ok(Value::Object(fields)) = super::strict_json::from_slice(body) else {
             return Err("not a JSON object");
@@ -590,6 +621,29 @@ impl Breaker {
         };
         open
     }
+}
+
+/// What the endpoint said to one call.
+enum Asked {
+    /// A 200 answer's body, to be judged.
+    Answer(Vec<u8>),
+    /// A 400 whose OAuth error is about the token (its `error` code).
+    TokenRefused(String),
+}
+
+/// The `error` of a 400 body in the RFC 6749 §5.2 shape when it is about the token, not the
+/// gateway's request or credentials (`invalid_client`, `invalid_request`, ... stay failures:
+/// they are the gateway's configuration, not the caller's fault).
+fn token_error(body: &[u8]) -> Option<String> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice(body) else {
+        return None;
+    };
+    let error = fields.get("error")?.as_str()?;
+    matches!(
+        error,
+        "unsupported_token_type" | "invalid_token" | "invalid_grant"
+    )
+    .then(|| error.to_string())
 }
 
 #[cfg(test)]

@@ -742,3 +742,38 @@ fn introspect_jwts_catches_a_jwt_the_authorization_server_revoked() {
     );
     assert_eq!(server.calls(), calls);
 }
+
+#[test]
+fn i3_i6_a_400_about_the_token_is_inactive_and_junk_never_opens_the_breaker() {
+    let s = setup("breaker: { failures: 3, open_for: 30s }");
+    // A server that cannot introspect some tokens says so with an OAuth error (real servers
+    // answer JWTs this way): the token is not active.
+    s.server.set_override(Some((
+        400,
+        "application/json".into(),
+        r#"{"error":"unsupported_token_type","error_description":"JWTs cannot be introspected"}"#
+            .into(),
+    )));
+    for i in 0..10 {
+        refused(get(&s.gw, &format!("junk.{i}.jwt")), 401, "token_inactive");
+    }
+    // Cached like any inactive answer: the same token again is not asked about.
+    refused(get(&s.gw, "junk.0.jwt"), 401, "token_inactive");
+    assert_eq!(s.server.calls_for("junk.0.jwt"), 1);
+    // Ten refusals later the breaker is still closed: a real user's token is asked about.
+    s.server.set_override(None);
+    s.server.activate("user-token", active_fields());
+    let resp = get(&s.gw, "user-token");
+    assert_eq!(resp.status(), 200, "{:?}", resp.text());
+    // A 400 about the gateway's own request is its configuration, not the caller's: 503.
+    s.server.set_override(Some((
+        400,
+        "application/json".into(),
+        r#"{"error":"invalid_client"}"#.into(),
+    )));
+    refused(
+        get(&s.gw, "another-token"),
+        503,
+        "introspection_unavailable",
+    );
+}
