@@ -100,6 +100,26 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The token's signature verified under the provider's keys, and the token was refused
+    /// after that: on its claims, its binding, or the revocation list. A verdict on a token
+    /// of that provider, not "some other kind of token".
+    pub fn refused_after_verification(self) -> bool {
+        matches!(
+            self,
+            Self::Expired
+                | Self::NotYetValid
+                | Self::IssuedInFuture
+                | Self::TooOld
+                | Self::WrongIssuer
+                | Self::WrongAudience
+                | Self::InvalidClaim
+                | Self::Revoked
+                | Self::CertificateMismatch
+                | Self::NotBound
+                | Self::UnsupportedBinding
+        )
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::MissingToken => "token_missing",

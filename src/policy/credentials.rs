@@ -22,6 +22,10 @@ pub(super) struct Failure {
     /// credential (expired, wrong audience, ...), then "this credential is not this
     /// provider's" (issuer, key, signature), then "not carried".
     rank: u8,
+    /// The token verified under the provider's keys and was then refused on its claims (or
+    /// its binding, or the revocation list): a verdict on that provider's token, which no
+    /// other check of the same provider (introspection) may overturn.
+    verified: bool,
 }
 
 /// Verify one credential of a (non-public) policy: the identity it vouches for, or the
@@ -39,6 +43,7 @@ pub(super) async fn verify_credential(
         Credential::Public => Err(Failure {
             denial: Denial::new(500, "internal_error", "A public credential inside any/all."),
             rank: 0,
+            verified: false,
         }),
         Credential::Hmac => hmac(auth, facts, trace).await,
         Credential::Mtls(subjects) => mtls(subjects, auth, facts, trace).await,
@@ -59,6 +64,7 @@ async fn api_key(
         return Err(Failure {
             denial: Denial::new(500, "internal_error", "No consumers file."),
             rank: 0,
+            verified: false,
         });
     };
     let outcome = match keys.presented(facts.headers, facts.query) {
@@ -98,7 +104,11 @@ async fn api_key(
             let mut d = Denial::new(401, e.code(), e.message());
             d.challenge = Some(api_key_challenge(keys));
             let rank = if e == AuthError::ApiKeyMissing { 1 } else { 3 };
-            Err(Failure { denial: d, rank })
+            Err(Failure {
+                denial: d,
+                rank,
+                verified: false,
+            })
         }
     }
 }
@@ -133,6 +143,7 @@ async fn mtls(
                     "This client certificate is not allowed on this route.",
                 ),
                 rank: 3,
+                verified: false,
             })
         }
         Err(e) => {
@@ -146,6 +157,7 @@ async fn mtls(
             Err(Failure {
                 denial: Denial::new(401, e.code(), e.message()),
                 rank,
+                verified: false,
             })
         }
     }
@@ -164,6 +176,7 @@ async fn bearer_token(
         return Err(Failure {
             denial: Denial::new(500, "internal_error", "Unknown identity provider."),
             rank: 0,
+            verified: false,
         });
     };
     let what = || {
@@ -218,7 +231,11 @@ fn introspection_unavailable(provider: &str, retry_after: u64, circuit_open: boo
     };
     let mut d = Denial::new(503, "introspection_unavailable", message);
     d.retry_after = Some(retry_after);
-    Failure { denial: d, rank: 4 }
+    Failure {
+        denial: d,
+        rank: 4,
+        verified: false,
+    }
 }
 
 /// An HMAC-signed request (RFC 9421): verified over what is forwarded (the canonical path,
@@ -232,6 +249,7 @@ async fn hmac(
         return Err(Failure {
             denial: Denial::new(500, "internal_error", "No signing keys."),
             rank: 0,
+            verified: false,
         });
     };
     let what = || "hmac".to_string();
@@ -242,6 +260,7 @@ async fn hmac(
         Failure {
             denial: Denial::new(401, e.code(), e.message()),
             rank,
+            verified: false,
         }
     };
     let request = SignedRequest {
@@ -283,7 +302,11 @@ async fn hmac(
                 "Signed requests cannot be checked for replay right now; try again shortly.",
             );
             d.retry_after = Some(1);
-            Err(Failure { denial: d, rank: 4 })
+            Err(Failure {
+                denial: d,
+                rank: 4,
+                verified: false,
+            })
         }
     }
 }
@@ -298,10 +321,35 @@ async fn any(
 ) -> Result<Arc<Identity>, Failure> {
     let mut best: Option<Failure> = None;
     let mut challenges: Vec<String> = Vec::new();
-    for option in options {
+    // Providers whose JWT check already judged this token: it verified under their keys and
+    // was refused on its claims. Their introspection is not asked to overturn that (an
+    // expired token gets its own 401, never a 503 from a server that cannot introspect it).
+    let mut judged: Vec<usize> = Vec::new();
+    // So a provider's JWT check comes before its introspection, whatever the file's order.
+    let mut ordered: Vec<&Credential> = options.iter().collect();
+    ordered.sort_by_key(|c| match c {
+        Credential::Introspection(p) => options.contains(&Credential::Jwt(*p)),
+        _ => false,
+    });
+    for option in ordered {
+        if let Credential::Introspection(p) = option {
+            if judged.contains(p) {
+                trace.note(
+                    || "introspection".into(),
+                    || {
+                        "skipped: the token is this provider's JWT and was refused on its claims"
+                            .into()
+                    },
+                );
+                continue;
+            }
+        }
         match Box::pin(verify_credential(option, auth, facts, trace)).await {
             Ok(id) => return Ok(id),
             Err(f) => {
+                if let (Credential::Jwt(p), true) = (option, f.verified) {
+                    judged.push(*p);
+                }
                 if let Some(c) = &f.denial.challenge {
                     challenges.push(c.clone());
                 }
@@ -314,6 +362,7 @@ async fn any(
     let mut best = best.unwrap_or(Failure {
         denial: Denial::new(401, "credentials_missing", "No credential was given."),
         rank: 0,
+        verified: false,
     });
     // One challenge per accepted scheme: the most specific failure's first, then a
     // bare one for every other scheme the route takes.
@@ -351,6 +400,7 @@ async fn all(
         return Err(Failure {
             denial: Denial::new(500, "internal_error", "An empty `all`."),
             rank: 0,
+            verified: false,
         });
     };
     if extra.is_empty() {
@@ -465,7 +515,11 @@ fn jwt_failure(e: AuthError, provider: &Provider) -> Failure {
     if e == AuthError::KeysUnavailable {
         let mut d = Denial::new(503, e.code(), e.message());
         d.retry_after = Some(provider.retry_after_secs());
-        return Failure { denial: d, rank: 4 };
+        return Failure {
+            denial: d,
+            rank: 4,
+            verified: false,
+        };
     }
     let rank = match e {
         AuthError::MissingToken => 1,
@@ -479,7 +533,11 @@ fn jwt_failure(e: AuthError, provider: &Provider) -> Failure {
     };
     let mut d = Denial::new(401, e.code(), e.message());
     d.challenge = Some(challenge(e));
-    Failure { denial: d, rank }
+    Failure {
+        denial: d,
+        rank,
+        verified: e.refused_after_verification(),
+    }
 }
 
 /// RFC 6750 §3: no error code when no credentials were given.
@@ -506,7 +564,11 @@ fn ambiguous(
     trace.note(|| what, || format!("ambiguous: {message}"));
     let mut denial = Denial::new(400, "ambiguous_credentials", message);
     denial.challenge = Some(challenge);
-    Failure { denial, rank: 3 }
+    Failure {
+        denial,
+        rank: 3,
+        verified: false,
+    }
 }
 
 fn api_key_challenge(keys: &ApiKeys) -> String {

@@ -777,3 +777,58 @@ fn i3_i6_a_400_about_the_token_is_inactive_and_junk_never_opens_the_breaker() {
         "introspection_unavailable",
     );
 }
+
+#[test]
+fn i3_a_jwt_of_the_provider_refused_on_its_claims_gets_its_own_401_and_is_never_introspected() {
+    let idp = SigningIdp::new();
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    // A server that cannot introspect JWTs, as real ones answer them.
+    server.set_override(Some((
+        500,
+        "application/json".into(),
+        r#"{"error":"server_error"}"#.into(),
+    )));
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    let provider = identity_providers([(
+        "corp",
+        idp.provider().set(
+            "introspection",
+            json!({"endpoint": server.endpoint(), "client_id": CLIENT_ID,
+                   "client_secret_file": secret_file}),
+        ),
+    )]);
+    // Listed introspection first: the JWT check of the same provider still comes first.
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: both\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ any: [{{ introspection: corp }}, {{ jwt: corp }}] }}\n",
+        echo.addr
+    ));
+    let claims = |extra: serde_json::Value| {
+        let mut c = json!({"iss": SIGNING_ISS, "aud": SIGNING_AUD, "sub": "alice",
+                           "iat": now() - 10, "exp": now() + 300});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        idp.token(c)
+    };
+    for (token, code) in [
+        (claims(json!({"exp": now() - 120})), "token_expired"),
+        (
+            claims(json!({"aud": "someone-else"})),
+            "token_wrong_audience",
+        ),
+        (
+            claims(json!({"iss": "https://elsewhere"})),
+            "token_wrong_issuer",
+        ),
+        (claims(json!({"nbf": now() + 600})), "token_not_yet_valid"),
+    ] {
+        refused(get(&gw, &token), 401, code);
+        assert_eq!(server.calls_for(&token), 0, "{code}: sent to introspection");
+    }
+    // A valid JWT passes without introspection; an opaque token still goes to it (and the
+    // server's failure is then a 503, the dependency's).
+    assert_eq!(get(&gw, &idp.good_token()).status(), 200);
+    refused(get(&gw, "opaque-token-1"), 503, "introspection_unavailable");
+    assert_eq!(server.calls_for("opaque-token-1"), 1);
+}
