@@ -284,7 +284,14 @@ impl Introspector {
                 // The server answered about the token (RFC 6749 §5.2 shape, e.g. a server
                 // that cannot introspect JWTs says `unsupported_token_type`): not active. Not
                 // an outage, so it neither fails the call nor counts toward the breaker.
-                tracing::info!(provider = %self.provider, status = 400, %error, "the introspection endpoint answered 400 {error}: the token is not active");
+                if self.settings.introspect_jwts
+                    && error == "unsupported_token_type"
+                    && token.split('.').count() == 3
+                {
+                    tracing::warn!(provider = %self.provider, "the introspection endpoint cannot introspect JWTs (it answered 400 unsupported_token_type): with introspect_jwts: true every JWT of this provider is refused; set introspect_jwts: false");
+                } else {
+                    tracing::info!(provider = %self.provider, status = 400, %error, "the introspection endpoint answered 400 {error}: the token is not active");
+                }
                 if self.breaker.success() {
                     self.series.breaker.set(0);
                 }

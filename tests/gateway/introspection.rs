@@ -832,3 +832,43 @@ fn i3_a_jwt_of_the_provider_refused_on_its_claims_gets_its_own_401_and_is_never_
     refused(get(&gw, "opaque-token-1"), 503, "introspection_unavailable");
     assert_eq!(server.calls_for("opaque-token-1"), 1);
 }
+
+#[test]
+fn introspect_jwts_against_a_server_that_cannot_introspect_jwts_says_so_in_the_log() {
+    let idp = SigningIdp::new();
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    server.set_override(Some((
+        400,
+        "application/json".into(),
+        r#"{"error":"unsupported_token_type"}"#.into(),
+    )));
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    let provider = identity_providers([(
+        "corp",
+        idp.provider().set(
+            "introspection",
+            json!({"endpoint": server.endpoint(), "client_id": CLIENT_ID,
+                   "client_secret_file": secret_file, "introspect_jwts": true}),
+        ),
+    )]);
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: jwt\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ jwt: corp }}\n",
+        echo.addr
+    ));
+    // The server's answer is the answer: the JWT is not active...
+    refused(get(&gw, &idp.good_token()), 401, "token_inactive");
+    // ...and the log says why, and what to change.
+    let log_path = gw.dir.path().join("gateway.stderr");
+    assert!(
+        gw.eventually(Duration::from_secs(5), || std::fs::read_to_string(
+            &log_path
+        )
+        .unwrap_or_default()
+        .contains("cannot introspect JWTs")),
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("set introspect_jwts: false"), "{log}");
+}
