@@ -113,7 +113,7 @@ impl App {
         ];
         let revocation = revocation.and_then(|r| {
             state_paths.extend(r.state_file().map(PathBuf::from));
-            match open_revocations(&r) {
+            match Revocations::new(r.backend.clone(), r.max_entries) {
                 Ok(list) => {
                     evict_on_revoke(&list, &providers);
                     Some((Arc::new(list), r))
@@ -250,10 +250,6 @@ fn start_signing(s: SigningSettings) -> Result<Signing, String> {
         rules: s.rules,
         nonces,
     })
-}
-
-fn open_revocations(r: &RevocationSettings) -> Result<Revocations, String> {
-    Revocations::new(r.backend.clone(), r.max_entries)
 }
 
 /// A revoked entry leaves every cache at once (verified tokens and introspection answers),

@@ -140,7 +140,7 @@ pub fn prepare(
         plan.forwarded_for.clone(),
         plan.client_ip,
         plan.https,
-        host.as_deref(),
+        host,
     )?;
     req.insert_header(request_id::HEADER, request_id)?;
     Ok(())
@@ -388,7 +388,7 @@ pub fn set_forwarded(
     forwarded_for: Option<String>,
     client: Option<IpAddr>,
     https: bool,
-    host: Option<&str>,
+    host: Option<String>,
 ) -> Result<()> {
     match forwarded_for {
         Some(chain) => req.insert_header("x-forwarded-for", chain)?,
@@ -405,7 +405,7 @@ pub fn set_forwarded(
     req.remove_header("forwarded");
     req.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
     match host {
-        Some(h) => req.insert_header("x-forwarded-host", h.to_string())?,
+        Some(h) => req.insert_header("x-forwarded-host", h)?,
         None => {
             req.remove_header("x-forwarded-host");
         }
@@ -525,7 +525,7 @@ mod tests {
             Some("203.0.113.4".into()),
             Some(client),
             false,
-            Some("api.example.com"),
+            Some("api.example.com".into()),
         )
         .unwrap();
         let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();

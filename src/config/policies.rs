@@ -113,7 +113,7 @@ fn credential(p: &PolicySection, lookup: &Lookup<'_>, c: &mut Check<'_>) -> Opti
     } else if p.hmac {
         Some(Credential::Hmac)
     } else if let Some(items) = &p.any {
-        list(items, "any", p, lookup, c).map(Credential::Any)
+        list(items, "any", p, lookup, c).map(Credential::any)
     } else if let Some(items) = &p.all {
         list(items, "all", p, lookup, c).map(Credential::All)
     } else {

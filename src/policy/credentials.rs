@@ -28,6 +28,16 @@ pub(super) struct Failure {
     verified: bool,
 }
 
+impl Failure {
+    fn new(denial: Denial, rank: u8) -> Self {
+        Self {
+            denial,
+            rank,
+            verified: false,
+        }
+    }
+}
+
 /// Verify one credential of a (non-public) policy: the identity it vouches for, or the
 /// most specific failure.
 pub(super) async fn verify_credential(
@@ -40,11 +50,10 @@ pub(super) async fn verify_credential(
     // so a new kind is one more function and one more arm.
     match credential {
         Credential::ApiKey => api_key(auth, facts, trace).await,
-        Credential::Public => Err(Failure {
-            denial: Denial::new(500, "internal_error", "A public credential inside any/all."),
-            rank: 0,
-            verified: false,
-        }),
+        Credential::Public => Err(Failure::new(
+            Denial::new(500, "internal_error", "A public credential inside any/all."),
+            0,
+        )),
         Credential::Hmac => hmac(auth, facts, trace).await,
         Credential::Mtls(subjects) => mtls(subjects, auth, facts, trace).await,
         Credential::Jwt(i) => bearer_token(*i, false, auth, facts, trace).await,
@@ -61,11 +70,10 @@ async fn api_key(
     trace: &mut Trace,
 ) -> Result<Arc<Identity>, Failure> {
     let Some(keys) = auth.api_keys else {
-        return Err(Failure {
-            denial: Denial::new(500, "internal_error", "No consumers file."),
-            rank: 0,
-            verified: false,
-        });
+        return Err(Failure::new(
+            Denial::new(500, "internal_error", "No consumers file."),
+            0,
+        ));
     };
     let outcome = match keys.presented(facts.headers, facts.query) {
         Presented::Missing => Err(AuthError::ApiKeyMissing),
@@ -104,11 +112,7 @@ async fn api_key(
             let mut d = Denial::new(401, e.code(), e.message());
             d.challenge = Some(api_key_challenge(keys));
             let rank = if e == AuthError::ApiKeyMissing { 1 } else { 3 };
-            Err(Failure {
-                denial: d,
-                rank,
-                verified: false,
-            })
+            Err(Failure::new(d, rank))
         }
     }
 }
@@ -136,15 +140,14 @@ async fn mtls(
             trace.note(what, || {
                 format!("refused: {} is not allowed on this route", identity.subject)
             });
-            Err(Failure {
-                denial: Denial::new(
+            Err(Failure::new(
+                Denial::new(
                     403,
                     "client_cert_not_allowed",
                     "This client certificate is not allowed on this route.",
                 ),
-                rank: 3,
-                verified: false,
-            })
+                3,
+            ))
         }
         Err(e) => {
             count_denial("mtls", e.code());
@@ -154,11 +157,7 @@ async fn mtls(
             } else {
                 3
             };
-            Err(Failure {
-                denial: Denial::new(401, e.code(), e.message()),
-                rank,
-                verified: false,
-            })
+            Err(Failure::new(Denial::new(401, e.code(), e.message()), rank))
         }
     }
 }
@@ -173,11 +172,10 @@ async fn bearer_token(
     trace: &mut Trace,
 ) -> Result<Arc<Identity>, Failure> {
     let Some(provider) = auth.providers.get(index) else {
-        return Err(Failure {
-            denial: Denial::new(500, "internal_error", "Unknown identity provider."),
-            rank: 0,
-            verified: false,
-        });
+        return Err(Failure::new(
+            Denial::new(500, "internal_error", "Unknown identity provider."),
+            0,
+        ));
     };
     let what = || {
         format!(
@@ -231,11 +229,7 @@ fn introspection_unavailable(provider: &str, retry_after: u64, circuit_open: boo
     };
     let mut d = Denial::new(503, "introspection_unavailable", message);
     d.retry_after = Some(retry_after);
-    Failure {
-        denial: d,
-        rank: 4,
-        verified: false,
-    }
+    Failure::new(d, 4)
 }
 
 /// An HMAC-signed request (RFC 9421): verified over what is forwarded (the canonical path,
@@ -246,22 +240,17 @@ async fn hmac(
     trace: &mut Trace,
 ) -> Result<Arc<Identity>, Failure> {
     let Some(signing) = auth.signing else {
-        return Err(Failure {
-            denial: Denial::new(500, "internal_error", "No signing keys."),
-            rank: 0,
-            verified: false,
-        });
+        return Err(Failure::new(
+            Denial::new(500, "internal_error", "No signing keys."),
+            0,
+        ));
     };
     let what = || "hmac".to_string();
     let refuse = |e: SigError, trace: &mut Trace| {
         count_denial("hmac", e.code());
         trace.note(what, || format!("refused: {} ({})", e.code(), e.message()));
         let rank = if e == SigError::Missing { 1 } else { 3 };
-        Failure {
-            denial: Denial::new(401, e.code(), e.message()),
-            rank,
-            verified: false,
-        }
+        Failure::new(Denial::new(401, e.code(), e.message()), rank)
     };
     let request = SignedRequest {
         method: facts.method.as_str(),
@@ -302,11 +291,7 @@ async fn hmac(
                 "Signed requests cannot be checked for replay right now; try again shortly.",
             );
             d.retry_after = Some(1);
-            Err(Failure {
-                denial: d,
-                rank: 4,
-                verified: false,
-            })
+            Err(Failure::new(d, 4))
         }
     }
 }
@@ -325,13 +310,8 @@ async fn any(
     // was refused on its claims. Their introspection is not asked to overturn that (an
     // expired token gets its own 401, never a 503 from a server that cannot introspect it).
     let mut judged: Vec<usize> = Vec::new();
-    // So a provider's JWT check comes before its introspection, whatever the file's order.
-    let mut ordered: Vec<&Credential> = options.iter().collect();
-    ordered.sort_by_key(|c| match c {
-        Credential::Introspection(p) => options.contains(&Credential::Jwt(*p)),
-        _ => false,
-    });
-    for option in ordered {
+    // `Credential::any` put each provider's `jwt` before its `introspection`.
+    for option in options {
         if let Credential::Introspection(p) = option {
             if judged.contains(p) {
                 trace.note(
@@ -359,11 +339,10 @@ async fn any(
             }
         }
     }
-    let mut best = best.unwrap_or(Failure {
-        denial: Denial::new(401, "credentials_missing", "No credential was given."),
-        rank: 0,
-        verified: false,
-    });
+    let mut best = best.unwrap_or(Failure::new(
+        Denial::new(401, "credentials_missing", "No credential was given."),
+        0,
+    ));
     // One challenge per accepted scheme: the most specific failure's first, then a
     // bare one for every other scheme the route takes.
     if best.denial.status == 401 {
@@ -397,11 +376,10 @@ async fn all(
         }
     }
     let Some(first) = first else {
-        return Err(Failure {
-            denial: Denial::new(500, "internal_error", "An empty `all`."),
-            rank: 0,
-            verified: false,
-        });
+        return Err(Failure::new(
+            Denial::new(500, "internal_error", "An empty `all`."),
+            0,
+        ));
     };
     if extra.is_empty() {
         return Ok(first);
@@ -515,11 +493,7 @@ fn jwt_failure(e: AuthError, provider: &Provider) -> Failure {
     if e == AuthError::KeysUnavailable {
         let mut d = Denial::new(503, e.code(), e.message());
         d.retry_after = Some(provider.retry_after_secs());
-        return Failure {
-            denial: d,
-            rank: 4,
-            verified: false,
-        };
+        return Failure::new(d, 4);
     }
     let rank = match e {
         AuthError::MissingToken => 1,
@@ -564,11 +538,7 @@ fn ambiguous(
     trace.note(|| what, || format!("ambiguous: {message}"));
     let mut denial = Denial::new(400, "ambiguous_credentials", message);
     denial.challenge = Some(challenge);
-    Failure {
-        denial,
-        rank: 3,
-        verified: false,
-    }
+    Failure::new(denial, 3)
 }
 
 fn api_key_challenge(keys: &ApiKeys) -> String {

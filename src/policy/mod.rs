@@ -43,6 +43,20 @@ pub struct Policy {
     pub bound_tokens: bool,
 }
 
+impl Credential {
+    /// `any` of these, tried in this order except that a provider's `jwt` comes before its
+    /// `introspection`: a token that verifies under the provider's keys is judged there
+    /// (`credentials::any` then never sends it to introspection), whatever the file's order.
+    pub fn any(options: Vec<Credential>) -> Self {
+        let has_jwt = |p: usize| options.contains(&Credential::Jwt(p));
+        let judged_by_jwt =
+            |c: &Credential| matches!(c, Credential::Introspection(p) if has_jwt(*p));
+        let (later, first): (Vec<Credential>, Vec<Credential>) =
+            options.iter().cloned().partition(judged_by_jwt);
+        Self::Any(first.into_iter().chain(later).collect())
+    }
+}
+
 impl Policy {
     pub fn public() -> Self {
         Self {

@@ -723,3 +723,31 @@ fn broken_request_signing_settings_are_rejected_with_the_offending_key() {
         assert!(!stderr.contains("c2hvcnQ"), "a secret in the error output");
     }
 }
+
+#[test]
+fn parts_the_gateway_cannot_put_to_work_are_reported_at_their_keys() {
+    // Valid as a file, but the composition root cannot make these: two Redis URLs it cannot
+    // use and a revocation state file that is not one. `check` names each at its key.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("revocations.json");
+    std::fs::write(&state, "not a revocation list").unwrap();
+    let path = dir.path().join("unusable.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listeners: [{{address: 127.0.0.1:1}}]\nadmin: {{address: 127.0.0.1:2}}\nrate_limits:\n  backend: redis\n  redis: {{ url: \"nope://x\" }}\n  global: {{ requests: 10, per: second }}\nrequest_signing:\n  keys_file: {keys}\n  nonces: {{ redis: {{ url: \"nope://x\" }} }}\nrevocation:\n  state_file: {state}\nupstreams: {{a: {{backends: [127.0.0.1:9]}}}}\nroutes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {{hmac: true}}}}]\n",
+            keys = conf_dir().join("signing-keys.yaml").display(),
+            state = state.display(),
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = check(&path);
+    assert!(!ok, "{err}");
+    for key in [
+        "rate_limits.redis.url: ",
+        "request_signing.nonces.redis.url: ",
+        "revocation.state_file: ",
+    ] {
+        assert!(err.contains(key), "missing `{key}` in:\n{err}");
+    }
+}
