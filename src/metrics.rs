@@ -36,6 +36,8 @@
 //! | `portcullis_revoked_rejections_total` | counter | `provider` | requests refused because their token was revoked |
 //! | `portcullis_client_cert_refusals_total` | counter | `reason` | client certificates refused by the CRL: `revoked`, `crl_stale`, `resumed_revoked` |
 //! | `portcullis_revocation_sync_total` | counter | `event` | shared revocation list: `loaded` (full load from Redis), `message` (an update from another gateway applied), `error` |
+//! | `portcullis_open_connections` | gauge | `listener`, `protocol` | client connections open now, by listener address and protocol (`http/1.1`, `h2`; `tls` while the handshake runs) |
+//! | `portcullis_connections_closed_total` | counter | `listener`, `reason` | client connections the gateway ended itself: `connection_limit` (refused at accept), `tls_handshake_timeout`, `request_header_timeout` (408), `preface_timeout` (HTTP/2), `request_head_too_large` (431), `request_line_too_large` (414 for the request line, 431 for a header line) |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{
@@ -80,6 +82,8 @@ pub struct Metrics {
     pub client_cert_refusals: IntCounterVec,
     pub revocation_sync: IntCounterVec,
     pub build_info: GaugeVec,
+    pub open_connections: IntGaugeVec,
+    pub connections_closed: IntCounterVec,
 }
 
 /// Buckets from 0.5 ms to 10 s: a gateway's own overhead lives at the low end.
@@ -335,6 +339,22 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(client_cert_refusals.clone()))?;
     registry.register(Box::new(revocation_sync.clone()))?;
     registry.register(Box::new(build_info.clone()))?;
+    let open_connections = IntGaugeVec::new(
+        Opts::new(
+            "portcullis_open_connections",
+            "Client connections open now, by listener and protocol.",
+        ),
+        &["listener", "protocol"],
+    )?;
+    registry.register(Box::new(open_connections.clone()))?;
+    let connections_closed = IntCounterVec::new(
+        Opts::new(
+            "portcullis_connections_closed_total",
+            "Client connections the gateway ended itself, by reason.",
+        ),
+        &["listener", "reason"],
+    )?;
+    registry.register(Box::new(connections_closed.clone()))?;
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1.0);
@@ -374,6 +394,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         client_cert_refusals,
         revocation_sync,
         build_info,
+        open_connections,
+        connections_closed,
     })
 }
 

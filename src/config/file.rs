@@ -473,6 +473,24 @@ pub struct ServerSection {
     pub keepalive_timeout: Option<Duration>,
     /// Requests one client connection may carry before the gateway closes it.
     pub max_requests_per_connection: Option<u32>,
+    /// How long a client has to send a whole request head (HTTP/2: the connection preface
+    /// and first SETTINGS), counted from the connection's start for its first request and
+    /// from the first byte for later ones.
+    #[serde(default, with = "humantime_serde")]
+    pub request_header_timeout: Option<Duration>,
+    /// Most bytes of a request head (request line and header fields together).
+    pub max_request_head_size: Option<usize>,
+    /// Most bytes of one line of a request head (the request line or one header field).
+    pub max_request_line_size: Option<usize>,
+    /// How long a request body may wait for its first bytes, or stall between reads; the
+    /// body also gets one more second for every `request_body_min_rate` bytes it delivers.
+    #[serde(default, with = "humantime_serde")]
+    pub request_body_timeout: Option<Duration>,
+    /// Bytes per second a request body must average once `request_body_timeout` has passed.
+    pub request_body_min_rate: Option<u64>,
+    /// How long a client has to finish the TLS handshake.
+    #[serde(default, with = "humantime_serde")]
+    pub tls_handshake_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -480,6 +498,8 @@ pub struct ServerSection {
 pub struct ListenerSection {
     pub address: String,
     pub tls: Option<ListenerTls>,
+    /// Most client connections open at once on this listener.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

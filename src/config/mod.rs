@@ -22,7 +22,7 @@ mod upstreams;
 #[cfg(test)]
 mod tests;
 
-pub use server::default_runtime_dir;
+pub use server::{default_runtime_dir, DEFAULT_CONNECTION_LIMITS};
 
 use crate::auth::api_key::ApiKeys;
 use crate::auth::http_sig::{SignatureRules, SigningKeys};
@@ -187,12 +187,28 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// Requests a client connection may carry.
     pub max_requests_per_connection: u32,
+    /// Deadlines and sizes every client connection is held to.
+    pub connections: ConnectionLimits,
+}
+
+/// What a client connection may take of the gateway: time to finish its TLS handshake and
+/// each request head, bytes of a head, and the pace of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub tls_handshake_timeout: Duration,
+    pub request_header_timeout: Duration,
+    pub max_request_head_size: usize,
+    pub max_request_line_size: usize,
+    pub request_body_timeout: Duration,
+    pub request_body_min_rate: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub address: SocketAddr,
     pub tls: Option<ListenerTlsSpec>,
+    /// Most client connections open at once; more are refused at accept.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use super::check::Check;
 use super::file::{AccessLogSection, ServerSection};
-use super::ServerSettings;
+use super::{ConnectionLimits, ServerSettings};
 use std::env;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,23 @@ use std::time::Duration;
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `keepalive_requests` default: closing now and then frees per-connection memory.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+
+/// The defaults a connection is held to, chosen to be safe on the internet; the README's
+/// "Connections" table compares each with nginx and Envoy.
+pub const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = ConnectionLimits {
+    // nginx allows 60 s (`client_header_timeout` also covers the handshake); a TLS handshake
+    // is a few round trips, and every pending one holds a socket.
+    tls_handshake_timeout: Duration::from_secs(10),
+    // Apache's mod_reqtimeout allows 20 s for a head; nginx 60 s; Envoy none by default.
+    request_header_timeout: Duration::from_secs(20),
+    // Envoy's `max_request_headers_kb` is 60 KiB; nginx's 4 × 8 KiB buffers allow ~32 KiB.
+    max_request_head_size: 64 * 1024,
+    // nginx's `large_client_header_buffers` line is 8 KiB; large JWTs and cookies need more.
+    max_request_line_size: 16 * 1024,
+    // mod_reqtimeout's `body=20,MinRate=500`; nginx's `client_body_timeout` is 60 s per read.
+    request_body_timeout: Duration::from_secs(20),
+    request_body_min_rate: 500,
+};
 
 pub(super) fn compile(s: &ServerSection, c: &mut Check<'_>) -> ServerSettings {
     let threads = s.threads.unwrap_or(2);
@@ -43,7 +60,9 @@ pub(super) fn compile(s: &ServerSection, c: &mut Check<'_>) -> ServerSettings {
         1..=1_000_000,
         "between 1 and 1000000",
     );
+    let connections = connection_limits(s, c);
     ServerSettings {
+        connections,
         keepalive_timeout,
         max_requests_per_connection,
         threads,
@@ -56,6 +75,46 @@ pub(super) fn compile(s: &ServerSection, c: &mut Check<'_>) -> ServerSettings {
             .graceful_shutdown_timeout
             .unwrap_or(Duration::from_secs(10)),
     }
+}
+
+fn connection_limits(s: &ServerSection, c: &mut Check<'_>) -> ConnectionLimits {
+    let d = DEFAULT_CONNECTION_LIMITS;
+    let limits = ConnectionLimits {
+        tls_handshake_timeout: s.tls_handshake_timeout.unwrap_or(d.tls_handshake_timeout),
+        request_header_timeout: s.request_header_timeout.unwrap_or(d.request_header_timeout),
+        max_request_head_size: s.max_request_head_size.unwrap_or(d.max_request_head_size),
+        max_request_line_size: s.max_request_line_size.unwrap_or(d.max_request_line_size),
+        request_body_timeout: s.request_body_timeout.unwrap_or(d.request_body_timeout),
+        request_body_min_rate: s.request_body_min_rate.unwrap_or(d.request_body_min_rate),
+    };
+    let seconds = Duration::from_secs(1)..=Duration::from_secs(3600);
+    for (key, v) in [
+        ("tls_handshake_timeout", limits.tls_handshake_timeout),
+        ("request_header_timeout", limits.request_header_timeout),
+        ("request_body_timeout", limits.request_body_timeout),
+    ] {
+        c.range(key, v, seconds.clone(), "between 1s and 1h");
+    }
+    // Pingora itself reads at most 1 MiB of head; a line cannot be longer than the head.
+    c.range(
+        "max_request_head_size",
+        limits.max_request_head_size,
+        1024..=1024 * 1024,
+        "between 1024 and 1048576 bytes",
+    );
+    c.range(
+        "max_request_line_size",
+        limits.max_request_line_size,
+        256..=limits.max_request_head_size.max(256),
+        "between 256 bytes and max_request_head_size",
+    );
+    c.range(
+        "request_body_min_rate",
+        limits.request_body_min_rate,
+        0..=1 << 30,
+        "between 0 (no minimum) and 1073741824 bytes per second",
+    );
+    limits
 }
 
 /// `None` when access logging is off; `Some("-")` for standard output.

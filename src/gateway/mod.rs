@@ -2,6 +2,7 @@
 //! together into one server.
 
 pub mod admin;
+pub mod connection;
 pub mod echo;
 pub mod mtls;
 pub mod proxy;
@@ -14,6 +15,7 @@ use crate::app::App;
 use crate::auth::provider::KeySource;
 use crate::metrics::metrics;
 use crate::upstream::{self, MAX_RETRIES};
+use connection::Connections;
 use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -141,28 +143,48 @@ pub fn build_server(app: App, flags: RunFlags) -> Result<Server, String> {
         pools,
         access_log,
         keepalive_secs: s.keepalive_timeout.as_secs().max(1),
+        body_pace: proxy::BodyPace::of(&s.connections),
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
-    if let Some(http) = proxy.app_logic_mut() {
-        // Pingora closes an HTTP/2 connection idle this long, and a connection after this many
-        // requests; the HTTP/1.1 idle timeout is set per request by the proxy (`request_filter`).
-        let mut options = HttpServerOptions::default();
-        // Pingora counts reuses: a connection carries its first request and this many more.
-        options.keepalive_request_limit = Some(s.max_requests_per_connection.saturating_sub(1));
-        options.h2_idle_timeout = Some(s.keepalive_timeout);
-        http.server_options = Some(options);
+    let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // Pingora closes an HTTP/2 connection idle this long, and a connection after this many
+    // requests; the HTTP/1.1 idle timeout is set per request by the proxy (`request_filter`).
+    let mut options = HttpServerOptions::default();
+    // Pingora counts reuses: a connection carries its first request and this many more.
+    options.keepalive_request_limit = Some(s.max_requests_per_connection.saturating_sub(1));
+    options.h2_idle_timeout = Some(s.keepalive_timeout);
+    http.server_options = Some(options);
+    // An HTTP/2 header list is held to the same size as an HTTP/1.1 head.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(u32::try_from(s.connections.max_request_head_size).unwrap_or(u32::MAX));
+    http.h2_options = Some(h2);
+    let mut accepted = Vec::new();
+    for (l, crl) in listeners.into_iter().zip(listener_crls) {
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => Some(
+                mtls::listener_acceptor(t, crl)
+                    .map_err(|e| format!("listener {}: {e}", l.address))?,
+            ),
+        };
+        accepted.push((l, tls));
     }
-    for (l, crl) in listeners.iter().zip(listener_crls) {
-        let addr = l.address.to_string();
-        match &l.tls {
-            None => proxy.add_tcp(&addr),
-            Some(t) => {
-                let tls =
-                    mtls::listener_settings(t, crl).map_err(|e| format!("listener {addr}: {e}"))?;
-                proxy.add_tls_with_settings(&addr, None, tls);
-            }
-        }
+    let addresses: Vec<String> = accepted
+        .iter()
+        .map(|(l, _)| l.address.to_string())
+        .collect();
+    let mut proxy = Service::new(
+        "portcullis".to_string(),
+        Connections::new(
+            http,
+            accepted,
+            s.connections,
+            s.keepalive_timeout,
+            s.max_requests_per_connection,
+        ),
+    );
+    // TLS is not Pingora's to do here: `connection` runs the handshake under its deadline.
+    for addr in &addresses {
+        proxy.add_tcp(addr);
     }
     server.add_service(proxy);
 

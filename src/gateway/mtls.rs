@@ -1,5 +1,7 @@
-//! Client certificates on TLS listeners (mTLS): the OpenSSL settings, and the handshake
-//! callback that reads a verified certificate's facts once per connection.
+//! TLS on the public listeners: the OpenSSL acceptor of a listener (Mozilla "intermediate",
+//! HTTP/2 offered) and, with client certificates (mTLS), the verification settings and the
+//! handshake callback that reads a verified certificate's facts once per connection. The
+//! handshake itself runs in `connection`, under the listener's deadline.
 
 use crate::auth::crl::{CrlFile, Refused};
 use crate::auth::mtls::ClientCert;
@@ -7,11 +9,15 @@ use crate::config::{ClientCertSpec, ListenerTlsSpec};
 use crate::metrics::metrics;
 use async_trait::async_trait;
 use openssl::asn1::Asn1Time;
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
-use pingora::protocols::tls::TlsRef;
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::tls::server::{handshake, handshake_with_callback};
+use pingora::protocols::tls::{SslStream, TlsRef};
 use pingora::tls::hash::MessageDigest;
-use pingora::tls::ssl::{NameType, SslFiletype, SslOptions, SslVerifyMode};
+use pingora::tls::ssl::{
+    select_next_proto, AlpnError, NameType, SslAcceptor, SslAcceptorBuilder, SslFiletype,
+    SslMethod, SslOptions, SslRef, SslVerifyMode,
+};
 use pingora::tls::x509::{X509Name, X509Ref};
 use pingora::tls::x509::{X509StoreContextRef, X509VerifyResult};
 use std::any::Any;
@@ -148,36 +154,57 @@ pub fn facts(cert: &X509Ref) -> Option<ClientCert> {
     })
 }
 
-/// The TLS settings of a listener: Mozilla "intermediate", HTTP/2 offered, and, when client
+/// The TLS side of one listener.
+pub struct TlsAcceptor {
+    acceptor: SslAcceptor,
+    /// Present when the listener asks for client certificates.
+    callbacks: Option<Callbacks>,
+}
+
+impl TlsAcceptor {
+    /// Run the server side of the handshake on an accepted connection.
+    pub async fn handshake(&self, tcp: TcpStream) -> pingora::Result<SslStream<TcpStream>> {
+        match &self.callbacks {
+            Some(cb) => handshake_with_callback(&self.acceptor, tcp, cb).await,
+            None => handshake(&self.acceptor, tcp).await,
+        }
+    }
+}
+
+/// A listener's acceptor: Mozilla "intermediate", HTTP/2 offered, and, when client
 /// certificates are asked for, verification against the CA bundle to the configured depth.
-pub fn listener_settings(
+pub fn listener_acceptor(
     t: &ListenerTlsSpec,
     crl: Option<Arc<CrlFile>>,
-) -> Result<TlsSettings, String> {
-    let Some(client) = &t.client else {
-        let mut tls =
-            TlsSettings::intermediate(&t.certificate, &t.key).map_err(|e| e.to_string())?;
-        tls.set_options(SslOptions::NO_RENEGOTIATION);
-        tls.enable_h2();
-        return Ok(tls);
-    };
-    let mut tls = TlsSettings::with_callbacks(Box::new(Callbacks { crl: crl.clone() }))
-        .map_err(|e| e.to_string())?;
+) -> Result<TlsAcceptor, String> {
+    let mut tls = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
     tls.set_certificate_chain_file(&t.certificate)
         .map_err(|e| format!("{}: {e}", t.certificate))?;
     tls.set_private_key_file(&t.key, SslFiletype::PEM)
         .map_err(|e| format!("{}: {e}", t.key))?;
     tls.check_private_key()
         .map_err(|e| format!("{} does not match {}: {e}", t.key, t.certificate))?;
-    verify_clients(&mut tls, client, crl)?;
+    if let Some(client) = &t.client {
+        verify_clients(&mut tls, client, crl.clone())?;
+    }
     // A TLS 1.2 renegotiation could present another certificate mid-connection (X13).
     tls.set_options(SslOptions::NO_RENEGOTIATION);
-    tls.enable_h2();
-    Ok(tls)
+    tls.set_alpn_select_callback(prefer_h2);
+    Ok(TlsAcceptor {
+        acceptor: tls.build(),
+        callbacks: t.client.as_ref().map(|_| Callbacks { crl }),
+    })
+}
+
+/// HTTP/2 when the client offers it, else HTTP/1.1; a client offering neither gets no ALPN
+/// answer and speaks HTTP/1.1.
+fn prefer_h2<'a>(_ssl: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnError> {
+    select_next_proto(b"\x02h2\x08http/1.1", offered).ok_or(AlpnError::NOACK)
 }
 
 fn verify_clients(
-    tls: &mut TlsSettings,
+    tls: &mut SslAcceptorBuilder,
     c: &ClientCertSpec,
     crl: Option<Arc<CrlFile>>,
 ) -> Result<(), String> {

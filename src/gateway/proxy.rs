@@ -6,6 +6,7 @@ use super::response::{self, write_error, write_refusal, ErrorKind};
 use crate::access_log::{self, AccessLog};
 use crate::auth::mtls::ClientCert;
 use crate::auth::Identity;
+use crate::config::ConnectionLimits;
 use crate::engine::{Decision, Engine, RequestFacts};
 use crate::forward::{self, Forward, ForwardPolicy};
 use crate::metrics::{method_label, metrics, status_class};
@@ -19,7 +20,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct Gateway {
     pub engine: Engine,
@@ -28,6 +29,33 @@ pub struct Gateway {
     pub access_log: Option<AccessLog>,
     /// How long an HTTP/1.1 connection may wait idle for its next request.
     pub keepalive_secs: u64,
+    pub body_pace: BodyPace,
+}
+
+/// How fast a request body must arrive: no read may wait longer than `timeout` (Pingora's
+/// read timeout, set per request), and once under way the body gets `timeout` plus one second
+/// for every `min_rate` bytes it has delivered (Apache's `mod_reqtimeout` rule), so a body
+/// trickled forever ends in `408 body_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    timeout: Duration,
+    min_rate: u64,
+}
+
+impl BodyPace {
+    pub fn of(limits: &ConnectionLimits) -> Self {
+        Self {
+            timeout: limits.request_body_timeout,
+            min_rate: limits.request_body_min_rate,
+        }
+    }
+
+    /// Whether a body under way for `elapsed` that has delivered `bytes` keeps the pace.
+    fn kept(&self, elapsed: Duration, bytes: u64) -> bool {
+        self.min_rate == 0
+            || elapsed
+                <= self.timeout + Duration::from_secs_f64(bytes as f64 / self.min_rate as f64)
+    }
 }
 
 /// Per-request state.
@@ -46,6 +74,9 @@ pub struct RequestCtx {
     error: Option<ErrorKind>,
     /// The body was read whole before forwarding (a signed request).
     body_read: bool,
+    /// When the request body's first bytes came, and how many have come since.
+    body_since: Option<Instant>,
+    body_bytes: u64,
 }
 
 /// Whom a refusal was for: the route and caller the engine had found.
@@ -111,6 +142,8 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             error: None,
             body_read: false,
+            body_since: None,
+            body_bytes: 0,
         }
     }
 
@@ -121,6 +154,8 @@ impl ProxyHttp for Gateway {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.keepalive_secs));
         }
+        // No read of the body waits longer than this (Pingora's default is 60 s).
+        session.set_read_timeout(Some(self.body_pace.timeout));
         ctx.conn = Conn::of(session);
         if ctx.conn.rejected {
             return self
@@ -166,16 +201,35 @@ impl ProxyHttp for Gateway {
                 }
                 // A signed request: the body is read whole (and kept for the upstream)
                 // before anything is decided, so it is never partly forwarded (M15).
-                Err(None) if body.is_none() => match read_signed_body(session).await? {
-                    Ok(b) => {
-                        ctx.body_read = true;
-                        body = Some(b);
+                Err(None) if body.is_none() => {
+                    match read_signed_body(session, ctx, self.body_pace).await? {
+                        Ok(b) => {
+                            ctx.body_read = true;
+                            body = Some(b);
+                        }
+                        Err(d) => return self.refuse(session, ctx, d).await,
                     }
-                    Err(d) => return self.refuse(session, ctx, d).await,
-                },
+                }
                 Err(None) => return self.refuse(session, ctx, Denial::internal()).await,
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !ctx.body_read
+            && !body_on_pace(ctx, self.body_pace, body.as_ref().map_or(0, |b| b.len()))
+            && !end_of_stream
+        {
+            ctx.error = Some(response::BODY_TIMEOUT);
+            return Error::e_explain(HTTPStatus(408), "the request body is too slow");
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -385,9 +439,11 @@ impl Gateway {
 }
 
 /// The whole body of a signed request, at most `MAX_SIGNED_BODY` bytes (Pingora keeps that
-/// much to send upstream after it was read here), within `SIGNED_BODY_TIMEOUT`.
+/// much to send upstream after it was read here), at the body pace.
 async fn read_signed_body(
     session: &mut Session,
+    ctx: &mut RequestCtx,
+    pace: BodyPace,
 ) -> Result<std::result::Result<bytes::Bytes, Denial>> {
     use crate::auth::http_sig::MAX_SIGNED_BODY;
     let declared = session
@@ -412,24 +468,32 @@ async fn read_signed_body(
             .write_response_header(Box::new(ResponseHeader::build(100, Some(0))?), false)
             .await?;
     }
-    let read = async {
-        let mut body = bytes::BytesMut::new();
-        while let Some(chunk) = session.read_request_body().await? {
-            if body.len() + chunk.len() > MAX_SIGNED_BODY {
-                return Ok(Err(Denial::signed_body_too_large()));
-            }
-            body.extend_from_slice(&chunk);
+    let mut body = bytes::BytesMut::new();
+    loop {
+        let chunk = match session.read_request_body().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            // A read that stalls ends in Pingora's read timeout.
+            Err(e) if *e.etype() == ReadTimedout => return Ok(Err(Denial::body_timeout())),
+            Err(e) => return Err(e),
+        };
+        if body.len() + chunk.len() > MAX_SIGNED_BODY {
+            return Ok(Err(Denial::signed_body_too_large()));
         }
-        Ok(Ok(body.freeze()))
-    };
-    match tokio::time::timeout(SIGNED_BODY_TIMEOUT, read).await {
-        Ok(r) => r,
-        Err(_) => Ok(Err(Denial::body_timeout())),
+        body.extend_from_slice(&chunk);
+        if !body_on_pace(ctx, pace, chunk.len()) {
+            return Ok(Err(Denial::body_timeout()));
+        }
     }
+    Ok(Ok(body.freeze()))
 }
 
-/// How long a signed request's body may take to arrive.
-const SIGNED_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Counts `n` more body bytes; whether the body still keeps the pace.
+fn body_on_pace(ctx: &mut RequestCtx, pace: BodyPace, n: usize) -> bool {
+    let since = *ctx.body_since.get_or_insert_with(Instant::now);
+    ctx.body_bytes += n as u64;
+    pace.kept(since.elapsed(), ctx.body_bytes)
+}
 
 /// The error answer for a Pingora error, or `None` when the client is gone.
 fn classify(e: &Error) -> Option<ErrorKind> {
@@ -447,9 +511,9 @@ fn classify(e: &Error) -> Option<ErrorKind> {
         _ => match e.esource() {
             ErrorSource::Upstream => response::BAD_GATEWAY,
             ErrorSource::Downstream => match e.etype() {
-                ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => {
-                    return None
-                }
+                // The head is read (and timed) before the proxy runs: this is the body.
+                ReadTimedout => response::BODY_TIMEOUT,
+                ReadError | WriteError | ConnectionClosed | WriteTimedout => return None,
                 _ => response::BAD_REQUEST,
             },
             ErrorSource::Internal | ErrorSource::Unset => response::INTERNAL_ERROR,

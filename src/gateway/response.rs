@@ -51,6 +51,27 @@ pub const UPSTREAM_TIMEOUT: ErrorKind = ErrorKind {
     message: "The upstream service did not answer in time.",
 };
 
+pub const REQUEST_HEADER_TIMEOUT: ErrorKind = ErrorKind {
+    status: 408,
+    code: "request_header_timeout",
+    message: "The request head did not arrive in time.",
+};
+pub const BODY_TIMEOUT: ErrorKind = ErrorKind {
+    status: 408,
+    code: "body_timeout",
+    message: "The request body did not arrive in time.",
+};
+pub const REQUEST_HEADER_TOO_LARGE: ErrorKind = ErrorKind {
+    status: 431,
+    code: "request_header_too_large",
+    message: "The request head, or one of its header fields, is too large.",
+};
+pub const URI_TOO_LONG: ErrorKind = ErrorKind {
+    status: 414,
+    code: "uri_too_long",
+    message: "The request target is too long.",
+};
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
@@ -65,6 +86,26 @@ pub fn json_body(code: &str, message: &str, request_id: &str) -> Bytes {
         request_id,
     };
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// `kind` as a whole HTTP/1.1 response that ends the connection, for answers written on
+/// the connection itself, before Pingora has a request to answer.
+pub fn http1_closing(kind: &ErrorKind, request_id: &str) -> Vec<u8> {
+    let body = json_body(kind.code, kind.message, request_id);
+    let reason = http::StatusCode::from_u16(kind.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\n{}: {request_id}\r\nconnection: close\r\n\r\n",
+        kind.status,
+        body.len(),
+        crate::request_id::HEADER,
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 /// Write `kind` as the complete response.
@@ -138,5 +179,25 @@ mod tests {
         assert_eq!(v["error"], "no_healthy_upstream");
         assert_eq!(v["request_id"], "abc");
         assert!(v["message"].as_str().unwrap().len() > 5);
+    }
+
+    #[test]
+    fn a_closing_answer_is_one_parseable_response_with_the_json_body() {
+        let raw = http1_closing(&URI_TOO_LONG, "r1");
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = resp.parse(&raw).unwrap() else {
+            panic!("incomplete head");
+        };
+        assert_eq!(resp.code, Some(414));
+        let connection = resp
+            .headers
+            .iter()
+            .find(|h| h.name == "connection")
+            .unwrap();
+        assert_eq!(connection.value, b"close");
+        let v: serde_json::Value = serde_json::from_slice(&raw[head..]).unwrap();
+        assert_eq!(v["error"], "uri_too_long");
+        assert_eq!(v["request_id"], "r1");
     }
 }

@@ -39,7 +39,16 @@ fn start(signing_extra: &str) -> Signed {
 }
 
 fn start_for(dir: &tempfile::TempDir, echo: &Echo, signing_extra: &str) -> Gateway {
-    Gateway::start(&format!(
+    start_for_with_server(dir, echo, signing_extra, "")
+}
+
+fn start_for_with_server(
+    dir: &tempfile::TempDir,
+    echo: &Echo,
+    signing_extra: &str,
+    server: &str,
+) -> Gateway {
+    Gateway::start_with_server(server, &format!(
         "request_signing:\n  keys_file: {}\n{signing_extra}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: webhooks\n    match: {{ path_prefix: /webhooks }}\n    upstream: echo\n    auth: {{ hmac: true }}\n  - name: listed\n    match: {{ path_prefix: /listed }}\n    upstream: echo\n    auth: {{ any: [{{ hmac: true }}] }}\n  - name: open\n    match: {{ path_prefix: /open }}\n    upstream: echo\n    auth: public\n",
         dir.path().join("signing-keys.yaml").display(),
         echo.addr
@@ -689,7 +698,12 @@ fn a_signed_request_over_http2_is_verified_and_its_body_forwarded() {
 #[test]
 fn a_signed_body_that_stalls_gets_408_and_nothing_is_forwarded() {
     use std::io::{Read, Write};
-    let s = start("");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("signing-keys.yaml"), keys_yaml("")).unwrap();
+    let echo = Echo::start();
+    // A read of the body may wait `request_body_timeout` (20 s unless set), as for any body.
+    let gw = start_for_with_server(&dir, &echo, "", "  request_body_timeout: 1s\n");
+    let s = Signed { gw, echo, dir };
     let body = vec![b'x'; 100];
     let headers = sign(&s.gw, "POST", "/webhooks/slow", &body);
     let mut head = format!(
@@ -702,10 +716,10 @@ fn a_signed_body_that_stalls_gets_408_and_nothing_is_forwarded() {
     }
     head.push_str("\r\n");
     let mut conn = std::net::TcpStream::connect(s.gw.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     conn.write_all(head.as_bytes()).unwrap();
-    // A tenth of the body, then nothing: the gateway gives up after 10 s.
+    // A tenth of the body, then nothing: the gateway gives up after the body timeout.
     conn.write_all(&body[..10]).unwrap();
     let mut answer = String::new();
     let _ = conn.read_to_string(&mut answer);

@@ -5,15 +5,21 @@ use crate::support::*;
 /// A gateway with one TLS listener (a self-signed certificate for localhost) and `upstream`
 /// as the rest of its configuration; the certificate, for `--cacert`.
 pub fn tls_gateway(upstream: &str) -> (Gateway, std::path::PathBuf) {
+    tls_gateway_with_server("", upstream)
+}
+
+/// Like `tls_gateway`, with `server` lines (see `Gateway::start_with_server`).
+pub fn tls_gateway_with_server(server: &str, upstream: &str) -> (Gateway, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed_cert(dir.path(), "edge");
     let port = free_port();
-    let gw = Gateway::start_with_listeners(
+    let gw = Gateway::start_with(
         &format!(
             "  - address: 127.0.0.1:{port}\n    tls:\n      certificate: {}\n      key: {}\n",
             cert.display(),
             key.display()
         ),
+        server,
         upstream,
     );
     let kept = gw.dir.path().join("edge.crt");

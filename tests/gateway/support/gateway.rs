@@ -59,6 +59,11 @@ impl Gateway {
         Self::start_in(tempfile::tempdir().unwrap(), "", server, body)
     }
 
+    /// Like `start`, with both the listeners and the `server` lines given.
+    pub fn start_with(listeners: &str, server: &str, body: &str) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), listeners, server, body)
+    }
+
     fn start_in(dir: tempfile::TempDir, listeners: &str, server: &str, body: &str) -> Self {
         for _ in 0..5 {
             let listeners_yaml = if listeners.is_empty() {

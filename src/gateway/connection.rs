@@ -1,0 +1,731 @@
+//! Client connections, from accept to the end of each request head: the part of a
+//! connection's life that Pingora 0.9 leaves unbounded. Its head read timeout restarts on every
+//! byte (a header trickled a byte a second is read forever), a kept-alive connection's next head
+//! has no timeout at all, a TLS handshake gets a fixed 60 s, and a head may grow to 1 MiB.
+//!
+//! Every public listener is a plain TCP listener to Pingora, and `Connections` is the
+//! application it hands each accepted connection to:
+//!
+//! 1. a listener already holding `max_connections` refuses the connection at once, before
+//!    TLS (the cheapest refusal; Envoy's listener limit does the same);
+//! 2. the TLS handshake runs here, within `tls_handshake_timeout`;
+//! 3. the connection is wrapped in a `HeadGuard`, which holds each request head to
+//!    `request_header_timeout` and to the head and line sizes, answering 408, 431 or 414 itself
+//!    (HTTP/2: the connection preface and first SETTINGS frame to the same deadline);
+//! 4. HTTP/2 goes to Pingora as it is; HTTP/1.1 is driven request after request here, so that
+//!    the guard is re-armed before each head.
+//!
+//! The idle wait between requests (`keepalive_timeout`) and request bodies
+//! (`request_body_timeout`, `request_body_min_rate`) are bounded by the proxy over Pingora's
+//! own timeouts.
+
+use super::mtls::TlsAcceptor;
+use super::proxy::Gateway;
+use super::response::{self, ErrorKind};
+use crate::config::{ConnectionLimits, Listener};
+use crate::metrics::metrics;
+use crate::request_id;
+use async_trait::async_trait;
+use memchr::memchr;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use prometheus::IntGauge;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{sleep, timeout, Sleep};
+
+/// The application behind every public listener.
+pub struct Connections {
+    proxy: Arc<HttpProxy<Gateway>>,
+    listeners: Vec<Slot>,
+    limits: ConnectionLimits,
+    /// Pingora's HTTP/1.1 idle wait between requests, in its unit.
+    keepalive_secs: u64,
+    /// Requests after the first one a connection may carry.
+    reuses: Option<u32>,
+}
+
+/// One listener's share: its TLS, its connection budget and the connections it holds.
+struct Slot {
+    address: SocketAddr,
+    label: Arc<str>,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    open: AtomicUsize,
+}
+
+impl Connections {
+    pub fn new(
+        proxy: HttpProxy<Gateway>,
+        listeners: Vec<(Listener, Option<TlsAcceptor>)>,
+        limits: ConnectionLimits,
+        keepalive_timeout: Duration,
+        max_requests_per_connection: u32,
+    ) -> Self {
+        Self {
+            proxy: Arc::new(proxy),
+            listeners: listeners
+                .into_iter()
+                .map(|(l, tls)| Slot {
+                    address: l.address,
+                    label: Arc::from(l.address.to_string()),
+                    tls,
+                    max_connections: l.max_connections,
+                    open: AtomicUsize::new(0),
+                })
+                .collect(),
+            limits,
+            keepalive_secs: keepalive_timeout.as_secs().max(1),
+            reuses: Some(max_requests_per_connection.saturating_sub(1)),
+        }
+    }
+
+    /// The listener a connection came in on, by the address it was accepted at.
+    fn slot_of(&self, stream: &Stream) -> Option<&Slot> {
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())?;
+        self.listeners
+            .iter()
+            .find(|s| s.address == local)
+            .or_else(|| {
+                // A listener on 0.0.0.0 or [::] sees the address the client connected to.
+                self.listeners
+                    .iter()
+                    .find(|s| s.address.ip().is_unspecified() && s.address.port() == local.port())
+            })
+    }
+
+    /// HTTP/1.1 request after request, each head under a re-armed guard; Pingora's own loop,
+    /// with that one step added.
+    async fn serve_http1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut session = ServerSession::new_http1(stream);
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(self.keepalive_secs));
+        }
+        session.set_keepalive_reuses_remaining(self.reuses);
+        let mut reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await;
+        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
+            let Some(stream) = HeadGuard::next_request(stream) else {
+                return;
+            };
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Connections {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let slot = self.slot_of(&stream)?;
+        let Some(_held) = slot.admit() else {
+            slot.closed("connection_limit");
+            return None;
+        };
+        let stream: Stream = match &slot.tls {
+            None => stream,
+            Some(tls) => {
+                let _handshaking = slot.open_as("tls");
+                let tcp = stream.into_any().downcast::<TcpStream>().ok()?;
+                match timeout(self.limits.tls_handshake_timeout, tls.handshake(*tcp)).await {
+                    Ok(Ok(tls_stream)) => Box::new(tls_stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = %slot.label, error = %e, "TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        slot.closed("tls_handshake_timeout");
+                        return None;
+                    }
+                }
+            }
+        };
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let _open = slot.open_as(if h2 { "h2" } else { "http/1.1" });
+        let guarded = HeadGuard::new(stream, self.limits, slot.label.clone(), h2);
+        if h2 {
+            // Pingora serves the HTTP/2 connection (and closes it after `h2_idle_timeout`).
+            return ServerApp::process_new(&self.proxy, Box::new(guarded), shutdown).await;
+        }
+        self.serve_http1(Box::new(guarded), shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+impl Slot {
+    /// A place for one more connection, held until the returned value is dropped.
+    fn admit(&self) -> Option<Held<'_>> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Held(&self.open))
+    }
+
+    /// Counts the connection as open under `protocol` until the returned value is dropped.
+    fn open_as(&self, protocol: &str) -> OpenGauge {
+        let gauge = metrics()
+            .open_connections
+            .with_label_values(&[&*self.label, protocol]);
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+
+    fn closed(&self, reason: &str) {
+        closed(&self.label, reason);
+    }
+}
+
+fn closed(listener: &str, reason: &str) {
+    metrics()
+        .connections_closed
+        .with_label_values(&[listener, reason])
+        .inc();
+}
+
+struct Held<'a>(&'a AtomicUsize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct OpenGauge(IntGauge);
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// How long an answer the guard writes (and the bytes the client still sends after it) may
+/// take before the connection is simply closed.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and dropped after such an answer, so that closing with unread input does
+/// not reset the connection before the client has read the answer.
+const LINGER_BYTES: usize = 1 << 20;
+/// The HTTP/2 connection preface, then the header of the client's first frame (SETTINGS).
+const H2_PREFACE_LEN: usize = 24;
+const H2_FRAME_HEADER_LEN: usize = 9;
+/// A SETTINGS frame longer than the default maximum frame size is an error the HTTP/2 layer
+/// answers; the guard waits for no more than that.
+const H2_MAX_FRAME_LEN: usize = 16_384;
+
+/// A client connection whose request head is being read, held to its deadline and sizes.
+/// Bytes pass through untouched; only their count, line ends and timing are watched, until
+/// the head is complete (`Phase::Open`).
+#[derive(Debug)]
+pub struct HeadGuard {
+    inner: Stream,
+    limits: ConnectionLimits,
+    listener: Arc<str>,
+    phase: Phase,
+    /// The deadline of the current phase; for a kept-alive connection's next head, armed by
+    /// its first byte (the idle wait before it is `keepalive_timeout`'s).
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Head(HeadScan),
+    Preface(PrefaceScan),
+    /// The head is in: reads and writes pass straight through.
+    Open,
+    /// Writing the answer that ends the connection.
+    Answering {
+        answer: Vec<u8>,
+        written: usize,
+    },
+    /// The answer is out; dropping what the client still sends, up to `left` bytes.
+    Draining {
+        left: usize,
+    },
+    /// Every read is the end of the stream.
+    Closed,
+}
+
+impl HeadGuard {
+    fn new(inner: Stream, limits: ConnectionLimits, listener: Arc<str>, h2: bool) -> Self {
+        let phase = if h2 {
+            Phase::Preface(PrefaceScan::default())
+        } else {
+            Phase::Head(HeadScan::default())
+        };
+        Self {
+            inner,
+            limits,
+            listener,
+            phase,
+            timer: Some(Box::pin(sleep(limits.request_header_timeout))),
+        }
+    }
+
+    /// The same connection, guarded again for its next request head.
+    fn next_request(stream: Stream) -> Option<Stream> {
+        let mut guard = stream.into_any().downcast::<HeadGuard>().ok()?;
+        guard.phase = Phase::Head(HeadScan::default());
+        guard.timer = None;
+        Some(guard)
+    }
+
+    fn timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+
+    /// The deadline passed before the head was in.
+    fn time_out(&mut self) {
+        match &self.phase {
+            Phase::Head(scan) if scan.bytes > 0 => {
+                self.answer(response::REQUEST_HEADER_TIMEOUT, "request_header_timeout");
+            }
+            // Nothing was sent: there is no request to answer.
+            Phase::Head(_) => self.close("request_header_timeout"),
+            Phase::Preface(_) => self.close("preface_timeout"),
+            _ => {}
+        }
+    }
+
+    fn close(&mut self, reason: &str) {
+        closed(&self.listener, reason);
+        self.phase = Phase::Closed;
+        self.timer = None;
+    }
+
+    /// End the connection with `kind` as the answer to the request being read.
+    fn answer(&mut self, kind: ErrorKind, reason: &str) {
+        closed(&self.listener, reason);
+        tracing::debug!(listener = %self.listener, reason, "closing a client connection");
+        self.phase = Phase::Answering {
+            answer: response::http1_closing(&kind, &request_id::generate()),
+            written: 0,
+        };
+        self.timer = Some(Box::pin(sleep(LINGER)));
+    }
+
+    /// What `bytes` (just read, in order) mean for the head; `false` when they ended the
+    /// connection instead of going to the reader.
+    fn saw(&mut self, bytes: &[u8]) -> bool {
+        if self.timer.is_none() {
+            self.timer = Some(Box::pin(sleep(self.limits.request_header_timeout)));
+        }
+        match &mut self.phase {
+            Phase::Head(scan) => match scan.feed(bytes, &self.limits) {
+                Scanned::More => true,
+                Scanned::Done => {
+                    self.phase = Phase::Open;
+                    self.timer = None;
+                    true
+                }
+                Scanned::TooLong(kind) => {
+                    self.answer(kind, "line_too_large");
+                    false
+                }
+            },
+            Phase::Preface(scan) => {
+                if scan.feed(bytes) {
+                    self.phase = Phase::Open;
+                    self.timer = None;
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Bytes the head may still take (none counted for the HTTP/2 preface).
+    fn room(&self) -> usize {
+        match &self.phase {
+            Phase::Head(scan) => self.limits.max_request_head_size.saturating_sub(scan.bytes),
+            _ => usize::MAX,
+        }
+    }
+
+    fn poll_guarded_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<bool>> {
+        let room = self.room();
+        if room == 0 {
+            self.answer(response::REQUEST_HEADER_TOO_LARGE, "request_head_too_large");
+            return Poll::Ready(Ok(false));
+        }
+        let before = buf.filled().len();
+        if room < buf.remaining() {
+            // Read no further than the head may go, so an over-long head is caught here
+            // and not after a megabyte has been buffered.
+            let n = {
+                let mut capped = ReadBuf::new(buf.initialize_unfilled_to(room));
+                ready!(Pin::new(&mut self.inner).poll_read(cx, &mut capped))?;
+                capped.filled().len()
+            };
+            buf.advance(n);
+        } else {
+            ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        }
+        let read = &buf.filled()[before..];
+        if read.is_empty() || self.saw(read) {
+            return Poll::Ready(Ok(true));
+        }
+        buf.set_filled(before);
+        Poll::Ready(Ok(false))
+    }
+
+    /// Write the answer, then half-close and drain; `Ready` once the connection is done.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.timer_fired(cx) {
+            self.phase = Phase::Closed;
+            return Poll::Ready(());
+        }
+        let Self { inner, phase, .. } = self;
+        loop {
+            match phase {
+                Phase::Answering { answer, written } if *written < answer.len() => {
+                    match ready!(Pin::new(&mut *inner).poll_write(cx, &answer[*written..])) {
+                        Ok(n) if n > 0 => *written += n,
+                        _ => *phase = Phase::Closed,
+                    }
+                }
+                Phase::Answering { .. } => {
+                    // Tell the client we are done sending, then read what it still sends, so
+                    // the close does not reset the connection before the answer is read.
+                    let _ = ready!(Pin::new(&mut *inner).poll_flush(cx));
+                    let _ = ready!(Pin::new(&mut *inner).poll_shutdown(cx));
+                    *phase = Phase::Draining { left: LINGER_BYTES };
+                }
+                Phase::Draining { left } => {
+                    let mut scratch = [0u8; 4096];
+                    let mut sink = ReadBuf::new(&mut scratch);
+                    match ready!(Pin::new(&mut *inner).poll_read(cx, &mut sink)) {
+                        Ok(()) if !sink.filled().is_empty() && sink.filled().len() < *left => {
+                            *left -= sink.filled().len();
+                        }
+                        _ => *phase = Phase::Closed,
+                    }
+                }
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl AsyncRead for HeadGuard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match &this.phase {
+                Phase::Open => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::Closed => return Poll::Ready(Ok(())),
+                Phase::Answering { .. } | Phase::Draining { .. } => ready!(this.poll_answer(cx)),
+                Phase::Head(_) | Phase::Preface(_) => {
+                    if this.timer_fired(cx) {
+                        this.time_out();
+                        continue;
+                    }
+                    if ready!(this.poll_guarded_read(cx, buf))? {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a request head stands after some bytes.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// Bytes of the head so far.
+    bytes: usize,
+    /// Bytes of the current line so far.
+    line: usize,
+    /// The current line's last byte so far is a CR.
+    cr: bool,
+    /// Lines with content so far; the request line is the first.
+    lines: usize,
+}
+
+enum Scanned {
+    More,
+    /// The empty line that ends the head was in these bytes.
+    Done,
+    /// A line is over `max_request_line_size`: 414 for the request line, 431 for a field.
+    TooLong(ErrorKind),
+}
+
+impl HeadScan {
+    fn feed(&mut self, bytes: &[u8], limits: &ConnectionLimits) -> Scanned {
+        let mut at = 0;
+        while let Some(k) = memchr(b'\n', &bytes[at..]) {
+            let len = self.line + k;
+            let cr = if k > 0 {
+                bytes[at + k - 1] == b'\r'
+            } else {
+                self.cr
+            };
+            if let Some(too_long) = self.too_long(len, limits) {
+                return too_long;
+            }
+            at += k + 1;
+            self.line = 0;
+            self.cr = false;
+            if len > usize::from(cr) {
+                self.lines += 1;
+            } else if self.lines > 0 {
+                self.bytes += at;
+                return Scanned::Done;
+            }
+            // An empty line before the request line is ignored (RFC 9112 §2.2).
+        }
+        let rest = &bytes[at..];
+        self.line += rest.len();
+        if let Some(last) = rest.last() {
+            self.cr = *last == b'\r';
+        }
+        self.bytes += bytes.len();
+        self.too_long(self.line, limits).unwrap_or(Scanned::More)
+    }
+
+    fn too_long(&self, line: usize, limits: &ConnectionLimits) -> Option<Scanned> {
+        (line > limits.max_request_line_size).then_some(if self.lines == 0 {
+            Scanned::TooLong(response::URI_TOO_LONG)
+        } else {
+            Scanned::TooLong(response::REQUEST_HEADER_TOO_LARGE)
+        })
+    }
+}
+
+/// Where an HTTP/2 connection preface and the first frame's header stand.
+#[derive(Debug, Default)]
+struct PrefaceScan {
+    got: usize,
+    /// The first frame's 24-bit payload length.
+    length: [u8; 3],
+}
+
+impl PrefaceScan {
+    /// Whether the preface and the whole first frame are in.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for (i, slot) in self.length.iter_mut().enumerate() {
+            let offset = H2_PREFACE_LEN + i;
+            if (self.got..self.got + bytes.len()).contains(&offset) {
+                *slot = bytes[offset - self.got];
+            }
+        }
+        self.got += bytes.len();
+        let [a, b, c] = self.length;
+        let payload = u32::from_be_bytes([0, a, b, c]) as usize;
+        self.got >= H2_PREFACE_LEN + H2_FRAME_HEADER_LEN + payload.min(H2_MAX_FRAME_LEN)
+    }
+}
+
+impl AsyncWrite for HeadGuard {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// The rest of Pingora's transport interface is the wrapped connection's.
+
+#[async_trait]
+impl Shutdown for HeadGuard {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for HeadGuard {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadGuard {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadGuard {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadGuard {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for HeadGuard {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for HeadGuard {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_CONNECTION_LIMITS;
+
+    fn limits(line: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_request_line_size: line,
+            ..DEFAULT_CONNECTION_LIMITS
+        }
+    }
+
+    fn scan(pieces: &[&[u8]], line: usize) -> (Vec<&'static str>, usize) {
+        let mut s = HeadScan::default();
+        let mut out = Vec::new();
+        for p in pieces {
+            let seen = match s.feed(p, &limits(line)) {
+                Scanned::More => "more",
+                Scanned::Done => "done",
+                Scanned::TooLong(k) => k.code,
+            };
+            out.push(seen);
+            if seen != "more" {
+                break;
+            }
+        }
+        (out, s.bytes)
+    }
+
+    #[test]
+    fn a_head_ends_at_its_empty_line_in_any_split() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
+        for cut in 1..head.len() {
+            let (seen, bytes) = scan(&[&head[..cut], &head[cut..]], 100);
+            let expected: &[&str] = if cut >= 27 {
+                &["done"]
+            } else {
+                &["more", "done"]
+            };
+            assert_eq!(seen, expected, "cut at {cut}");
+            assert_eq!(bytes, 27, "cut at {cut}: the body is not counted");
+        }
+    }
+
+    #[test]
+    fn bare_lf_line_ends_and_leading_empty_lines_are_understood() {
+        assert_eq!(scan(&[b"GET / HTTP/1.1\nHost: a\n\n"], 100).0, ["done"]);
+        assert_eq!(
+            scan(&[b"\r\n\r\nGET / HTTP/1.1\r\n", b"\r\n"], 100).0,
+            ["more", "done"]
+        );
+    }
+
+    #[test]
+    fn a_long_request_line_is_414_and_a_long_field_431_even_before_its_line_ends() {
+        let long = [b'a'; 64];
+        assert_eq!(scan(&[b"GET /", &long], 32).0, ["more", "uri_too_long"]);
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r\nX: ", &long, b"\r\n"], 32).0,
+            ["more", "request_header_too_large"]
+        );
+    }
+
+    #[test]
+    fn the_h2_preface_is_done_after_the_first_frame_whole() {
+        let mut p = PrefaceScan::default();
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&[0, 3, 0, 0, 0, 100]);
+        assert!(!p.feed(&bytes[..25]));
+        assert!(!p.feed(&bytes[25..38]));
+        assert!(p.feed(&bytes[38..]));
+    }
+}
