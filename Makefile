@@ -10,10 +10,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (test certificates); systemd-analyze verifies the unit file when it is available.
 BUILD_PACKAGES := cmake pkg-config libssl-dev build-essential perl
 TEST_PACKAGES := curl openssl redis-server python3
+# Node.js runs the real OpenID Provider of the tests (tests/oidc-provider: panva's
+# oidc-provider, pinned by its package-lock.json): Debian's nodejs and npm, unless a node and
+# an npm are on the PATH already (NodeSource's nodejs carries its own npm, and conflicts with
+# Debian's npm package).
+NODE_PACKAGES := $(if $(shell command -v node >/dev/null && command -v npm >/dev/null && echo y),,nodejs npm)
+OIDC_PROVIDER := tests/oidc-provider
 LISTEN ?= 127.0.0.1:8080
 CONF ?= conf/portcullis.yaml
 
-.PHONY: help deps test-deps build run test fmt lint layers unit load-test bench clean-run
+.PHONY: help deps test-deps test-system-deps build run test fmt lint layers unit load-test bench clean-run
 
 help:
 	@echo "make run        build and run the gateway on $(CONF) with a demo origin"
@@ -33,9 +39,17 @@ endef
 deps:
 	$(call apt_install,$(BUILD_PACKAGES))
 
-test-deps: deps
-	$(call apt_install,$(TEST_PACKAGES))
+test-system-deps: deps
+	$(call apt_install,$(TEST_PACKAGES) $(NODE_PACKAGES))
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+# The provider's npm packages, exactly as locked, from the npm registry; again only when
+# node_modules is missing or older than package.json or the lockfile.
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json | test-system-deps
+	cd $(OIDC_PROVIDER) && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+test-deps: test-system-deps $(OIDC_PROVIDER)/node_modules/.installed
 
 build: deps
 	cargo build --release

@@ -23,6 +23,7 @@ mod jwks;
 mod jwt;
 mod mtls;
 mod mtls_policy;
+mod oidc_provider;
 mod paths;
 mod policy;
 mod proxying;

@@ -14,8 +14,9 @@
 //! - `redis`: a real `redis-server`;
 //! - `process`: the binary, free ports, and starting and stopping child processes.
 //!
-//! Two parts are reached by name instead: `introspection` (a token introspection server)
-//! and `pki` (CAs and client certificates; only `self_signed_cert` is re-exported).
+//! Three parts are reached by name instead: `introspection` (a token introspection server),
+//! `oidc` (a real OpenID Provider, panva's `oidc-provider` under Node.js) and `pki` (CAs and
+//! client certificates; only `self_signed_cert` is re-exported).
 
 #![allow(dead_code)]
 
@@ -25,6 +26,7 @@ mod gateway;
 mod idp;
 pub mod introspection;
 mod keys;
+pub mod oidc;
 mod origins;
 pub mod pki;
 mod process;
