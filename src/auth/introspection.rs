@@ -25,6 +25,7 @@ use super::claims::{numeric_date, ClaimMap};
 use super::{AuthError, Identity};
 use crate::metrics::metrics;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,8 @@ pub struct Introspector {
     slots: tokio::sync::Semaphore,
     breaker: Breaker,
     series: Series,
+    /// The log has said once that a verified JWT came back inactive (see `confirm_jwt`).
+    told_inactive_jwt: AtomicBool,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -195,7 +198,23 @@ impl Introspector {
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
             settings,
             series,
+            told_inactive_jwt: AtomicBool::new(false),
         })
+    }
+
+    /// `introspect_jwts`: asks about a JWT that verified under the provider's keys. Inactive
+    /// means revoked — or a server that cannot introspect JWTs and says so with `active:
+    /// false` instead of `400 unsupported_token_type` (panva's oidc-provider, for one, answers
+    /// every JWT it issued so); the log says that once, so an operator whose every JWT is
+    /// refused knows which setting to change.
+    pub async fn confirm_jwt(&self, token: &str, now: u64) -> Result<(), Refusal> {
+        let answer = self.introspect(token, now).await;
+        if matches!(answer, Err(Refusal::Token(AuthError::TokenInactive)))
+            && !self.told_inactive_jwt.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(provider = %self.provider, "the introspection endpoint answered active: false for a JWT that verified under this provider's keys: it was revoked, or the server cannot introspect JWTs; if every JWT of this provider is refused, set introspect_jwts: false");
+        }
+        answer.map(|_| ())
     }
 
     /// Whether `token` is active, and who it belongs to: from the cache, or by asking the

@@ -438,7 +438,7 @@ async fn bearer(
             .as_ref()
             .filter(|i| i.settings.introspect_jwts)
         {
-            i.introspect(token, now).await?;
+            i.confirm_jwt(token, now).await?;
         }
         identity
     };

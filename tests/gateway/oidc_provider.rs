@@ -198,6 +198,17 @@ fn i3_i6_jwt_or_introspection_gives_each_of_the_providers_tokens_its_own_answer_
         calls + 1,
         "asked once, then cached"
     );
+    // The gateway cannot tell that from a revocation, but the log points at the setting.
+    let log_path = gw.dir.path().join("gateway.stderr");
+    assert!(
+        gw.eventually(Duration::from_secs(5), || std::fs::read_to_string(
+            &log_path
+        )
+        .unwrap_or_default()
+        .contains("answered active: false for a JWT that verified")),
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
 
     // Tokens never issued: each one is asked about once and is inactive, a verdict on the
     // token that never counts toward the breaker.
