@@ -5,11 +5,12 @@
 //! Fail closed: a store that is full of live nonces, down or slow answers `Unavailable` and
 //! the request is refused with 503; a nonce is never forgotten early to make room.
 
+use crate::redis_conn::LazyConnection;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// What the store says about a nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum NonceVerdict {
 pub enum NonceStore {
     Memory(NonceCache),
     Redis {
-        conn: Box<crate::redis_conn::LazyConnection>,
+        conn: Box<LazyConnection>,
         prefix: String,
     },
 }
@@ -58,7 +59,7 @@ impl NonceStore {
                     Ok(false) => NonceVerdict::Replayed,
                     Err(e) => {
                         m.signature_nonces.with_label_values(&["store_error"]).inc();
-                        tracing::warn!(error = %e, "signed request refused: the nonce store did not answer");
+                        tracing::warn!(error = %e, "signed request refused: the nonce store is unavailable");
                         return NonceVerdict::Unavailable;
                     }
                 }
@@ -74,34 +75,45 @@ impl NonceStore {
     }
 }
 
-/// `SET <prefix>nonce:<sha256(key_id NUL nonce)> 1 NX EXAT until`: set means fresh.
+/// KEYS[1] the nonce's key; ARGV this call's own mark, the expiry (Unix seconds). Sets the key
+/// to the mark when absent; 1 (fresh) when this call set it, now or on a first try whose
+/// answer a broken connection lost, 0 (replayed) when another request did.
+const RECORD: &str = r#"
+local seen = redis.call('GET', KEYS[1])
+if not seen then
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+  return 1
+end
+if seen == ARGV[1] then return 1 end
+return 0
+"#;
+
+/// Records `<prefix>nonce:<sha256(key_id NUL nonce)>` until `until`: true when fresh.
 async fn redis_record(
-    conn: &crate::redis_conn::LazyConnection,
+    conn: &LazyConnection,
     prefix: &str,
     key_id: &str,
     nonce: &str,
     until: u64,
 ) -> Result<bool, String> {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    let script = SCRIPT.get_or_init(|| redis::Script::new(RECORD));
     let mut h = Sha256::new();
     h.update(key_id.as_bytes());
     h.update([0]);
     h.update(nonce.as_bytes());
     let key = format!("{prefix}nonce:{}", hex::encode(h.finalize()));
-    let mut c = conn.get().await?;
-    let set: Option<String> = tokio::time::timeout(
-        conn.timeout,
-        redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("EXAT")
-            .arg(until.max(1))
-            .query_async(&mut c),
-    )
-    .await
-    .map_err(|_| "redis: timed out".to_string())?
-    .map_err(|e| format!("redis: {e}"))?;
-    Ok(set.is_some())
+    // Tells this request's own write apart from another's, should the call be sent twice.
+    let mark = format!("{:032x}", fastrand::u128(..));
+    let mut invocation = script.key(&key);
+    invocation.arg(&mark).arg(until.max(1));
+    let fresh: i64 = conn
+        .run(|mut c| {
+            let invocation = &invocation;
+            async move { invocation.invoke_async(&mut c).await }
+        })
+        .await?;
+    Ok(fresh == 1)
 }
 
 // ---------------------------------------------------------------------------------------------

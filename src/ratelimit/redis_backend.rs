@@ -2,13 +2,12 @@
 //! Lua script per decision, on Redis's own clock (`TIME`), so every gateway instance of a fleet
 //! counts against one budget and counters survive gateway restarts.
 //!
-//! The connection is made on first use (in a worker's runtime) and remade by redis-rs's
-//! connection manager; after a failed connect, calls fail at once for a second instead of
-//! each waiting for a timeout. What a failure means (`fail_open` / `fail_closed`) is the
-//! engine's decision.
+//! The connection is made on first use (in a worker's runtime) and remade after a failure;
+//! the first decision after Redis comes back reaches it (`redis_conn`). What a failure means
+//! (`fail_open` / `fail_closed`) is the engine's decision.
 
 use super::{Limit, LimitVerdict};
-use redis::aio::ConnectionManager;
+use crate::redis_conn::LazyConnection;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -32,15 +31,14 @@ return {1, burst - used, new_tat - now}
 "#;
 
 pub struct RedisLimiter {
-    redis: crate::redis_conn::LazyConnection,
+    redis: LazyConnection,
     script: redis::Script,
-    timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.redis.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -62,38 +60,41 @@ impl RedisLimiter {
     /// Nothing is connected yet.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
-            redis: crate::redis_conn::LazyConnection::new(url, timeout)?,
+            redis: LazyConnection::new(url, timeout)?,
             script: redis::Script::new(GCRA),
-            timeout,
         })
     }
 
-    /// `new`, then connect now.
+    /// `new`, then connect now (a `PING`).
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, String> {
         let l = Self::new(url, timeout)?;
-        l.connection().await?;
+        let ping = redis::cmd("PING");
+        l.redis
+            .run(|mut c| {
+                let ping = &ping;
+                async move { ping.query_async::<String>(&mut c).await }
+            })
+            .await?;
         Ok(l)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
-        self.redis.get().await
-    }
-
-    /// Check and count one request; an error when Redis did not answer in time.
+    /// Check and count one request; an error when Redis did not answer in time. A second
+    /// try after a broken connection may count the request twice, never less.
     pub async fn check(&self, limit: &Limit, value: &[u8]) -> Result<LimitVerdict, String> {
         let interval_us = (limit.window.as_micros() / u128::from(limit.requests.max(1))).max(1);
         let tau_us = interval_us * u128::from(limit.burst.saturating_sub(1));
-        let mut conn = self.connection().await?;
         let mut invocation = self.script.key(redis_key(limit, value));
         invocation
             .arg(interval_us.to_string())
             .arg(tau_us.to_string())
             .arg(limit.burst);
-        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
-        let (allowed, remaining, wait_us) = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| "redis: timed out".to_string())?
-            .map_err(|e| format!("redis: {e}"))?;
+        let (allowed, remaining, wait_us) = self
+            .redis
+            .run(|mut c| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async::<(i64, i64, i64)>(&mut c).await }
+            })
+            .await?;
         Ok(LimitVerdict {
             allowed: allowed == 1,
             remaining: remaining.max(0) as u64,

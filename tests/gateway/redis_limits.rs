@@ -1,7 +1,9 @@
 //! The Redis rate-limit backend against a real `redis-server`: one budget shared by two
 //! limiters (two gateway instances), bounded errors while Redis is down, recovery after; and
 //! for each of the three Redis users (limiter, nonce store, revocation list), that the first
-//! call after an outage reaches Redis.
+//! call after an outage reaches Redis, here in the library and, for the limiter, in real
+//! gateways (the nonce store's and the revocation list's gateway tests are in `signing.rs`
+//! and `revocations.rs`).
 
 use crate::support::*;
 use portcullis::ratelimit::redis_backend::RedisLimiter;
@@ -93,10 +95,19 @@ fn redis_down_is_a_fast_error_and_redis_back_works_again() {
 }
 
 fn redis_gateway(redis: &RedisServer, echo: &Echo, on_error: &str) -> Gateway {
+    redis_gateway_with_timeout(redis, echo, on_error, "50ms")
+}
+
+fn redis_gateway_with_timeout(
+    redis: &RedisServer,
+    echo: &Echo,
+    on_error: &str,
+    timeout: &str,
+) -> Gateway {
     Gateway::start(&format!(
         r#"rate_limits:
   backend: redis
-  redis: {{ url: "{url}", timeout: 50ms, on_error: {on_error} }}
+  redis: {{ url: "{url}", timeout: {timeout}, on_error: {on_error} }}
 upstreams:
   echo:
     backends: ["{origin}"]
@@ -169,6 +180,70 @@ fn with_redis_down_fail_closed_answers_503_and_fail_open_limits_locally() {
     assert!(
         closed.eventually(std::time::Duration::from_secs(10), || status(&closed)
             == 200)
+    );
+}
+
+/// A gateway's timeout in these tests: the first call after an outage must reconnect and
+/// decide within it, with room for a machine busy running the rest of the suite.
+const OUTAGE_TIMEOUT: &str = "200ms";
+
+#[test]
+fn r11_after_a_redis_outage_the_first_fail_closed_decision_reaches_redis() {
+    let mut redis = RedisServer::start();
+    let echo = Echo::start();
+    let gw = redis_gateway_with_timeout(&redis, &echo, "fail_closed", OUTAGE_TIMEOUT);
+    assert_eq!(status(&gw), 200);
+    redis.stop();
+    for _ in 0..2 {
+        let resp = client().get(gw.url("/q")).send().unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert_eq!(
+            error_body(&resp.text().unwrap())["error"],
+            "rate_limit_unavailable"
+        );
+    }
+    std::thread::sleep(OUTAGE);
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The very first request decides in Redis (restarted empty: a fresh budget of 4).
+    let seq: Vec<u16> = (0..5).map(|_| status(&gw)).collect();
+    assert_eq!(
+        seq,
+        [200, 200, 200, 200, 429],
+        "the first call after the outage"
+    );
+    assert_eq!(
+        echo.received().len(),
+        5,
+        "one before the outage, four after it"
+    );
+}
+
+#[test]
+fn r11_two_fail_open_gateways_let_exactly_n_through_a_shared_limit_after_an_outage() {
+    let mut redis = RedisServer::start();
+    let echo = Echo::start();
+    let a = redis_gateway_with_timeout(&redis, &echo, "fail_open", OUTAGE_TIMEOUT);
+    let b = redis_gateway_with_timeout(&redis, &echo, "fail_open", OUTAGE_TIMEOUT);
+    assert_eq!((status(&a), status(&b)), (200, 200));
+    redis.stop();
+    // fail_open: each counts locally meanwhile, and has room left there.
+    assert_eq!((status(&a), status(&b)), (200, 200));
+    let errors = |gw: &Gateway| gw.metric("portcullis_redis_errors_total").unwrap_or(0.0);
+    assert!(errors(&a) >= 1.0 && errors(&b) >= 1.0);
+    let errors_before = (errors(&a), errors(&b));
+    std::thread::sleep(OUTAGE);
+    redis.restart();
+    std::thread::sleep(Duration::from_secs(6));
+    // Redis came back empty: one budget of 4 for the pair, and not one request more, so
+    // neither gateway's first decision may fall back to its local count.
+    let seq: Vec<u16> = (0..4).flat_map(|_| [status(&a), status(&b)]).collect();
+    assert_eq!(seq, [200, 200, 200, 200, 429, 429, 429, 429]);
+    assert_eq!(
+        (errors(&a), errors(&b)),
+        errors_before,
+        "no decision after the outage failed over to the local limiter"
     );
 }
 

@@ -354,6 +354,60 @@ fn a_change_redis_cannot_store_is_refused_not_half_applied() {
 }
 
 #[test]
+fn r11_after_a_redis_outage_the_first_revocation_reaches_redis_and_every_gateway() {
+    let (idp, echo, files) = (SigningIdp::new(), Echo::start(), Files::new());
+    let mut redis = RedisServer::start();
+    // Room for a reconnect on a machine busy running the rest of the suite.
+    let revocation = files.revocation_yaml(&format!(
+        "  redis:\n    url: \"{}\"\n    timeout: 200ms\n",
+        redis.url()
+    ));
+    let a = jwt_gateway(&idp, &echo, &revocation);
+    let b = jwt_gateway(&idp, &echo, &revocation);
+    let stolen = token(&idp, "hana", "jti-outage", now());
+    let (status, _) = admin(&a, "POST", Some(json!({"subject": "before-the-outage"})));
+    assert_eq!(status, 201, "the list works before the outage");
+    assert_eq!(call(&a, &stolen).status(), 200);
+    assert_eq!(call(&b, &stolen).status(), 200);
+    redis.stop();
+    // Down: a change cannot be stored, so it is refused and nothing changes; tokens are
+    // still checked against the list each gateway holds.
+    let revoke = json!({"jti": "jti-outage", "expires_at": now() + 300});
+    let (status, body) = admin(&a, "POST", Some(revoke.clone()));
+    assert_eq!(
+        (status, body["error"].clone()),
+        (503, json!("revocation_unavailable"))
+    );
+    assert_eq!(call(&a, &stolen).status(), 200, "nothing was applied");
+    std::thread::sleep(OUTAGE);
+    redis.restart();
+    let log = |gw: &Gateway| {
+        std::fs::read_to_string(gw.dir.path().join("gateway.stderr")).unwrap_or_default()
+    };
+    let logged_before = (log(&a).len(), log(&b).len());
+    std::thread::sleep(Duration::from_millis(1500));
+    // The first change after the outage is stored...
+    let (status, body) = admin(&a, "POST", Some(revoke));
+    assert_eq!(status, 201, "the first call after the outage: {body}");
+    assert_revoked(call(&a, &stolen));
+    // ...and reaches the other gateway once its subscription is back (its reconnect waits
+    // at most the sync loop's longest backoff, 5 s).
+    assert!(
+        b.eventually(Duration::from_secs(8), || call(&b, &stolen).status() == 401),
+        "b never learnt of the revocation made after the outage"
+    );
+    assert_revoked(call(&b, &stolen));
+    // Each sync loop's first load after the outage reached Redis too: none was interrupted.
+    for (gw, before) in [(&a, logged_before.0), (&b, logged_before.1)] {
+        let since = log(gw)[before..].to_string();
+        assert!(
+            !since.contains("Redis sync interrupted"),
+            "a sync after the outage failed:\n{since}"
+        );
+    }
+}
+
+#[test]
 fn the_admin_api_is_closed_without_a_token_file_and_absent_without_a_list() {
     let (idp, echo, files) = (SigningIdp::new(), Echo::start(), Files::new());
     // A list, but no admin token: closed.

@@ -437,6 +437,55 @@ fn m1_a_replay_to_a_second_instance_sharing_redis_is_refused() {
 }
 
 #[test]
+fn r11_m1_m14_after_a_redis_outage_the_first_signed_request_reaches_the_shared_nonce_store() {
+    let mut redis = RedisServer::start();
+    // Room for a reconnect on a machine busy running the rest of the suite.
+    let shared = format!(
+        "  nonces:\n    redis: {{ url: \"{}\", timeout: 200ms }}\n",
+        redis.url()
+    );
+    let s = start(&shared);
+    let second = start_for(&s.dir, &s.echo, &shared);
+    // Both gateways answer for one name, so one signature is good at either.
+    let signed = || {
+        let mut headers = sign(&s.gw, "GET", "/webhooks/x", b"");
+        headers.push(("Host", s.gw.addr.to_string()));
+        headers
+    };
+    for gw in [&s.gw, &second] {
+        assert_eq!(send(gw, "GET", "/webhooks/x", b"", &signed()).status(), 200);
+    }
+    redis.stop();
+    // M14: down, each gateway fails closed.
+    for gw in [&s.gw, &second] {
+        let resp = send(gw, "GET", "/webhooks/x", b"", &signed());
+        assert_eq!(resp.headers()["retry-after"], "1");
+        refused(resp, 503, "nonce_store_unavailable");
+    }
+    let forwarded = s.echo.received().len();
+    std::thread::sleep(OUTAGE);
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The first signed request after the outage is recorded in Redis, so its replay to the
+    // other gateway, that one's first call, is refused as a replay, not as an outage.
+    let headers = signed();
+    assert_eq!(
+        send(&s.gw, "GET", "/webhooks/x", b"", &headers).status(),
+        200
+    );
+    refused(
+        send(&second, "GET", "/webhooks/x", b"", &headers),
+        401,
+        "signature_replayed",
+    );
+    assert_eq!(
+        s.echo.received().len(),
+        forwarded + 1,
+        "the replay was not forwarded"
+    );
+}
+
+#[test]
 fn m14_a_nonce_store_that_is_down_fails_closed() {
     let dead = free_port();
     let s = start(&format!(

@@ -560,11 +560,8 @@ impl Revocations {
             Err(e) => return failed(e, false),
         };
         let (mut sink, mut stream) = pubsub.split();
-        // After an outage the command connection fails once more before remaking itself.
-        if self.reload(r).await.is_err() {
-            if let Err(e) = self.reload(r).await {
-                return failed(e, false);
-            }
+        if let Err(e) = self.reload(r).await {
+            return failed(e, false);
         }
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

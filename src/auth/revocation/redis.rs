@@ -4,13 +4,15 @@
 
 use super::state::State;
 use super::{Entry, Kind, Message, Op};
-use redis::aio::ConnectionManager;
+use crate::redis_conn::LazyConnection;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// The Redis side: a lazily made connection manager for commands, the names, the scripts.
+/// The Redis side: a lazily made connection for commands (every command through
+/// `LazyConnection::run`), the names, the scripts.
 pub(super) struct RedisStore {
-    pub(super) redis: crate::redis_conn::LazyConnection,
+    pub(super) redis: LazyConnection,
+    /// Bounds the subscription's calls (commands are bounded by `redis`).
     timeout: Duration,
     /// The hashes of jti, subject and token entries, in that order.
     hashes: [String; 3],
@@ -53,7 +55,7 @@ return n
 impl RedisStore {
     pub(super) fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
-            redis: crate::redis_conn::LazyConnection::new(url, timeout)?,
+            redis: LazyConnection::new(url, timeout)?,
             timeout,
             hashes: ["jti", "subject", "token"].map(|k| format!("{prefix}revoked:{k}")),
             channel: format!("{prefix}revocations"),
@@ -71,11 +73,7 @@ impl RedisStore {
         }
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
-        self.redis.get().await
-    }
-
-    /// Runs `call` within the timeout.
+    /// Runs `call` (of the subscription's connection) within the timeout.
     pub(super) async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -99,13 +97,18 @@ impl RedisStore {
     /// Merges `e` into its hash and publishes it; the entry as Redis now holds it.
     pub(super) async fn add(&self, e: &Entry) -> Result<Entry, String> {
         let message = Self::message(Op::Add, e)?;
-        let mut conn = self.connection().await?;
         let mut call = self.merge.key(self.hash(e.kind()));
         call.arg(e.key())
             .arg(e.instant())
             .arg(&self.channel)
             .arg(message);
-        let stored: String = self.bounded(call.invoke_async(&mut conn)).await?;
+        let stored: String = self
+            .redis
+            .run(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
         let t = stored
             .parse::<u64>()
             .map_err(|_| "redis: stored instant is not a number".to_string())?;
@@ -115,24 +118,33 @@ impl RedisStore {
     /// Deletes `e`'s key from its hash and publishes that; whether it was there.
     pub(super) async fn remove(&self, e: &Entry) -> Result<bool, String> {
         let message = Self::message(Op::Remove, e)?;
-        let mut conn = self.connection().await?;
         let mut call = self.delete.key(self.hash(e.kind()));
         call.arg(e.key()).arg(&self.channel).arg(message);
-        let n: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
+        let n: i64 = self
+            .redis
+            .run(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
         Ok(n > 0)
     }
 
     /// The whole list as Redis holds it; fields already expired are deleted from Redis.
     pub(super) async fn load(&self, now: u64) -> Result<State, String> {
         type Hash = HashMap<Vec<u8>, Vec<u8>>;
-        let mut conn = self.connection().await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         for h in &self.hashes {
             pipe.hgetall(h);
         }
-        let (jti, subjects, tokens): (Hash, Hash, Hash) =
-            self.bounded(pipe.query_async(&mut conn)).await?;
+        let (jti, subjects, tokens): (Hash, Hash, Hash) = self
+            .redis
+            .run(|mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
         let mut state = State::default();
         let mut skipped = 0usize;
         for (kind, map) in [
@@ -157,7 +169,11 @@ impl RedisStore {
             if !expired.is_empty() {
                 let mut call = self.prune.key(self.hash(kind));
                 call.arg(now).arg(expired);
-                if let Err(e) = self.bounded(call.invoke_async::<i64>(&mut conn)).await {
+                let pruned = self.redis.run(|mut c| {
+                    let call = &call;
+                    async move { call.invoke_async::<i64>(&mut c).await }
+                });
+                if let Err(e) = pruned.await {
                     tracing::warn!(error = %e, "revocations: cannot prune expired entries");
                 }
             }

@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use super::process::{free_port, kill, wait_for_port};
 
+/// How long an outage test keeps Redis down after its last failed call before restarting
+/// it: longer than a connection's reconnect attempts take, so that the last of them has
+/// failed, as in a real outage, and left its error behind.
+pub const OUTAGE: Duration = Duration::from_secs(1);
+
 /// Debian's `redis-server` on a free loopback port, without persistence; stopped on drop.
 pub struct RedisServer {
     pub port: u16,
