@@ -48,29 +48,76 @@ pub async fn read_bounded(
 
 /// An address named by an OIDC discovery document (`jwks_uri`, `introspection_endpoint`):
 /// fetched from `doc_uri`, and usable only when https or http to loopback
-/// (`discovery_invalid` otherwise, or when the document is not JSON or lacks it).
+/// (`discovery_invalid` otherwise, or when the document is not JSON or lacks it). A failure
+/// is logged for `provider` as what happened: the document unreachable, late, answered with
+/// an error status, too large, or read but naming no usable address.
 pub async fn discovered(
     client: &reqwest::Client,
+    provider: &str,
     doc_uri: &str,
     member: &str,
     max: usize,
 ) -> Result<String, &'static str> {
-    let resp = client
+    let failed = |outcome: &'static str, what: &str| {
+        tracing::error!(%provider, document = %doc_uri, "OIDC discovery failed: {what}");
+        outcome
+    };
+    let resp = match client
         .get(doc_uri)
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| transport(&e))?;
-    if !resp.status().is_success() {
-        return Err("bad_status");
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            return Err(match transport(&e) {
+                "timeout" => failed("timeout", "the discovery document did not arrive in time"),
+                other => failed(other, "the provider is unreachable"),
+            })
+        }
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(failed(
+            "bad_status",
+            &format!(
+                "the discovery document's address answered {}",
+                status.as_u16()
+            ),
+        ));
     }
-    let body = read_bounded(resp, max).await?;
-    let doc = super::strict_json::from_slice(&body).map_err(|_| "discovery_invalid")?;
-    doc.get(member)
-        .and_then(Value::as_str)
-        .filter(|u| allowed_uri(u))
-        .map(str::to_string)
-        .ok_or("discovery_invalid")
+    let body = match read_bounded(resp, max).await {
+        Ok(body) => body,
+        Err("too_large") => {
+            return Err(failed(
+                "too_large",
+                &format!("the discovery document is larger than {max} bytes"),
+            ))
+        }
+        Err(other) => {
+            return Err(failed(
+                other,
+                "the provider stopped sending the discovery document",
+            ))
+        }
+    };
+    let Ok(doc) = super::strict_json::from_slice(&body) else {
+        return Err(failed(
+            "discovery_invalid",
+            "the discovery document is not a JSON object",
+        ));
+    };
+    match doc.get(member).and_then(Value::as_str) {
+        Some(uri) if allowed_uri(uri) => Ok(uri.to_string()),
+        Some(_) => Err(failed(
+            "discovery_invalid",
+            &format!("the discovery document's {member} is neither https nor http on loopback"),
+        )),
+        None => Err(failed(
+            "discovery_invalid",
+            &format!("the discovery document names no {member}"),
+        )),
+    }
 }
 
 #[cfg(test)]

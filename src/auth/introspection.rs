@@ -291,9 +291,13 @@ impl Introspector {
             return Err(self.failed("busy", probe));
         };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.settings.timeout, self.ask(token))
-            .await
-            .unwrap_or(Err("timeout"));
+        let outcome = match tokio::time::timeout(self.settings.timeout, self.ask(token)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::warn!(provider = %self.provider, timeout = ?self.settings.timeout, "introspection did not answer within its timeout");
+                Err("timeout")
+            }
+        };
         self.series
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -390,14 +394,12 @@ impl Introspector {
         }
         let uri = super::fetch::discovered(
             &self.client,
+            &self.provider,
             doc_uri,
             "introspection_endpoint",
             MAX_RESPONSE_BYTES,
         )
-        .await
-        .inspect_err(|why| {
-            tracing::error!(provider = %self.provider, %why, "no usable introspection_endpoint from the discovery document (it must be https, or http on loopback)");
-        })?;
+        .await?;
         if let Ok(mut d) = self.discovered.lock() {
             *d = Some(uri.clone());
         }
@@ -439,11 +441,15 @@ impl Introspector {
             );
             req = req.header("authorization", value);
         }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| super::fetch::transport(&e))?;
+        let resp = req.body(body).send().await.map_err(|e| {
+            let why = super::fetch::transport(&e);
+            let what = match why {
+                "timeout" => "did not answer in time",
+                _ => "is unreachable",
+            };
+            tracing::warn!(provider = %self.provider, "the introspection endpoint {what}");
+            why
+        })?;
         let status = resp.status().as_u16();
         match status {
             200 => super::fetch::read_bounded(resp, MAX_RESPONSE_BYTES)

@@ -237,6 +237,7 @@ impl RemoteKeys {
         }
         let uri = super::fetch::discovered(
             &self.client,
+            &self.provider,
             &self.settings.uri,
             "jwks_uri",
             self.settings.max_bytes,

@@ -872,3 +872,70 @@ fn introspect_jwts_against_a_server_that_cannot_introspect_jwts_says_so_in_the_l
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("set introspect_jwts: false"), "{log}");
 }
+
+#[test]
+fn log_lines_say_what_happened_unreachable_an_error_status_or_an_answer_about_the_token() {
+    let server = TestIntrospection::start(CLIENT_ID, SECRET);
+    let (_secrets, secret_file) = secret_file(SECRET);
+    let echo = Echo::start();
+    let provider = identity_providers([(
+        "sso",
+        provider(&server, &secret_file, "")
+            .remove("introspection.endpoint")
+            .set("introspection.discovery", true),
+    )]);
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: echo\n    auth: {{ introspection: sso }}\n",
+        echo.addr
+    ));
+    let log_path = gw.dir.path().join("gateway.stderr");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Each step's line is the first one after what was logged before it.
+    let mut seen = 0;
+    let mut next_lines = |wanted: &str| -> String {
+        assert!(
+            gw.eventually(Duration::from_secs(5), || log()[seen..].contains(wanted)),
+            "no {wanted:?} in:\n{}",
+            &log()[seen..]
+        );
+        let all = log();
+        let new = all[seen..].to_string();
+        seen = all.len();
+        new
+    };
+    server.activate("svc-token", active_fields());
+
+    // The provider is down: discovery says it is unreachable, not that the document lacks
+    // an endpoint.
+    server.set_down(true);
+    refused(get(&gw, "svc-token"), 503, "introspection_unavailable");
+    let lines = next_lines("OIDC discovery failed: the provider is unreachable");
+    assert!(!lines.contains("no usable"), "{lines}");
+    assert!(!lines.contains("introspection_endpoint"), "{lines}");
+
+    // Up, but without a discovery document: the status it answered.
+    server.set_down(false);
+    refused(get(&gw, "svc-token"), 503, "introspection_unavailable");
+    next_lines("OIDC discovery failed: the discovery document's address answered 404");
+
+    // Discovered; then the endpoint itself answers about a token: that answer, not an outage.
+    server.enable_discovery(None);
+    assert_eq!(get(&gw, "svc-token").status(), 200);
+    server.set_override(Some((
+        400,
+        "application/json".into(),
+        r#"{"error":"unsupported_token_type"}"#.into(),
+    )));
+    refused(get(&gw, "other-token"), 401, "token_inactive");
+    let lines = next_lines("the introspection endpoint answered 400 unsupported_token_type");
+    assert!(!lines.contains("did not answer"), "{lines}");
+    assert!(!lines.contains("unreachable"), "{lines}");
+
+    // The endpoint down after discovery: unreachable, said of the endpoint.
+    server.set_override(None);
+    server.set_down(true);
+    refused(get(&gw, "third-token"), 503, "introspection_unavailable");
+    let lines = next_lines("the introspection endpoint is unreachable");
+    assert!(!lines.contains("no usable"), "{lines}");
+    assert!(!log().contains("svc-token"), "tokens are never logged");
+}
