@@ -37,7 +37,7 @@
 //! | `portcullis_client_cert_refusals_total` | counter | `reason` | client certificates refused by the CRL: `revoked`, `crl_stale`, `resumed_revoked` |
 //! | `portcullis_revocation_sync_total` | counter | `event` | shared revocation list: `loaded` (full load from Redis), `message` (an update from another gateway applied), `error` |
 //! | `portcullis_open_connections` | gauge | `listener`, `protocol` | client connections open now, by listener address and protocol (`http/1.1`, `h2`; `tls` while the handshake runs) |
-//! | `portcullis_connections_closed_total` | counter | `listener`, `reason` | client connections the gateway ended itself: `connection_limit` (refused at accept), `tls_handshake_timeout`, `request_header_timeout` (408), `preface_timeout` (HTTP/2), `request_head_too_large` (431), `request_line_too_large` (414 for the request line, 431 for a header line) |
+//! | `portcullis_connections_closed_total` | counter | `listener`, `reason` | client connections the gateway ended itself: `connection_limit` (refused at accept), `tls_handshake_timeout`, `request_header_timeout` (408), `preface_timeout` (HTTP/2), `request_head_too_large` (431), `line_too_large` (414 for the request line, 431 for a header field), `invalid_chunk` (400: a control byte in a chunk extension) |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{

@@ -15,6 +15,13 @@
 //! 4. HTTP/2 goes to Pingora as it is; HTTP/1.1 is driven request after request here, so that
 //!    the guard is re-armed before each head.
 //!
+//! The guard also watches the chunk-size lines of a chunked request body for the one thing
+//! Pingora's parser (httparse's `parse_chunk_size`) lets through that two parsers read two ways:
+//! a bare LF or another control byte inside a chunk extension (`3;x\nabc\r\n0\r\n\r\n` is a
+//! 3-byte chunk `abc` to one and a chunk holding `0\r\n` to the other, and the request then
+//! hangs). It answers `400 bad_request` and ends the connection; the bytes of that read never
+//! reach Pingora.
+//!
 //! The idle wait between requests (`keepalive_timeout`) and request bodies
 //! (`request_body_timeout`, `request_body_min_rate`) are bounded by the proxy over Pingora's
 //! own timeouts.
@@ -254,6 +261,9 @@ pub struct HeadGuard {
     /// The deadline of the current phase; for a kept-alive connection's next head, armed by
     /// its first byte (the idle wait before it is `keepalive_timeout`'s).
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether anything was written to the client since the current head was read (an answer
+    /// of the guard's own could then not be told from the response under way).
+    wrote: bool,
 }
 
 #[derive(Debug)]
@@ -262,6 +272,8 @@ enum Phase {
     Preface(PrefaceScan),
     /// The head is in: reads and writes pass straight through.
     Open,
+    /// The head is in and the body is chunked: its chunk-size lines are watched.
+    Chunked(ChunkScan),
     /// Writing the answer that ends the connection.
     Answering {
         answer: Vec<u8>,
@@ -288,6 +300,7 @@ impl HeadGuard {
             listener,
             phase,
             timer: Some(Box::pin(sleep(limits.request_header_timeout))),
+            wrote: false,
         }
     }
 
@@ -335,19 +348,25 @@ impl HeadGuard {
         self.timer = Some(Box::pin(sleep(LINGER)));
     }
 
-    /// What `bytes` (just read, in order) mean for the head; `false` when they ended the
-    /// connection instead of going to the reader.
+    /// What `bytes` (just read, in order) mean for the head and a chunked body; `false` when
+    /// they ended the connection instead of going to the reader.
     fn saw(&mut self, bytes: &[u8]) -> bool {
-        if self.timer.is_none() {
+        if self.timer.is_none() && matches!(self.phase, Phase::Head(_)) {
             self.timer = Some(Box::pin(sleep(self.limits.request_header_timeout)));
         }
         match &mut self.phase {
             Phase::Head(scan) => match scan.feed(bytes, &self.limits) {
                 Scanned::More => true,
-                Scanned::Done => {
-                    self.phase = Phase::Open;
+                Scanned::Done(at) => {
+                    let chunked = scan.chunked;
                     self.timer = None;
-                    true
+                    self.wrote = false;
+                    if !chunked {
+                        self.phase = Phase::Open;
+                        return true;
+                    }
+                    self.phase = Phase::Chunked(ChunkScan::default());
+                    self.saw(&bytes[at..])
                 }
                 Scanned::TooLong(kind) => {
                     self.answer(kind, "line_too_large");
@@ -361,6 +380,21 @@ impl HeadGuard {
                 }
                 true
             }
+            Phase::Chunked(scan) => match scan.feed(bytes) {
+                Watched::More => true,
+                Watched::Done => {
+                    self.phase = Phase::Open;
+                    true
+                }
+                Watched::Refused if self.wrote => {
+                    self.close("invalid_chunk");
+                    false
+                }
+                Watched::Refused => {
+                    self.answer(response::BAD_REQUEST, "invalid_chunk");
+                    false
+                }
+            },
             _ => true,
         }
     }
@@ -454,6 +488,15 @@ impl AsyncRead for HeadGuard {
                 Phase::Open => return Pin::new(&mut this.inner).poll_read(cx, buf),
                 Phase::Closed => return Poll::Ready(Ok(())),
                 Phase::Answering { .. } | Phase::Draining { .. } => ready!(this.poll_answer(cx)),
+                Phase::Chunked(_) => {
+                    let before = buf.filled().len();
+                    ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                    let read = &buf.filled()[before..];
+                    if read.is_empty() || this.saw(read) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    buf.set_filled(before);
+                }
                 Phase::Head(_) | Phase::Preface(_) => {
                     if this.timer_fired(cx) {
                         this.time_out();
@@ -479,12 +522,19 @@ struct HeadScan {
     cr: bool,
     /// Lines with content so far; the request line is the first.
     lines: usize,
+    /// The current line's first bytes, to tell a `Transfer-Encoding` field.
+    start: [u8; TRANSFER_ENCODING.len()],
+    /// The head has a `Transfer-Encoding` field: the body is chunked (Pingora refuses any
+    /// other coding).
+    chunked: bool,
 }
+
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
 
 enum Scanned {
     More,
-    /// The empty line that ends the head was in these bytes.
-    Done,
+    /// The empty line that ends the head was in these bytes, ending at this offset.
+    Done(usize),
     /// A line is over `max_request_line_size`: 414 for the request line, 431 for a field.
     TooLong(ErrorKind),
 }
@@ -493,6 +543,7 @@ impl HeadScan {
     fn feed(&mut self, bytes: &[u8], limits: &ConnectionLimits) -> Scanned {
         let mut at = 0;
         while let Some(k) = memchr(b'\n', &bytes[at..]) {
+            self.keep_start(&bytes[at..at + k]);
             let len = self.line + k;
             let cr = if k > 0 {
                 bytes[at + k - 1] == b'\r'
@@ -503,17 +554,22 @@ impl HeadScan {
                 return too_long;
             }
             at += k + 1;
+            if len >= TRANSFER_ENCODING.len() && self.start.eq_ignore_ascii_case(TRANSFER_ENCODING)
+            {
+                self.chunked = true;
+            }
             self.line = 0;
             self.cr = false;
             if len > usize::from(cr) {
                 self.lines += 1;
             } else if self.lines > 0 {
                 self.bytes += at;
-                return Scanned::Done;
+                return Scanned::Done(at);
             }
             // An empty line before the request line is ignored (RFC 9112 §2.2).
         }
         let rest = &bytes[at..];
+        self.keep_start(rest);
         self.line += rest.len();
         if let Some(last) = rest.last() {
             self.cr = *last == b'\r';
@@ -522,12 +578,121 @@ impl HeadScan {
         self.too_long(self.line, limits).unwrap_or(Scanned::More)
     }
 
+    /// Keeps what `piece` (the current line's next bytes) adds to the line's first bytes.
+    fn keep_start(&mut self, piece: &[u8]) {
+        if let Some(room) = self.start.get_mut(self.line..) {
+            let n = room.len().min(piece.len());
+            room[..n].copy_from_slice(&piece[..n]);
+        }
+    }
+
     fn too_long(&self, line: usize, limits: &ConnectionLimits) -> Option<Scanned> {
         (line > limits.max_request_line_size).then_some(if self.lines == 0 {
             Scanned::TooLong(response::URI_TOO_LONG)
         } else {
             Scanned::TooLong(response::REQUEST_HEADER_TOO_LARGE)
         })
+    }
+}
+
+/// Where a chunked body's framing stands, read as httparse reads it (RFC 9112 §7.1): the guard
+/// refuses only what httparse would take and another parser would read differently, and stops
+/// watching (`Done`) at the last chunk or at anything httparse refuses itself.
+#[derive(Debug)]
+enum ChunkScan {
+    /// In a chunk-size line.
+    Size {
+        size: u64,
+        digits: u8,
+        /// Past the digits (whitespace seen): no more digits may come.
+        digits_done: bool,
+        in_ext: bool,
+        cr: bool,
+    },
+    /// In a chunk's data, this many bytes to go.
+    Data(u64),
+    /// After the data: the CRLF, `seen` bytes of it so far.
+    DataEnd { seen: u8 },
+}
+
+impl Default for ChunkScan {
+    fn default() -> Self {
+        Self::Size {
+            size: 0,
+            digits: 0,
+            digits_done: false,
+            in_ext: false,
+            cr: false,
+        }
+    }
+}
+
+enum Watched {
+    More,
+    Done,
+    /// A bare LF or another control byte inside a chunk extension.
+    Refused,
+}
+
+impl ChunkScan {
+    fn feed(&mut self, mut bytes: &[u8]) -> Watched {
+        while let Some((&b, rest)) = bytes.split_first() {
+            match self {
+                Self::Data(left) => {
+                    let n = bytes
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= n as u64;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        *self = Self::DataEnd { seen: 0 };
+                    }
+                    continue;
+                }
+                Self::DataEnd { seen } => match (*seen, b) {
+                    (0, b'\r') => *seen = 1,
+                    (1, b'\n') => *self = Self::default(),
+                    _ => return Watched::Done,
+                },
+                Self::Size {
+                    size,
+                    digits,
+                    digits_done,
+                    in_ext,
+                    cr,
+                } => {
+                    if *cr {
+                        if b != b'\n' {
+                            return Watched::Done;
+                        }
+                        if *size == 0 {
+                            return Watched::Done;
+                        }
+                        *self = Self::Data(*size);
+                    } else if let (Some(v), false, false) =
+                        ((b as char).to_digit(16), *in_ext, *digits_done)
+                    {
+                        if *digits > 15 {
+                            return Watched::Done;
+                        }
+                        *digits += 1;
+                        *size = *size * 16 + u64::from(v);
+                    } else {
+                        match b {
+                            b'\r' => *cr = true,
+                            b';' if !*in_ext => *in_ext = true,
+                            b' ' | b'\t' if !*in_ext => *digits_done = true,
+                            b'\t' => {}
+                            _ if *in_ext && (b < 0x20 || b == 0x7f) => return Watched::Refused,
+                            _ if *in_ext => {}
+                            _ => return Watched::Done,
+                        }
+                    }
+                }
+            }
+            bytes = rest;
+        }
+        Watched::More
     }
 }
 
@@ -561,6 +726,7 @@ impl AsyncWrite for HeadGuard {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.wrote = true;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -569,6 +735,7 @@ impl AsyncWrite for HeadGuard {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.wrote = true;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -673,7 +840,7 @@ mod tests {
         for p in pieces {
             let seen = match s.feed(p, &limits(line)) {
                 Scanned::More => "more",
-                Scanned::Done => "done",
+                Scanned::Done(_) => "done",
                 Scanned::TooLong(k) => k.code,
             };
             out.push(seen);
@@ -716,6 +883,52 @@ mod tests {
             scan(&[b"GET / HTTP/1.1\r\nX: ", &long, b"\r\n"], 32).0,
             ["more", "request_header_too_large"]
         );
+    }
+
+    fn watch(pieces: &[&[u8]]) -> &'static str {
+        let mut w = ChunkScan::default();
+        for p in pieces {
+            match w.feed(p) {
+                Watched::More => {}
+                Watched::Done => return "done",
+                Watched::Refused => return "refused",
+            }
+        }
+        "more"
+    }
+
+    #[test]
+    fn chunk_framing_is_followed_across_reads_and_a_control_byte_in_an_extension_refused() {
+        let body: &[u8] = b"3;name=\"a value\"\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n";
+        for cut in 1..body.len() {
+            assert_eq!(watch(&[&body[..cut], &body[cut..]]), "done", "cut at {cut}");
+        }
+        // The data may hold anything, a chunk line's look-alike included.
+        assert_eq!(watch(&[b"5\r\n3;x\nz\r\n"]), "more");
+        assert_eq!(watch(&[b"3;x\nabc\r\n0\r\n\r\n"]), "refused");
+        assert_eq!(watch(&[b"3;x", b"\x01y\r\nabc"]), "refused");
+        assert_eq!(watch(&[b"3;x\ty\r\nabc\r\n"]), "more");
+        // What httparse refuses itself is left to it.
+        assert_eq!(watch(&[b"3\nabc"]), "done");
+        assert_eq!(watch(&[b"3\r\nabcX"]), "done");
+    }
+
+    #[test]
+    fn a_transfer_encoding_field_marks_the_body_chunked() {
+        let mut s = HeadScan::default();
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTRANSFER-encoding: chunked\r\n\r\n";
+        assert!(matches!(s.feed(&head[..30], &limits(100)), Scanned::More));
+        assert!(matches!(
+            s.feed(&head[30..], &limits(100)),
+            Scanned::Done(_)
+        ));
+        assert!(s.chunked);
+        let mut s = HeadScan::default();
+        s.feed(
+            b"POST / HTTP/1.1\r\nX-Transfer-Encoding: chunked\r\n\r\n",
+            &limits(100),
+        );
+        assert!(!s.chunked);
     }
 
     #[test]

@@ -235,3 +235,46 @@ fn s3_a_repeated_content_length_gets_the_gateways_own_400_with_its_code() {
     assert!(echo.received().is_empty());
     control(&echo, &gw);
 }
+
+#[test]
+fn s6_a_chunk_extension_with_a_bare_lf_is_refused_with_400_and_the_connection_closed() {
+    let (echo, gw) = setup();
+    // Read as `3;x` ending at the LF, the body is `abc`; read as an extension running to the
+    // CRLF, it is a 3-byte chunk holding `0\r\n` and the terminating chunk never comes (the
+    // request then hung, unanswered). Either reading is a guess: refused.
+    let started = std::time::Instant::now();
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x\nabc\r\n0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered and closed at once, not left waiting for the idle read: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(statuses(&raw), vec![400], "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{raw}"
+    );
+    assert_eq!(error_body(raw_body(&raw))["error"], "bad_request", "{raw}");
+    // Pingora sends the request head upstream before it reads the body, and cuts that
+    // connection when the body turns out malformed: the origin never completes a request.
+    assert_origin_saw_only(&echo, &[]);
+    // A well-formed extension is still read as one, and the body forwarded as sent.
+    let raw = raw_exchange(
+        gw.addr,
+        b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;name=\"a value\"\r\nabc\r\n0\r\n\r\n",
+        IDLE,
+    );
+    assert_eq!(statuses(&raw), vec![200], "{raw}");
+    let logged = echo.logged();
+    assert_eq!(logged.len(), 1, "{raw}");
+    assert_eq!(
+        (logged[0].path.as_str(), logged[0].body_sha256.as_str()),
+        ("/chunked", sha256_hex(b"abc").as_str())
+    );
+    control(&echo, &gw);
+}
