@@ -83,7 +83,11 @@ fn connection_limits(s: &ServerSection, c: &mut Check<'_>) -> ConnectionLimits {
         tls_handshake_timeout: s.tls_handshake_timeout.unwrap_or(d.tls_handshake_timeout),
         request_header_timeout: s.request_header_timeout.unwrap_or(d.request_header_timeout),
         max_request_head_size: s.max_request_head_size.unwrap_or(d.max_request_head_size),
-        max_request_line_size: s.max_request_line_size.unwrap_or(d.max_request_line_size),
+        // A smaller head than the default line makes the default line that small too.
+        max_request_line_size: s.max_request_line_size.unwrap_or(
+            d.max_request_line_size
+                .min(s.max_request_head_size.unwrap_or(usize::MAX)),
+        ),
         request_body_timeout: s.request_body_timeout.unwrap_or(d.request_body_timeout),
         request_body_min_rate: s.request_body_min_rate.unwrap_or(d.request_body_min_rate),
     };

@@ -457,3 +457,30 @@ fn d8_a_listener_over_max_connections_refuses_at_accept_and_counts_what_it_holds
     );
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
+
+#[test]
+fn d3_an_http2_header_list_over_the_head_limit_gets_431() {
+    let echo = Echo::start();
+    let (gw, ca) =
+        tls_gateway_with_server("  max_request_head_size: 4096\n", &pass_through(echo.addr));
+    let url = format!("https://localhost:{}/h2", gw.addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", gw.addr.port());
+    let big = format!("X-Big: {}", "v".repeat(6000));
+    // HTTP/2's own answer (the header list is refused before there is a request to proxy).
+    let (version_status, body) = curl_https_raw(
+        &url,
+        &ca,
+        &["--http2", "--resolve", &resolve, "-H", &big],
+        "%{http_version} %{http_code}",
+    );
+    assert_eq!(version_status, "2 431", "{body}");
+    let small = format!("X-Small: {}", "v".repeat(1000));
+    let (version_status, body) = curl_https_raw(
+        &url,
+        &ca,
+        &["--http2", "--resolve", &resolve, "-H", &small],
+        "%{http_version} %{http_code}",
+    );
+    assert_eq!(version_status, "2 200", "{body}");
+    assert_eq!(echo.received(), [("GET".to_string(), "/h2".to_string())]);
+}
