@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{sleep, timeout, Sleep};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 
 /// The application behind every public listener.
 pub struct Connections {
@@ -258,8 +258,11 @@ pub struct HeadGuard {
     limits: ConnectionLimits,
     listener: Arc<str>,
     phase: Phase,
-    /// The deadline of the current phase; for a kept-alive connection's next head, armed by
+    /// When the current phase's time is up; for a kept-alive connection's next head, set by
     /// its first byte (the idle wait before it is `keepalive_timeout`'s).
+    deadline: Option<Instant>,
+    /// The timer for `deadline`, set only when a read has to wait: a head that arrives in one
+    /// read (nearly all of them) costs no timer.
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether anything was written to the client since the current head was read (an answer
     /// of the guard's own could then not be told from the response under way).
@@ -299,7 +302,8 @@ impl HeadGuard {
             limits,
             listener,
             phase,
-            timer: Some(Box::pin(sleep(limits.request_header_timeout))),
+            deadline: Some(Instant::now() + limits.request_header_timeout),
+            timer: None,
             wrote: false,
         }
     }
@@ -308,14 +312,29 @@ impl HeadGuard {
     fn next_request(stream: Stream) -> Option<Stream> {
         let mut guard = stream.into_any().downcast::<HeadGuard>().ok()?;
         guard.phase = Phase::Head(HeadScan::default());
-        guard.timer = None;
+        guard.deadline = None;
         Some(guard)
     }
 
-    fn timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.timer
-            .as_mut()
-            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Before a read waits: the timer set for the deadline, and whether it has passed.
+    fn wait_for_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() != deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(sleep_until(deadline))),
+        };
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// The deadline passed before the head was in.
@@ -334,7 +353,7 @@ impl HeadGuard {
     fn close(&mut self, reason: &str) {
         closed(&self.listener, reason);
         self.phase = Phase::Closed;
-        self.timer = None;
+        self.deadline = None;
     }
 
     /// End the connection with `kind` as the answer to the request being read.
@@ -345,21 +364,21 @@ impl HeadGuard {
             answer: response::http1_closing(&kind, &request_id::generate()),
             written: 0,
         };
-        self.timer = Some(Box::pin(sleep(LINGER)));
+        self.deadline = Some(Instant::now() + LINGER);
     }
 
     /// What `bytes` (just read, in order) mean for the head and a chunked body; `false` when
     /// they ended the connection instead of going to the reader.
     fn saw(&mut self, bytes: &[u8]) -> bool {
-        if self.timer.is_none() && matches!(self.phase, Phase::Head(_)) {
-            self.timer = Some(Box::pin(sleep(self.limits.request_header_timeout)));
+        if self.deadline.is_none() && matches!(self.phase, Phase::Head(_)) {
+            self.deadline = Some(Instant::now() + self.limits.request_header_timeout);
         }
         match &mut self.phase {
             Phase::Head(scan) => match scan.feed(bytes, &self.limits) {
                 Scanned::More => true,
                 Scanned::Done(at) => {
                     let chunked = scan.chunked;
-                    self.timer = None;
+                    self.deadline = None;
                     self.wrote = false;
                     if !chunked {
                         self.phase = Phase::Open;
@@ -376,7 +395,7 @@ impl HeadGuard {
             Phase::Preface(scan) => {
                 if scan.feed(bytes) {
                     self.phase = Phase::Open;
-                    self.timer = None;
+                    self.deadline = None;
                 }
                 true
             }
@@ -440,7 +459,7 @@ impl HeadGuard {
 
     /// Write the answer, then half-close and drain; `Ready` once the connection is done.
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.timer_fired(cx) {
+        if self.wait_for_deadline(cx) {
             self.phase = Phase::Closed;
             return Poll::Ready(());
         }
@@ -498,12 +517,15 @@ impl AsyncRead for HeadGuard {
                     buf.set_filled(before);
                 }
                 Phase::Head(_) | Phase::Preface(_) => {
-                    if this.timer_fired(cx) {
+                    if this.expired() {
                         this.time_out();
                         continue;
                     }
-                    if ready!(this.poll_guarded_read(cx, buf))? {
-                        return Poll::Ready(Ok(()));
+                    match this.poll_guarded_read(cx, buf) {
+                        Poll::Ready(Ok(false)) => {}
+                        Poll::Ready(done) => return Poll::Ready(done.map(|_| ())),
+                        Poll::Pending if this.wait_for_deadline(cx) => this.time_out(),
+                        Poll::Pending => return Poll::Pending,
                     }
                 }
             }
