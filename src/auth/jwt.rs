@@ -1,17 +1,23 @@
 //! JWT verification, hardened beyond the library: compact JWS only, strict base64url, an
 //! exact-match algorithm allow-list, `kid` as an opaque lookup key (never `jku`, `x5u`, `jwk`
 //! or `x5c`), `crit` refused, typed registered claims, duplicate claims refused, and bounded,
-//! control-character-free subjects. Signatures are checked by `jsonwebtoken` (aws-lc-rs).
+//! control-character-free subjects. Keys are read by `jsonwebtoken` (PEM, JWK) and made ready
+//! for aws-lc-rs once, when a key set is loaded; signatures are checked by aws-lc-rs against those
+//! parsed keys, so no request parses a key.
 //!
 //! This is the JWS kernel only: key sets, the rules, and [`verify`]. Providers, where their keys
 //! come from and their token cache are in `crate::auth::provider`.
 
 use super::claims::{is_header_safe, numeric_date, printable, MAX_SUBJECT_LEN};
 use super::{strict_json, AuthError};
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{
+    self as aws_sig, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,7 +77,7 @@ pub struct VerifyKey {
     /// The key's own `alg`, when it names one; the token's must then be equal.
     pub alg: Option<Algorithm>,
     pub family: AlgorithmFamily,
-    key: DecodingKey,
+    ready: Ready,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -81,6 +87,133 @@ impl std::fmt::Debug for VerifyKey {
             .field("alg", &self.alg)
             .field("family", &self.family)
             .finish_non_exhaustive()
+    }
+}
+
+impl VerifyKey {
+    fn new(
+        kid: Option<String>,
+        alg: Option<Algorithm>,
+        family: AlgorithmFamily,
+        key: &DecodingKey,
+    ) -> Result<Self, String> {
+        let ready = Ready::of(key, family, alg).ok_or("no algorithm can use this key")?;
+        Ok(Self {
+            kid,
+            alg,
+            family,
+            ready,
+        })
+    }
+}
+
+/// Every algorithm a key may be made ready for.
+const ALGORITHMS: [Algorithm; 12] = [
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// A key parsed for each algorithm it may verify, when its key set is loaded: jsonwebtoken's
+/// `crypto::verify` parses the key on every call (an RSA key's parse costs more than the
+/// verification itself). The same aws-lc-rs algorithms and the same key bytes as jsonwebtoken
+/// uses, so what verifies is unchanged.
+enum Ready {
+    Hmac(Vec<(Algorithm, hmac::Key)>),
+    Public(Vec<(Algorithm, ParsedPublicKey)>),
+}
+
+impl Ready {
+    /// `None` when no algorithm of `family` (or `only`, when the key names one) can use `key`.
+    fn of(key: &DecodingKey, family: AlgorithmFamily, only: Option<Algorithm>) -> Option<Self> {
+        let algorithms = ALGORITHMS
+            .into_iter()
+            .filter(|a| a.family() == family && only.is_none_or(|o| o == *a));
+        let ready = if family == AlgorithmFamily::Hmac {
+            let secret = key.try_get_hmac_secret().ok()?;
+            Self::Hmac(
+                algorithms
+                    .filter_map(|a| Some((a, hmac::Key::new(hmac_algorithm(a)?, secret))))
+                    .collect(),
+            )
+        } else {
+            Self::Public(
+                algorithms
+                    .filter_map(|a| Some((a, parse_public(key, a)?)))
+                    .collect(),
+            )
+        };
+        match &ready {
+            Self::Hmac(keys) if keys.is_empty() => None,
+            Self::Public(keys) if keys.is_empty() => None,
+            _ => Some(ready),
+        }
+    }
+
+    /// Whether `signature` (decoded) is `alg`'s signature over `message` under this key.
+    fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            // aws-lc-rs compares the tags in constant time.
+            Self::Hmac(keys) => keys
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .is_some_and(|(_, k)| hmac::verify(k, message, signature).is_ok()),
+            Self::Public(keys) => keys
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .is_some_and(|(_, k)| k.verify_sig(message, signature).is_ok()),
+        }
+    }
+}
+
+fn hmac_algorithm(alg: Algorithm) -> Option<hmac::Algorithm> {
+    match alg {
+        Algorithm::HS256 => Some(hmac::HMAC_SHA256),
+        Algorithm::HS384 => Some(hmac::HMAC_SHA384),
+        Algorithm::HS512 => Some(hmac::HMAC_SHA512),
+        _ => None,
+    }
+}
+
+fn rsa_parameters(alg: Algorithm) -> Option<&'static RsaParameters> {
+    match alg {
+        Algorithm::RS256 => Some(&aws_sig::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => Some(&aws_sig::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => Some(&aws_sig::RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => Some(&aws_sig::RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => Some(&aws_sig::RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => Some(&aws_sig::RSA_PSS_2048_8192_SHA512),
+        _ => None,
+    }
+}
+
+fn verification_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    match alg {
+        Algorithm::ES256 => Some(&aws_sig::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => Some(&aws_sig::ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => Some(&aws_sig::ED25519),
+        a => rsa_parameters(a).map(|p| p as &'static dyn VerificationAlgorithm),
+    }
+}
+
+/// `key` parsed for `alg`: `None` when it is not such a key (an EC key of another curve).
+fn parse_public(key: &DecodingKey, alg: Algorithm) -> Option<ParsedPublicKey> {
+    match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(rsa_parameters(alg)?)
+            .ok(),
+        DecodingKeyKind::SecretOrDer(bytes) => {
+            ParsedPublicKey::new(verification_algorithm(alg)?, bytes).ok()
+        }
     }
 }
 
@@ -141,12 +274,12 @@ impl KeySet {
                 "an HMAC secret must be at least {MIN_HMAC_SECRET_BYTES} bytes"
             ));
         }
-        self.add(VerifyKey {
-            kid: kid.map(str::to_string),
-            alg: None,
-            family: AlgorithmFamily::Hmac,
-            key: DecodingKey::from_secret(secret),
-        })
+        self.add(VerifyKey::new(
+            kid.map(str::to_string),
+            None,
+            AlgorithmFamily::Hmac,
+            &DecodingKey::from_secret(secret),
+        )?)
     }
 
     /// A PEM public key (`PUBLIC KEY`, `RSA PUBLIC KEY`) or certificate.
@@ -172,12 +305,9 @@ impl KeySet {
             AlgorithmFamily::Hmac => return Err("an HMAC secret is not a PEM key".into()),
         }
         .map_err(|e| format!("not a usable PEM key: {e}"))?;
-        self.add(VerifyKey {
-            kid: kid.map(str::to_string),
-            alg: None,
-            family,
-            key,
-        })
+        let key = VerifyKey::new(kid.map(str::to_string), None, family, &key)
+            .map_err(|e| format!("not a usable PEM key: {e}"))?;
+        self.add(key)
     }
 
     /// Keys of a JWKS document. Unusable keys are skipped, each with a warning: symmetric
@@ -229,19 +359,17 @@ impl KeySet {
                 },
                 None => None,
             };
-            let key = match DecodingKey::from_jwk(jwk) {
+            let key = match DecodingKey::from_jwk(jwk)
+                .map_err(|e| e.to_string())
+                .and_then(|k| VerifyKey::new(jwk.common.key_id.clone(), alg, family, &k))
+            {
                 Ok(k) => k,
                 Err(e) => {
                     warnings.push(format!("{name}: unusable key skipped ({e})"));
                     continue;
                 }
             };
-            if let Err(e) = keys.add(VerifyKey {
-                kid: jwk.common.key_id.clone(),
-                alg,
-                family,
-                key,
-            }) {
+            if let Err(e) = keys.add(key) {
                 warnings.push(format!("{name}: {e}; skipped"));
             }
         }
@@ -252,9 +380,11 @@ impl KeySet {
     /// the primitive layer alone, for test vectors.
     #[cfg(test)]
     pub(crate) fn verify_raw(&self, alg: Algorithm, message: &[u8], sig_b64: &str) -> bool {
-        self.find(None, alg.family()).is_some_and(|k| {
-            jsonwebtoken::crypto::verify(sig_b64, message, &k.key, alg).unwrap_or(false)
-        })
+        let Ok(signature) = URL_SAFE_NO_PAD.decode(sig_b64) else {
+            return false;
+        };
+        self.find(None, alg.family())
+            .is_some_and(|k| k.ready.verify(alg, message, &signature))
     }
 
     /// The key for a token: by `kid` when it has one; without one, the only key of the
@@ -376,9 +506,10 @@ pub fn verify_jws(
     }
     let message_len = h64.len() + 1 + p64.len();
     let message = &token.as_bytes()[..message_len];
-    match jsonwebtoken::crypto::verify(s64, message, &key.key, alg) {
-        Ok(true) => Ok((payload_bytes, kid.map(str::to_string))),
-        _ => Err(AuthError::BadSignature),
+    if key.ready.verify(alg, message, &sig_bytes) {
+        Ok((payload_bytes, kid.map(str::to_string)))
+    } else {
+        Err(AuthError::BadSignature)
     }
 }
 
