@@ -9,7 +9,8 @@ then, reading the gateway's VmRSS from /proc:
 
 After each phase the connections are closed and the RSS read again a few seconds later.
 Bounded: N connections, one request each, everything stopped by pid at the end.
-Usage: load-tests/idle_connections.py [N] [HEAD]
+Usage: load-tests/idle_connections.py [N] [HEAD] [READ_BUFFER]
+(READ_BUFFER: the listener's `read_buffer_size`; the gateway's default when left out.)
 """
 import os
 import socket
@@ -20,6 +21,7 @@ import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 HEAD = int(sys.argv[2]) if len(sys.argv) > 2 else 60 * 1024
+READ_BUFFER = sys.argv[3] if len(sys.argv) > 3 else None
 BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "portcullis")
 
 
@@ -59,6 +61,8 @@ def main():
             f"server:\n  pid_file: {d}/p.pid\n  upgrade_sock: {d}/u.sock\n"
             f"  request_header_timeout: 60s\n  keepalive_timeout: 120s\n"
             f"listeners:\n  - address: 127.0.0.1:{listen}\n"
+            + (f"    read_buffer_size: {READ_BUFFER}\n" if READ_BUFFER else "")
+            + 
             f"admin:\n  address: 127.0.0.1:{admin}\naccess_log:\n  enabled: false\n"
             f"upstreams:\n  o:\n    backends: [\"127.0.0.1:{origin}\"]\n"
             f"routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: o\n    auth: public\n"
@@ -78,7 +82,8 @@ def main():
         c.close()
         time.sleep(1)
         base = rss_kib(gw.pid)
-        print(f"baseline RSS {base / 1024:.1f} MiB (N={N}, partial head {HEAD} bytes)")
+        print(f"baseline RSS {base / 1024:.1f} MiB (N={N}, partial head {HEAD} bytes, "
+              f"read buffer {READ_BUFFER or 'default'})")
         for phase in ("idle", "silent", "partial"):
             conns = []
             for _ in range(N):

@@ -500,6 +500,8 @@ pub struct ListenerSection {
     pub tls: Option<ListenerTls>,
     /// Most client connections open at once on this listener.
     pub max_connections: Option<usize>,
+    /// Bytes of the read buffer each connection gets below HTTP and TLS.
+    pub read_buffer_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,14 @@ use std::path::Path;
 /// connection costs, about 1 GB, and below the 65536 file descriptors the unit allows.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Each connection's read buffer below HTTP (Pingora allocates 64 KiB per connection unless
+/// told). Measured (load-tests/RESULTS.md): on plain HTTP none is best — reads go straight
+/// into the HTTP layer's buffers, 25 KiB instead of 86 KiB per idle connection, and a 64 KiB
+/// POST costs less; under TLS one record's worth (16 KiB) saves OpenSSL's small reads a
+/// system call each and did best on a 64 KiB POST.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 0;
+pub const DEFAULT_TLS_READ_BUFFER_SIZE: usize = 16 * 1024;
+
 /// The public listeners; one whose address does not parse is left out (and reported).
 pub(super) fn compile(
     sections: &[ListenerSection],
@@ -41,10 +49,22 @@ pub(super) fn compile(
             1..=1_000_000,
             "between 1 and 1000000",
         );
+        let read_buffer_size = l.read_buffer_size.unwrap_or(if tls.is_some() {
+            DEFAULT_TLS_READ_BUFFER_SIZE
+        } else {
+            DEFAULT_READ_BUFFER_SIZE
+        });
+        c.range(
+            "read_buffer_size",
+            read_buffer_size,
+            0..=1 << 20,
+            "between 0 (no buffer) and 1048576 bytes",
+        );
         listeners.push(Listener {
             address,
             tls,
             max_connections,
+            read_buffer_size,
         });
     }
     listeners

@@ -209,6 +209,8 @@ pub struct Listener {
     pub tls: Option<ListenerTlsSpec>,
     /// Most client connections open at once; more are refused at accept.
     pub max_connections: usize,
+    /// Bytes of each connection's read buffer below HTTP and TLS (0: none).
+    pub read_buffer_size: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,8 @@ use crate::metrics::metrics;
 use crate::upstream::{self, MAX_RETRIES};
 use connection::Connections;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -168,9 +170,14 @@ pub fn build_server(app: App, flags: RunFlags) -> Result<Server, String> {
         };
         accepted.push((l, tls));
     }
-    let addresses: Vec<String> = accepted
+    // TLS is not Pingora's to do here: `connection` runs the handshake under its deadline.
+    // Pingora gives each connection a read buffer below HTTP and TLS, of the listener's size.
+    let endpoints: Vec<ListenerConfig> = accepted
         .iter()
-        .map(|(l, _)| l.address.to_string())
+        .map(|(l, _)| {
+            ListenerConfig::tcp(l.address.to_string())
+                .l4_buffer(L4BufferSettings::default().read(l.read_buffer_size))
+        })
         .collect();
     let mut proxy = Service::new(
         "portcullis".to_string(),
@@ -182,9 +189,8 @@ pub fn build_server(app: App, flags: RunFlags) -> Result<Server, String> {
             s.max_requests_per_connection,
         ),
     );
-    // TLS is not Pingora's to do here: `connection` runs the handshake under its deadline.
-    for addr in &addresses {
-        proxy.add_tcp(addr);
+    for endpoint in endpoints {
+        proxy.add_listener(endpoint);
     }
     server.add_service(proxy);
 

@@ -108,7 +108,7 @@ fn connection_settings_out_of_range_are_refused_at_their_keys() {
     let path = dir.path().join("bad.yaml");
     std::fs::write(
         &path,
-        "server:\n  keepalive_timeout: 0s\n  max_requests_per_connection: 0\n  request_header_timeout: 0s\n  tls_handshake_timeout: 2h\n  max_request_head_size: 10\n  request_body_timeout: 0s\nlisteners: [{address: 127.0.0.1:1, max_connections: 0}]\nadmin: {address: 127.0.0.1:2}\nupstreams: {a: {backends: [127.0.0.1:9]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
+        "server:\n  keepalive_timeout: 0s\n  max_requests_per_connection: 0\n  request_header_timeout: 0s\n  tls_handshake_timeout: 2h\n  max_request_head_size: 10\n  request_body_timeout: 0s\nlisteners: [{address: 127.0.0.1:1, max_connections: 0, read_buffer_size: 2000000}]\nadmin: {address: 127.0.0.1:2}\nupstreams: {a: {backends: [127.0.0.1:9]}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public}]\n",
     )
     .unwrap();
     let out = std::process::Command::new(BIN)
@@ -126,6 +126,7 @@ fn connection_settings_out_of_range_are_refused_at_their_keys() {
         "server.request_body_timeout: between 1s and 1h",
         "server.max_request_head_size: between 1024 and 1048576 bytes",
         "listeners[0].max_connections: between 1 and 1000000",
+        "listeners[0].read_buffer_size: between 0 (no buffer) and 1048576 bytes",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
