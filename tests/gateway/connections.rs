@@ -411,8 +411,12 @@ fn d7_an_h2_connection_that_never_sends_its_preface_is_closed_at_the_header_time
         }
     };
     let took = started.elapsed();
+    // Closed (a clean end, or a reset), never still open at the client's 10 s read timeout.
     assert!(
-        end.is_ok() || took < Duration::from_secs(9),
+        end.as_ref()
+            .err()
+            .is_none_or(|e| e.kind() != std::io::ErrorKind::WouldBlock
+                && e.kind() != std::io::ErrorKind::TimedOut),
         "still open after {took:?}: {end:?}"
     );
     assert!(
