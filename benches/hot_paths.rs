@@ -79,7 +79,7 @@ fn header_hygiene(c: &mut Criterion) {
                         Some(xff),
                         Some(peer),
                         false,
-                        Some("api.example.com".to_string()),
+                        Some(http::HeaderValue::from_static("api.example.com")),
                     )
                     .unwrap();
                     req

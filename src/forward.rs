@@ -29,7 +29,7 @@ use crate::auth::Identity;
 use crate::policy::Denial;
 use crate::request_id;
 use crate::routing::Route;
-use http::header::{HeaderName, CONNECTION};
+use http::header::{HeaderName, HeaderValue, CONNECTION};
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType::InternalError, Result};
 use std::net::IpAddr;
@@ -83,12 +83,14 @@ pub fn prepare(
 ) -> Result<()> {
     // HTTP/2 carries the host in :authority rather than a Host header; read it before the
     // target is rewritten to origin form.
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .map(str::to_string);
+    // A clone of the header's value shares its bytes; no copy on the common path.
+    let host = match req.headers.get(http::header::HOST) {
+        Some(h) => h.to_str().is_ok().then(|| h.clone()),
+        None => req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     strip_hop_by_hop(req);
     policy.namespace.strip(req);
     // Only a certificate the listener verified; client-sent copies went with the namespace.
@@ -167,16 +169,22 @@ pub fn forwarded_target(
     })
 }
 
-/// Always removed before forwarding.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Always removed before forwarding. Built once as `HeaderName`s: a name given as a string
+/// is parsed again on every removal.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
 ];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = http::header::FORWARDED;
 
 /// Never removable through a `Connection` nomination.
 const PROTECTED: &[&str] = &[
@@ -370,9 +378,9 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
             }
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         // remove_header removes every instance of the header
-        req.remove_header(*name);
+        req.remove_header(name);
     }
     for name in &nominated {
         req.remove_header(name);
@@ -388,26 +396,28 @@ pub fn set_forwarded(
     forwarded_for: Option<String>,
     client: Option<IpAddr>,
     https: bool,
-    host: Option<String>,
+    host: Option<HeaderValue>,
 ) -> Result<()> {
+    // Inserted by their `&'static str` names (Pingora keeps each header's case from the name
+    // given); removed by pre-built `HeaderName`s.
     match forwarded_for {
         Some(chain) => req.insert_header("x-forwarded-for", chain)?,
         None => {
-            req.remove_header("x-forwarded-for");
+            req.remove_header(&X_FORWARDED_FOR);
         }
     }
     match client {
         Some(ip) => req.insert_header("x-real-ip", ip.to_string())?,
         None => {
-            req.remove_header("x-real-ip");
+            req.remove_header(&X_REAL_IP);
         }
     }
-    req.remove_header("forwarded");
+    req.remove_header(&FORWARDED);
     req.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
     match host {
         Some(h) => req.insert_header("x-forwarded-host", h)?,
         None => {
-            req.remove_header("x-forwarded-host");
+            req.remove_header(&X_FORWARDED_HOST);
         }
     }
     Ok(())
@@ -525,7 +535,7 @@ mod tests {
             Some("203.0.113.4".into()),
             Some(client),
             false,
-            Some("api.example.com".into()),
+            Some(HeaderValue::from_static("api.example.com")),
         )
         .unwrap();
         let xff: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();

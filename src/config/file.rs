@@ -456,7 +456,8 @@ pub enum ModeSection {
 pub struct ServerSection {
     /// Worker threads of the proxy service.
     pub threads: Option<usize>,
-    /// Let idle worker threads steal work from busy ones (Pingora's `work_stealing`).
+    /// Let idle worker threads steal work from busy ones (Pingora's `work_stealing`); by
+    /// default on with more than one thread, off with one.
     pub work_stealing: Option<bool>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,

@@ -259,3 +259,25 @@ fn a_check_builds_key_paths_and_knows_what_went_wrong_below_it() {
         ]
     );
 }
+
+#[test]
+fn work_stealing_is_off_at_one_thread_unless_asked_for() {
+    let settings = |server: &str| match parse(&config(server)) {
+        Ok(c) => (c.server.threads, c.server.work_stealing),
+        Err(p) => panic!("{p:?}"),
+    };
+    assert_eq!(
+        settings(""),
+        (2, true),
+        "the default: two threads, stealing"
+    );
+    assert_eq!(settings("server: {threads: 1}\n"), (1, false));
+    assert_eq!(
+        settings("server: {threads: 1, work_stealing: true}\n"),
+        (1, true)
+    );
+    assert_eq!(
+        settings("server: {threads: 4, work_stealing: false}\n"),
+        (4, false)
+    );
+}
