@@ -3,18 +3,30 @@
 //! Portcullis so the cost of Pingora itself and the cost of Portcullis's hooks are told apart.
 //!
 //!   cargo run --release --example bare_pingora -- 127.0.0.1:18091 127.0.0.1:18080 [threads]
+//!   cargo run --release --example bare_pingora -- - 127.0.0.1:18080 1 --tls 127.0.0.1:18448 cert.pem key.pem
+//!
+//! `--tls ADDR CERT KEY` adds a TLS listener made by Pingora itself (`TlsSettings::intermediate`,
+//! OpenSSL's Mozilla "intermediate" profile, HTTP/2 offered by ALPN as Portcullis offers it);
+//! LISTEN `-` leaves the plain listener out. Every listener keeps Pingora's default buffers (a
+//! 64 KiB read buffer below HTTP and TLS), where Portcullis sets its listeners' own
+//! (`read_buffer_size`: none on plain listeners, 16 KiB on TLS ones).
 
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
+use std::net::SocketAddr;
+use std::process::exit;
 use std::time::Duration;
 
 // The same allocator as Portcullis, so only the hooks differ.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const USAGE: &str = "usage: bare_pingora LISTEN|- ORIGIN [THREADS] [--tls ADDR CERT KEY]";
+
 struct Bare {
-    origin: std::net::SocketAddr,
+    origin: SocketAddr,
 }
 
 #[async_trait]
@@ -31,17 +43,49 @@ impl ProxyHttp for Bare {
     }
 }
 
+/// A TLS listener's address and the PEM files of its certificate chain and key.
+struct TlsListener {
+    address: String,
+    certificate: String,
+    key: String,
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("{problem}\n{USAGE}");
+    exit(2);
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(listen), Some(origin)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: bare_pingora LISTEN ORIGIN [THREADS]");
-        std::process::exit(2);
+    // `--tls ADDR CERT KEY` may stand anywhere; the rest are the positional arguments.
+    let mut positional = Vec::new();
+    let mut tls = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--tls" {
+            let (Some(address), Some(certificate), Some(key)) =
+                (args.next(), args.next(), args.next())
+            else {
+                usage("--tls takes ADDR CERT KEY");
+            };
+            tls = Some(TlsListener {
+                address,
+                certificate,
+                key,
+            });
+        } else {
+            positional.push(arg);
+        }
+    }
+    let (Some(listen), Some(origin)) = (positional.first(), positional.get(1)) else {
+        usage("LISTEN and ORIGIN are required");
     };
     let Ok(origin) = origin.parse() else {
-        eprintln!("ORIGIN must be IP:port");
-        std::process::exit(2);
+        usage("ORIGIN must be IP:port");
     };
-    let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
+    let threads = positional.get(2).and_then(|t| t.parse().ok()).unwrap_or(1);
+    if listen == "-" && tls.is_none() {
+        usage("LISTEN `-` (no plain listener) needs --tls");
+    }
     let conf = ServerConf {
         threads,
         grace_period_seconds: Some(0),
@@ -51,7 +95,20 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { origin });
-    proxy.add_tcp(listen);
+    if listen != "-" {
+        proxy.add_tcp(listen);
+    }
+    if let Some(t) = tls {
+        let mut settings = match TlsSettings::intermediate(&t.certificate, &t.key) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("TLS listener {}: {e}", t.address);
+                exit(1);
+            }
+        };
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&t.address, None, settings);
+    }
     server.add_service(proxy);
     server.run_forever();
 }

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Side-by-side load test on this machine, in one run: the origin directly, nginx, HAProxy and
-# Portcullis as plain reverse proxies in front of the same origin, one worker each, measured
-# with wrk. Prints a markdown table with every target's throughput as a ratio to nginx's, and,
-# for the TLS group (issue 7: TLS, mTLS, HMAC-signed POSTs), a second table with every TLS
-# target as a ratio to Portcullis's pass-through over TLS measured with the same load generator.
+# Side-by-side load test on this machine, in one run: the origin directly, nginx, HAProxy,
+# bare Pingora and Portcullis as plain reverse proxies in front of the same origin, one worker
+# each, measured with wrk. Prints a markdown table with every target's throughput as a ratio to
+# nginx's, and, for the TLS group (issue 7: TLS, mTLS, HMAC-signed POSTs), a second table with
+# every TLS target as a ratio to Portcullis's pass-through over TLS measured with the same load
+# generator (bare Pingora over TLS among them). Optionally a perf profile of each Portcullis and
+# bare Pingora target (PROFILE=1) and the memory idle connections cost each proxy (MEMORY=N).
 #
 #   load-tests/run.sh                      # ROUNDS=3 DURATION=5
 #   ROUNDS=5 DURATION=10 load-tests/run.sh
+#   PROFILE=1 ONLY="portcullis pingora-bare" load-tests/run.sh     # + a perf profile of each
+#   MEMORY=1000 MEMORY_ONLY=1 ONLY="nginx pingora-bare portcullis" load-tests/run.sh
 #
 # Environment:
 #   ROUNDS          rounds; every round measures every target once, order rotated (default 3)
@@ -25,7 +29,26 @@
 #   HMAC_SIGS       signatures generated before each measured HMAC run (default: twice the
 #                   HMAC warm-up's rate times DURATION, at least 20000)
 #   NO_INSTALL=1    never install anything; fail if wrk, nginx, haproxy, curl (or, with the
-#                   TLS group, oha) is missing
+#                   TLS group, oha; with PROFILE=1, perf) is missing
+#   PROFILE=1       after the measured rounds, one more load-generator run of DURATION seconds
+#                   per Portcullis or bare Pingora target during which `perf record -F
+#                   $PROFILE_FREQ --call-graph dwarf -p PID` records the target's process;
+#                   `perf report` (flat, --no-children and --children, -g none) goes to
+#                   $RUN_DIR/profile-<target>.txt. The measured rounds are over by then, so
+#                   profiling does not touch their numbers. perf is Debian's linux-perf.
+#   PROFILE_FREQ    perf's sampling frequency (default 999 Hz)
+#   KEEP_PERF=1     keep the perf-<target>.data files (hundreds of MB; deleted by default)
+#   MEMORY=N        connection memory (1 <= N <= 4000): for each selected nginx, haproxy,
+#                   pingora-bare, portcullis and TLS variant (nginx-tls, pingora-bare-tls,
+#                   portcullis-tls), the process's VmRSS and Pss at baseline, with N idle
+#                   keep-alive connections open (each after one completed request), after
+#                   they close and a few short requests, and for a second wave of N (memory
+#                   reused, not grown); idle_connections.py --port --pid does the reading.
+#                   A table of it follows the others. Raises the open-files limit to N + 1024.
+#   MEMORY_ONLY=1   with MEMORY=N: no warm-up, no throughput rounds, no profiles, no session-
+#                   resumption checks; only the memory table, of processes that served only
+#                   the check requests (after the rounds, the allocator holds pages the load
+#                   generator's connections freed, and a wave's first connections reuse them)
 #
 # Everything runs on 127.0.0.1. Every process started here is stopped on exit. Raw wrk outputs,
 # logs and the table are kept in load-tests/out/<timestamp>/ (gitignored).
@@ -106,6 +129,13 @@ fi
 # certificate required, session resumption on); a second nginx (peers/nginx-tls.conf)
 # terminates TLS on 18446 and mTLS on 18447. Certificates (a CA, the server's for 127.0.0.1,
 # a client's with the URI SAN spiffe://bench/client) are made by the run.
+# pingora-bare-tls: bare Pingora (bare_pingora.rs --tls) with a TLS listener of Pingora's own
+# on 18448 (TlsSettings::intermediate, HTTP/2 offered by ALPN), the same certificate, key and
+# origin as the TLS Portcullis, in a process of its own, measured with wrk like portcullis-tls.
+# What differs besides the hooks: Pingora's listener keeps its default buffers (a 64 KiB read
+# buffer per connection, where portcullis-tls.yaml's listener has read_buffer_size's TLS
+# default of 16 KiB), and Pingora runs the handshake itself (Portcullis under its own deadline,
+# with renegotiation off).
 # LOADER: wrk (GET), post (wrk POSTing a 1 KiB body, post.lua), hmac (the same, each request
 # signed once with a signature made by `portcullis sign` just before the run), oha (wrk cannot
 # present a client certificate; oha can), oha-newconn (oha --disable-keepalive with
@@ -115,18 +145,20 @@ fi
 # same load generator and connection mode.
 declare -A SCHEME=() LOADER=() CLIENT_CERT=() BASE=()
 if [ "${TLS:-1}" = 1 ]; then
-    TARGETS+=(nginx-tls portcullis-tls portcullis-post-tls portcullis-hmac
+    TARGETS+=(nginx-tls portcullis-tls pingora-bare-tls portcullis-post-tls portcullis-hmac
         portcullis-tls-oha portcullis-mtls nginx-mtls
         portcullis-tls-newconn nginx-tls-newconn portcullis-mtls-newconn nginx-mtls-newconn)
-    for t in nginx-tls portcullis-tls portcullis-post-tls portcullis-hmac portcullis-tls-oha \
+    for t in nginx-tls portcullis-tls pingora-bare-tls portcullis-post-tls portcullis-hmac portcullis-tls-oha \
         portcullis-mtls nginx-mtls portcullis-tls-newconn nginx-tls-newconn portcullis-mtls-newconn \
         nginx-mtls-newconn; do
         SCHEME[$t]=https
         case $t in
             nginx-*) PROC[$t]=nginx-tls ;;
+            pingora-bare-tls) PROC[$t]=pingora-bare-tls ;;
             *) PROC[$t]=portcullis-tls ;;
         esac
     done
+    PORT[pingora-bare-tls]=18448
     PORT[nginx-tls]=18446
     PORT[nginx-tls-newconn]=18446
     PORT[nginx-mtls]=18447
@@ -147,7 +179,7 @@ if [ "${TLS:-1}" = 1 ]; then
         LOADER[$t]=oha-newconn
     done
     for t in portcullis-mtls nginx-mtls portcullis-mtls-newconn nginx-mtls-newconn; do CLIENT_CERT[$t]=1; done
-    for t in nginx-tls portcullis-tls portcullis-post-tls portcullis-hmac; do BASE[$t]=portcullis-tls; done
+    for t in nginx-tls portcullis-tls pingora-bare-tls portcullis-post-tls portcullis-hmac; do BASE[$t]=portcullis-tls; done
     for t in portcullis-tls-oha portcullis-mtls nginx-mtls; do BASE[$t]=portcullis-tls-oha; done
     for t in portcullis-tls-newconn nginx-tls-newconn portcullis-mtls-newconn nginx-mtls-newconn; do
         BASE[$t]=portcullis-tls-newconn
@@ -187,6 +219,32 @@ declare -A PID=()
 
 log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+PROFILE=${PROFILE:-0}
+PROFILE_FREQ=${PROFILE_FREQ:-999}
+MEMORY=${MEMORY:-0}
+MEMORY_ONLY=${MEMORY_ONLY:-0}
+# PROFILE=1: the targets whose process is a Portcullis or a bare Pingora, profiled with perf.
+PROFILE_TARGETS=()
+if [ "$PROFILE" = 1 ] && [ "$MEMORY_ONLY" != 1 ]; then
+    for t in "${TARGETS[@]}"; do
+        case $(proc_of "$t") in portcullis* | pingora-bare*) PROFILE_TARGETS+=("$t") ;; esac
+    done
+    [ ${#PROFILE_TARGETS[@]} -gt 0 ] || log "PROFILE=1: no Portcullis or bare Pingora target selected, nothing to profile"
+fi
+# MEMORY=N: the proxies whose connection memory is read. At most 4000 connections: nginx's
+# worker_connections is 4096 (peers/*.conf), the origin pool's connections included.
+MEMORY_TARGETS=()
+case $MEMORY in '' | *[!0-9]*) die "MEMORY must be a number of connections (MEMORY=$MEMORY)" ;; esac
+if [ "$MEMORY" != 0 ]; then
+    { [ "$MEMORY" -ge 1 ] && [ "$MEMORY" -le 4000 ]; } || die "MEMORY must be between 1 and 4000 (MEMORY=$MEMORY)"
+    for t in nginx haproxy pingora-bare portcullis nginx-tls pingora-bare-tls portcullis-tls; do
+        if selected "$t"; then MEMORY_TARGETS+=("$t"); fi
+    done
+    [ ${#MEMORY_TARGETS[@]} -gt 0 ] ||
+        die "MEMORY=N reads nginx, haproxy, pingora-bare, portcullis and their -tls variants: none is selected"
+fi
+[ "$MEMORY_ONLY" != 1 ] || [ "$MEMORY" != 0 ] || die "MEMORY_ONLY=1 needs MEMORY=N"
 
 # ---------------------------------------------------------------- stopping what we started
 stop_all() {
@@ -238,6 +296,7 @@ install_missing() {
     if [ "$NEED_TLS" = 1 ] && [ "${NO_INSTALL:-0}" != 1 ]; then
         [ -n "$(find_tool tcpdump)" ] || missing+=(tcpdump)
     fi
+    if [ ${#PROFILE_TARGETS[@]} -gt 0 ]; then [ -n "$(find_tool perf)" ] || missing+=(linux-perf); fi
     if [ ${#missing[@]} -gt 0 ]; then
         [ "${NO_INSTALL:-0}" = 1 ] && die "missing: ${missing[*]} (NO_INSTALL=1)"
         log "installing ${missing[*]}"
@@ -266,6 +325,21 @@ if [ "$NEED_OHA" = 1 ]; then
     [ -x "$OHA" ] || die "oha not found"
 fi
 TCPDUMP=$(find_tool tcpdump)
+PERF=$(find_tool perf)
+# Whether perf may record here (said before the rounds; each profile says so again if not).
+perf_permissions() {
+    local level
+    level=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo '?')
+    echo "kernel.perf_event_paranoid $level, uid $(id -u): root (or CAP_PERFMON) may record any process;" \
+        "others their own processes, with kernel samples at level 1 or less, user space only at 2," \
+        "not at all above 2 (Debian's 3); \`sysctl kernel.perf_event_paranoid=1\` as root allows it"
+}
+if [ ${#PROFILE_TARGETS[@]} -gt 0 ]; then
+    paranoid=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 0)
+    if [ "$(id -u)" -ne 0 ] && [ "$paranoid" -gt 1 ]; then
+        log "PROFILE=1: $(perf_permissions)"
+    fi
+fi
 
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
     PORTCULLIS=$PORTCULLIS_BIN
@@ -384,6 +458,16 @@ wait_port() { # name port
     done
 }
 
+# MEMORY=N: every server started below (they inherit it) and the connections' client hold N
+# sockets or more each.
+if [ "$MEMORY" != 0 ]; then
+    nofile=$((MEMORY + 1024))
+    if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$nofile" ]; then
+        ulimit -Sn "$nofile" 2>/dev/null ||
+            die "MEMORY=$MEMORY needs $nofile open files; the hard limit is $(ulimit -Hn)"
+    fi
+    log "open-files limit $(ulimit -Sn) (MEMORY=$MEMORY)"
+fi
 start origin "$NGINX" -c "$RUN_DIR/origin.conf" -p "$RUN_DIR"
 wait_port origin "${PORT[origin]}"
 start nginx "$NGINX" -c "$RUN_DIR/nginx-proxy.conf" -p "$RUN_DIR"
@@ -400,8 +484,12 @@ fi
 if [ "$NEED_TLS" = 1 ]; then
     start nginx-tls "$NGINX" -c "$RUN_DIR/nginx-tls.conf" -p "$RUN_DIR"
     start portcullis-tls "$PORTCULLIS" run -c "$RUN_DIR/portcullis-tls.yaml"
+    # Bare Pingora over TLS: no plain listener, the TLS Portcullis's certificate and key.
+    start pingora-bare-tls "$BARE" - "127.0.0.1:${PORT[origin]}" 1 \
+        --tls "127.0.0.1:${PORT[pingora-bare-tls]}" "$RUN_DIR/server.pem" "$RUN_DIR/server.key"
     for port in 18446 18447; do wait_port nginx-tls "$port"; done
     for port in 18443 18444; do wait_port portcullis-tls "$port"; done
+    wait_port pingora-bare-tls "${PORT[pingora-bare-tls]}"
 fi
 
 # curl's arguments for one check request to the target (TLS, client certificate, body and,
@@ -478,7 +566,7 @@ check_resumption() { # label port path
     RESUMPTION+=("$label: $summary")
     log "session resumption, $label: $summary"
 }
-if [ "$NEED_TLS" = 1 ]; then
+if [ "$NEED_TLS" = 1 ] && [ "$MEMORY_ONLY" != 1 ]; then
     check_resumption "Portcullis mTLS, 127.0.0.1:18444" 18444 /mtls
     check_resumption "Portcullis TLS, 127.0.0.1:18443" 18443 /
     check_resumption "nginx TLS, 127.0.0.1:18446" 18446 /
@@ -572,6 +660,16 @@ load_cmd() { # name seconds
             LOAD_CMD+=("$url")
             ;;
         *) die "unknown load generator for $name" ;;
+    esac
+}
+
+# How a target is loaded, for the tables.
+loader_label() {
+    case $(loader_of "$1") in
+        wrk) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS" ;;
+        post | hmac) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS, post.lua" ;;
+        oha) echo "oha -c$WRK_CONNECTIONS" ;;
+        oha-newconn) echo "oha -c$NEWCONN_CONNECTIONS --disable-keepalive" ;;
     esac
 }
 
@@ -721,25 +819,28 @@ if [ "$BUSY_BEFORE" -gt 20 ]; then
     log "warning: the CPUs were ${BUSY_BEFORE}% busy with other work just before the test: numbers will be noisy"
 fi
 
-log "warm-up: ${WARMUP}s per target"
-for name in "${TARGETS[@]}"; do
-    case $(loader_of "$name") in oha*) out=$RUN_DIR/oha-$name-warmup.json ;; *) out=$RUN_DIR/wrk-$name-warmup.txt ;; esac
-    if [ "$(loader_of "$name")" = hmac ]; then make_signatures "${HMAC_SIGS:-$((WARMUP * 30000))}"; fi
-    load_cmd "$name" "$WARMUP"
-    run_loader "$out" "${LOAD_CMD[@]}"
-    if [ "$(loader_of "$name")" = hmac ]; then
-        read -r HMAC_WARMUP_RPS _ < <(parse_output "$name" "$out")
-        log "HMAC warm-up: $HMAC_WARMUP_RPS req/s; measured runs get $(hmac_count) signatures each"
-    fi
-done
-
-n=${#TARGETS[@]}
-for ((round = 1; round <= ROUNDS; round++)); do
-    for ((i = 0; i < n; i++)); do
-        # Rotate the order every round so that drift and position effects hit every target.
-        measure "${TARGETS[$(((i + round - 1) % n))]}" "$round"
+# MEMORY_ONLY=1: no throughput rounds, only the memory table.
+if [ "$MEMORY_ONLY" != 1 ]; then
+    log "warm-up: ${WARMUP}s per target"
+    for name in "${TARGETS[@]}"; do
+        case $(loader_of "$name") in oha*) out=$RUN_DIR/oha-$name-warmup.json ;; *) out=$RUN_DIR/wrk-$name-warmup.txt ;; esac
+        if [ "$(loader_of "$name")" = hmac ]; then make_signatures "${HMAC_SIGS:-$((WARMUP * 30000))}"; fi
+        load_cmd "$name" "$WARMUP"
+        run_loader "$out" "${LOAD_CMD[@]}"
+        if [ "$(loader_of "$name")" = hmac ]; then
+            read -r HMAC_WARMUP_RPS _ < <(parse_output "$name" "$out")
+            log "HMAC warm-up: $HMAC_WARMUP_RPS req/s; measured runs get $(hmac_count) signatures each"
+        fi
     done
-done
+
+    n=${#TARGETS[@]}
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for ((i = 0; i < n; i++)); do
+            # Rotate the order every round so that drift and position effects hit every target.
+            measure "${TARGETS[$(((i + round - 1) % n))]}" "$round"
+        done
+    done
+fi
 
 declare -A RSS=() PSS=()
 for name in "${TARGETS[@]}"; do
@@ -757,6 +858,122 @@ if [ "$NEED_TLS" = 1 ]; then
         sed 's/^portcullis_//' | paste -sd ';' | sed 's/;/; /g' || true)
 fi
 
+# ---------------------------------------------------------------- PROFILE=1
+# One more run of the target's load generator, DURATION seconds, with perf recording the
+# target's process (all its threads); the report, flat (-g none) so that it stays short: self
+# time by thread, self time by symbol (--no-children), and time including callees (--children).
+PROFILE_LOG=()
+profile() { # name
+    local name=$1 proc pid data out lout note rps deadline samples
+    proc=$(proc_of "$name")
+    pid=${PID[$proc]}
+    data=$RUN_DIR/perf-$name.data
+    out=$RUN_DIR/profile-$name.txt
+    case $(loader_of "$name") in oha*) lout=$RUN_DIR/oha-$name-profile.json ;; *) lout=$RUN_DIR/wrk-$name-profile.txt ;; esac
+    if [ "$(loader_of "$name")" = hmac ]; then make_signatures "$(hmac_count)"; fi
+    load_cmd "$name" "$DURATION"
+    "$PERF" record -F "$PROFILE_FREQ" --call-graph dwarf --no-buildid-cache -p "$pid" -o "$data" \
+        >"$data.log" 2>&1 &
+    PID[perf]=$!
+    # perf has attached to the threads once it is still running a second later (it exits at
+    # once when it may not record).
+    sleep 1
+    if ! kill -0 "${PID[perf]}" 2>/dev/null; then
+        wait "${PID[perf]}" 2>/dev/null || true
+        unset 'PID[perf]'
+        note="perf record could not record $proc (pid $pid): $(grep . "$data.log" | tail -3 | tr '\n' ' ')($(perf_permissions))"
+        log "PROFILE: $name: $note; going on without its profile"
+        echo "$note" >"$out"
+        PROFILE_LOG+=("$name: **no profile**: $note")
+        rm -f "$data"
+        return 0
+    fi
+    run_loader "$lout" "${LOAD_CMD[@]}"
+    kill -INT "${PID[perf]}" 2>/dev/null || true
+    deadline=$((SECONDS + 60))
+    while kill -0 "${PID[perf]}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL "${PID[perf]}" 2>/dev/null || true
+    wait "${PID[perf]}" 2>/dev/null || true
+    unset 'PID[perf]'
+    read -r rps _ < <(parse_output "$name" "$lout")
+    samples=$(grep -o '([0-9]* samples)' "$data.log" | tr -d '()' || true)
+    log "PROFILE: $name recorded ($rps req/s while recorded, ${samples:-no samples}); perf report"
+    {
+        echo "# $name: \`perf record -F $PROFILE_FREQ --call-graph dwarf -p $pid\` ($proc, every thread),"
+        echo "# one ${DURATION}s run of $(loader_label "$name") after the measured rounds: $rps req/s while"
+        echo "# recorded (perf's own cost included: not a measurement); ${samples:-no samples}."
+        echo
+        echo "## Self time by thread (perf report --no-children --sort pid: thread id and name)"
+        "$PERF" report -i "$data" --no-children --stdio --percent-limit 0.5 -g none --sort pid
+        echo
+        echo "## Self time by symbol (perf report --no-children -g none --percent-limit 0.5)"
+        "$PERF" report -i "$data" --no-children --stdio --percent-limit 0.5 -g none --sort dso,sym
+        echo
+        echo "## Time including callees (perf report --children -g none --percent-limit 0.5)"
+        "$PERF" report -i "$data" --children --stdio --percent-limit 0.5 -g none --sort dso,sym
+    } 2>"$out.stderr" | sed -E 's/ +$//; /^# [. ]+$/s/^(.{0,100}).*/\1/' >"$out" || log "PROFILE: $name: perf report failed (see $out.stderr)"
+    if [ "${KEEP_PERF:-0}" = 1 ]; then
+        PROFILE_LOG+=("$name: profile-$name.txt ($rps req/s while recorded, ${samples:-no samples}; perf-$name.data kept)")
+    else
+        rm -f "$data"
+        PROFILE_LOG+=("$name: profile-$name.txt ($rps req/s while recorded, ${samples:-no samples})")
+    fi
+}
+for name in "${PROFILE_TARGETS[@]}"; do profile "$name"; done
+
+# ---------------------------------------------------------------- MEMORY=N
+# idle_connections.py reads the process's VmRSS and Pss (with its children) at baseline, with
+# N idle keep-alive connections each after one completed request, after closing them and 50
+# short requests, and for a second wave of N. In the background and waited for, like the load
+# generator, so that a signal stops it at once; bounded by N and a deadline.
+MEMORY_LOG=()
+memory() { # name
+    local name=$1 pid log_file rc=0
+    local -a tls=()
+    pid=${PID[$(proc_of "$name")]}
+    log_file=$RUN_DIR/memory-$name.txt
+    if [ -n "${SCHEME[$name]:-}" ]; then tls=(--tls-ca "$RUN_DIR/ca.pem"); fi
+    log "MEMORY: $name, $MEMORY idle connections, two waves"
+    timeout $((120 + MEMORY / 20)) python3 "$HERE/idle_connections.py" --port "${PORT[$name]}" --pid "$pid" \
+        "${tls[@]}" --label "$name" --json "$RUN_DIR/memory-$name.json" "$MEMORY" >"$log_file" 2>&1 &
+    PID[idle_connections]=$!
+    wait "${PID[idle_connections]}" || rc=$?
+    unset 'PID[idle_connections]'
+    sed 's/^/  /' "$log_file" >&2
+    if [ "$rc" != 0 ]; then
+        rm -f "$RUN_DIR/memory-$name.json"
+        MEMORY_LOG+=("$name: **failed** (exit $rc): $(tail -1 "$log_file")")
+        log "MEMORY: $name failed (exit $rc), see $log_file; going on"
+    fi
+}
+for name in "${MEMORY_TARGETS[@]}"; do memory "$name"; done
+# The memory table, from the JSON files (KiB) idle_connections.py wrote.
+memory_table() {
+    local -a files=()
+    local name
+    for name in "${MEMORY_TARGETS[@]}"; do files+=("$name=$RUN_DIR/memory-$name.json"); done
+    python3 - "$MEMORY" "${files[@]}" <<'PY'
+import json, os, sys
+n = int(sys.argv[1])
+print(f"| target | baseline MiB | held MiB | KiB per connection | after-close MiB | second-wave held MiB"
+      f" | second-wave KiB per connection | after second close MiB | PSS KiB per connection (waves 1 / 2)"
+      f" | still open when read (waves 1 / 2) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+mib = lambda k: f"{k / 1024:.1f}"
+for arg in sys.argv[2:]:
+    name, path = arg.split("=", 1)
+    if not os.path.exists(path):
+        print(f"| {name} | failed (memory-{name}.txt) | | | | | | | | |")
+        continue
+    r = json.load(open(path))
+    per = lambda held, base: f"{(r[held] - r[base]) / n:.1f}"
+    print(f"| {name} | {mib(r['base_rss'])} | {mib(r['held_rss1'])} | {per('held_rss1', 'base_rss')}"
+          f" | {mib(r['after_rss1'])} | {mib(r['held_rss2'])} | {per('held_rss2', 'base_rss')}"
+          f" | {mib(r['after_rss2'])} | {per('held_pss1', 'base_pss')} / {per('held_pss2', 'base_pss')}"
+          f" | {r['open1']} / {r['open2']} |")
+PY
+}
+
 # ---------------------------------------------------------------- the table
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -768,6 +985,7 @@ NGINX_RPS=$(med "${RPS[nginx]:-}")
 declare -A DESC=(
     [nginx-tls]="nginx terminating TLS, GET /"
     [portcullis-tls]="Portcullis TLS listener, public route, GET / (pass-through over TLS)"
+    [pingora-bare-tls]="bare Pingora (no hooks), its own TLS listener (TlsSettings::intermediate, default 64 KiB read buffer; Portcullis's: 16 KiB), GET /"
     [portcullis-post-tls]="TLS, public route, POST of a 1 KiB body"
     [portcullis-hmac]="TLS, \`auth: { hmac: true }\`, POST of the same 1 KiB body, each request signed once (RFC 9421, hmac-sha256)"
     [portcullis-tls-oha]="TLS, public route, GET / (pass-through over TLS)"
@@ -778,14 +996,6 @@ declare -A DESC=(
     [nginx-tls-newconn]="nginx TLS, GET /, a new connection per request"
     [nginx-mtls-newconn]="nginx mTLS, GET /, a new connection per request"
 )
-loader_label() {
-    case $(loader_of "$1") in
-        wrk) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS" ;;
-        post | hmac) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS, post.lua" ;;
-        oha) echo "oha -c$WRK_CONNECTIONS" ;;
-        oha-newconn) echo "oha -c$NEWCONN_CONNECTIONS --disable-keepalive" ;;
-    esac
-}
 # "a / b = ratio (a req/s / b req/s)" when both were measured; flagged when either is invalid.
 compare() { # text a b
     local a=$2 b=$3 ra rb per_round
@@ -803,112 +1013,140 @@ compare() { # text a b
     fi
 }
 {
-    echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${DURATION}s --latency, $ROUNDS round(s), median per target;" \
-        "one worker per proxy; origin: nginx returning \"ok\" on 127.0.0.1:${PORT[origin]}."
-    echo
-    echo "| target | req/s | ratio to nginx | avg latency | p99 latency | RSS MiB | RSS ratio to nginx | PSS MiB | CPU µs/req | non-2xx / socket errors |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for name in "${TARGETS[@]}"; do
-        rps=$(med "${RPS[$name]}")
-        label=$name
-        rss_ratio=$(ratio "${RSS[$name]}" "${RSS[nginx]:-0}")
-        nginx_ratio=$(ratio "$rps" "$NGINX_RPS")
-        if [ "$name" = origin ]; then label="origin (direct, no proxy)"; rss_ratio="-"; fi
-        if [ "$name" = pingora-bare ]; then label="Pingora, bare (no hooks)"; fi
-        # Rows measured with oha are not comparable with wrk's nginx row.
-        case $(loader_of "$name") in oha*) label="$name (oha)"; nginx_ratio="-" ;; esac
-        printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %s | %d / %d |\n' \
-            "$label" "$rps" "$nginx_ratio" \
-            "$(med "${AVG[$name]}")" "$(med "${P99[$name]}")" \
-            "$(mib "${RSS[$name]}")" "$rss_ratio" "$(mib "${PSS[$name]}")" \
-            "$(med "${CPU[$name]}")" "${NON2XX[$name]}" "${SOCKERR[$name]}"
-    done
-    echo
-    echo "Per-round req/s (rounds in order; the target order rotates every round):"
-    for name in "${TARGETS[@]}"; do echo "- $name: ${RPS[$name]% }"; done
-    echo
-    echo "- RSS / PSS: VmRSS / Pss of the process and its children (nginx: master + worker), read after the last round."
-    echo "- CPU µs/req: user + system CPU time of the target's own processes during a measured run, divided by"
-    echo "  the requests completed (origin row: the origin alone; proxy rows: the proxy alone)."
-    echo "- non-2xx / socket errors: summed over all rounds, from wrk's \"Non-2xx or 3xx responses\" and"
-    echo "  \"Socket errors\" lines (oha rows: its status codes and errors, less the requests still in"
-    echo "  flight at the deadline)."
-    echo "- Error-log lines during the test: origin $(grep -c . "$RUN_DIR/origin.error.log" || true)," \
-        "nginx $(grep -c . "$RUN_DIR/nginx-proxy.error.log" || true), haproxy $(grep -c . "$RUN_DIR/haproxy.out" || true)," \
-        "portcullis $(grep -c ERROR "$RUN_DIR/portcullis.out" || true) ERROR, of which" \
-        "$(grep -c 'Downstream ConnectionClosed' "$RUN_DIR/portcullis.out" || true) 'Downstream ConnectionClosed'" \
-        "(a client, here wrk at the end of a run, closed its connection before the answer)."
-    if [ -n "${RPS[portcullis-introspection]:-}" ]; then
-        calls=$(grep -c 'POST /introspect' "$RUN_DIR/introspection.access.log" || true)
-        echo "- Introspection: $calls call(s) to the endpoint for 1 distinct token over every round" \
-            "(expected exactly 1 per token per cache TTL of 5 min)."
-    fi
-    echo "- Other work on the machine: CPUs ${BUSY_BEFORE}% busy in the second before the test;" \
-        "load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
-    busiest=$(printf '%s\n' "${OTHER_LOG[@]}" | sort -rn | head -3 | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $2, $1 }')
-    echo "- Other work during the measured runs (share of both CPUs used by neither the target, the" \
-        "origin nor the load generator): median $(med "$(printf '%s\n' "${OTHER_LOG[@]}" | awk '{ printf "%s ", $1 }')" | awk '{ printf "%.0f", $1 }')%," \
-        "highest: $busiest."
-
-    if [ "$NEED_TLS" = 1 ]; then
+    if [ "$MEMORY_ONLY" != 1 ]; then
+        echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${DURATION}s --latency, $ROUNDS round(s), median per target;" \
+            "one worker per proxy; origin: nginx returning \"ok\" on 127.0.0.1:${PORT[origin]}."
         echo
-        echo "### TLS, mTLS and HMAC-signed requests (issue 7)"
-        echo
-        echo "Each row's ratio is to Portcullis's pass-through over TLS (GET / on its TLS listener) measured with"
-        echo "the same load generator and connection mode (the baseline column). wrk cannot present a client"
-        echo "certificate, so the mTLS rows and their baselines are measured with oha $("$OHA" --version 2>/dev/null | awk '{print $2}')"
-        echo "(rustls, HTTP/1.1, its TLS sessions kept and offered again on new connections)."
-        echo "Certificates: ECDSA P-256; TLS 1.3."
-        echo
-        echo "| target | what | load generator | req/s | baseline | ratio to baseline | avg latency | p99 latency | CPU µs/req | non-2xx / errors | other work % | valid |"
-        echo "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
+        echo "| target | req/s | ratio to nginx | avg latency | p99 latency | RSS MiB | RSS ratio to nginx | PSS MiB | CPU µs/req | non-2xx / socket errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for name in "${TARGETS[@]}"; do
-            [ -n "${SCHEME[$name]:-}" ] || continue
             rps=$(med "${RPS[$name]}")
-            base=${BASE[$name]}
-            r="-"
-            if selected "$base"; then r=$(ratio "$rps" "$(med "${RPS[$base]}")"); fi
-            ok=yes
-            if ! valid "$name"; then ok="**NO**"; r="invalid"; fi
-            extra=""
-            if [ -n "${UNSIGNED[$name]:-}" ]; then extra=" (+${UNSIGNED[$name]} unsigned)"; fi
-            printf '| %s | %s | %s | %.0f | %s | %s | %.2f ms | %.2f ms | %s | %d / %d%s | %s | %s |\n' \
-                "$name" "${DESC[$name]}" "$(loader_label "$name")" "$rps" "$base" "$r" \
-                "$(med "${AVG[$name]}")" "$(med "${P99[$name]}")" "$(med "${CPU[$name]}")" \
-                "${NON2XX[$name]}" "${SOCKERR[$name]}" "$extra" "$(med "${OTHER[$name]}")" "$ok"
+            label=$name
+            rss_ratio=$(ratio "${RSS[$name]}" "${RSS[nginx]:-0}")
+            nginx_ratio=$(ratio "$rps" "$NGINX_RPS")
+            if [ "$name" = origin ]; then label="origin (direct, no proxy)"; rss_ratio="-"; fi
+            if [ "$name" = pingora-bare ]; then label="Pingora, bare (no hooks)"; fi
+            # Rows measured with oha are not comparable with wrk's nginx row.
+            case $(loader_of "$name") in oha*) label="$name (oha)"; nginx_ratio="-" ;; esac
+            printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %s | %d / %d |\n' \
+                "$label" "$rps" "$nginx_ratio" \
+                "$(med "${AVG[$name]}")" "$(med "${P99[$name]}")" \
+                "$(mib "${RSS[$name]}")" "$rss_ratio" "$(mib "${PSS[$name]}")" \
+                "$(med "${CPU[$name]}")" "${NON2XX[$name]}" "${SOCKERR[$name]}"
         done
         echo
-        echo "Ratios (medians; each pair measured with the same load generator in the same run):"
-        compare "mTLS, keep-alive, vs pass-through over TLS" portcullis-mtls portcullis-tls-oha
-        compare "mTLS, a new connection per request (sessions resumed), vs TLS the same way" portcullis-mtls-newconn portcullis-tls-newconn
-        compare "HMAC-signed POST 1 KiB vs unsigned POST 1 KiB (the signature's cost)" portcullis-hmac portcullis-post-tls
-        compare "HMAC-signed POST 1 KiB vs GET pass-through over TLS" portcullis-hmac portcullis-tls
-        compare "POST 1 KiB vs GET, both over TLS (the body's cost)" portcullis-post-tls portcullis-tls
-        compare "TLS vs plain HTTP (pass-through)" portcullis-tls portcullis
-        compare "Portcullis vs nginx, TLS" portcullis-tls nginx-tls
-        compare "Portcullis vs nginx, mTLS, keep-alive" portcullis-mtls nginx-mtls
-        compare "Portcullis vs nginx, TLS, new connections" portcullis-tls-newconn nginx-tls-newconn
-        compare "Portcullis vs nginx, mTLS, new connections" portcullis-mtls-newconn nginx-mtls-newconn
-        compare "nginx: mTLS vs TLS, new connections" nginx-mtls-newconn nginx-tls-newconn
-        compare "new connection per request vs keep-alive, TLS" portcullis-tls-newconn portcullis-tls-oha
-        compare "oha vs wrk on the same target (TLS pass-through)" portcullis-tls-oha portcullis-tls
+        echo "Per-round req/s (rounds in order; the target order rotates every round):"
+        for name in "${TARGETS[@]}"; do echo "- $name: ${RPS[$name]% }"; done
         echo
-        for line in "${RESUMPTION[@]}"; do echo "- Session resumption, $line"; done
-        if selected portcullis-hmac; then
-            echo "- HMAC: signatures made by \`portcullis sign --count\` just before each run (warm-up first):" \
-                "$(printf '%s; ' "${SIGN_LOG[@]}" | sed 's/; $//')."
-            echo "  Used / made per measured round: ${SIGNED[portcullis-hmac]% }; requests sent unsigned because the" \
-                "signatures ran out: ${UNSIGNED[portcullis-hmac]:-0}; non-2xx: ${NON2XX[portcullis-hmac]:-0}" \
-                "(any of these makes the row invalid)."
+        echo "- RSS / PSS: VmRSS / Pss of the process and its children (nginx: master + worker), read after the last round."
+        echo "- CPU µs/req: user + system CPU time of the target's own processes during a measured run, divided by"
+        echo "  the requests completed (origin row: the origin alone; proxy rows: the proxy alone)."
+        echo "- non-2xx / socket errors: summed over all rounds, from wrk's \"Non-2xx or 3xx responses\" and"
+        echo "  \"Socket errors\" lines (oha rows: its status codes and errors, less the requests still in"
+        echo "  flight at the deadline)."
+        echo "- Error-log lines during the test: origin $(grep -c . "$RUN_DIR/origin.error.log" || true)," \
+            "nginx $(grep -c . "$RUN_DIR/nginx-proxy.error.log" || true), haproxy $(grep -c . "$RUN_DIR/haproxy.out" || true)," \
+            "portcullis $(grep -c ERROR "$RUN_DIR/portcullis.out" || true) ERROR, of which" \
+            "$(grep -c 'Downstream ConnectionClosed' "$RUN_DIR/portcullis.out" || true) 'Downstream ConnectionClosed'" \
+            "(a client, here wrk at the end of a run, closed its connection before the answer)."
+        if [ -n "${RPS[portcullis-introspection]:-}" ]; then
+            calls=$(grep -c 'POST /introspect' "$RUN_DIR/introspection.access.log" || true)
+            echo "- Introspection: $calls call(s) to the endpoint for 1 distinct token over every round" \
+                "(expected exactly 1 per token per cache TTL of 5 min)."
         fi
-        echo "- Counters of the TLS Portcullis (admin /metrics at the end; the whole run, checks and" \
-            "warm-up included): ${TLS_METRICS:-none read}."
-        echo "- Error-log lines: nginx-tls $(grep -c . "$RUN_DIR/nginx-tls.error.log" || true)," \
-            "portcullis-tls $(grep -c ERROR "$RUN_DIR/portcullis-tls.out" || true) ERROR, of which" \
-            "$(grep -c 'Downstream ConnectionClosed' "$RUN_DIR/portcullis-tls.out" || true) 'Downstream ConnectionClosed' and" \
-            "$(grep -c 'TLS accept() failed: \(unexpected EOF\|Connection reset by peer\)' "$RUN_DIR/portcullis-tls.out" || true)" \
-            "'TLS accept() failed: unexpected EOF / Connection reset by peer' (handshakes oha abandoned at the" \
-            "end of a --disable-keepalive run)."
+        echo "- Other work on the machine: CPUs ${BUSY_BEFORE}% busy in the second before the test;" \
+            "load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
+        busiest=$(printf '%s\n' "${OTHER_LOG[@]}" | sort -rn | head -3 | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $2, $1 }')
+        echo "- Other work during the measured runs (share of both CPUs used by neither the target, the" \
+            "origin nor the load generator): median $(med "$(printf '%s\n' "${OTHER_LOG[@]}" | awk '{ printf "%s ", $1 }')" | awk '{ printf "%.0f", $1 }')%," \
+            "highest: $busiest."
+
+        if [ "$NEED_TLS" = 1 ]; then
+            echo
+            echo "### TLS, mTLS and HMAC-signed requests (issue 7)"
+            echo
+            echo "Each row's ratio is to Portcullis's pass-through over TLS (GET / on its TLS listener) measured with"
+            echo "the same load generator and connection mode (the baseline column). wrk cannot present a client"
+            echo "certificate, so the mTLS rows and their baselines are measured with oha $("$OHA" --version 2>/dev/null | awk '{print $2}')"
+            echo "(rustls, HTTP/1.1, its TLS sessions kept and offered again on new connections)."
+            echo "Certificates: ECDSA P-256; TLS 1.3."
+            echo
+            echo "| target | what | load generator | req/s | baseline | ratio to baseline | avg latency | p99 latency | CPU µs/req | non-2xx / errors | other work % | valid |"
+            echo "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
+            for name in "${TARGETS[@]}"; do
+                [ -n "${SCHEME[$name]:-}" ] || continue
+                rps=$(med "${RPS[$name]}")
+                base=${BASE[$name]}
+                r="-"
+                if selected "$base"; then r=$(ratio "$rps" "$(med "${RPS[$base]}")"); fi
+                ok=yes
+                if ! valid "$name"; then ok="**NO**"; r="invalid"; fi
+                extra=""
+                if [ -n "${UNSIGNED[$name]:-}" ]; then extra=" (+${UNSIGNED[$name]} unsigned)"; fi
+                printf '| %s | %s | %s | %.0f | %s | %s | %.2f ms | %.2f ms | %s | %d / %d%s | %s | %s |\n' \
+                    "$name" "${DESC[$name]}" "$(loader_label "$name")" "$rps" "$base" "$r" \
+                    "$(med "${AVG[$name]}")" "$(med "${P99[$name]}")" "$(med "${CPU[$name]}")" \
+                    "${NON2XX[$name]}" "${SOCKERR[$name]}" "$extra" "$(med "${OTHER[$name]}")" "$ok"
+            done
+            echo
+            echo "Ratios (medians; each pair measured with the same load generator in the same run):"
+            compare "mTLS, keep-alive, vs pass-through over TLS" portcullis-mtls portcullis-tls-oha
+            compare "mTLS, a new connection per request (sessions resumed), vs TLS the same way" portcullis-mtls-newconn portcullis-tls-newconn
+            compare "HMAC-signed POST 1 KiB vs unsigned POST 1 KiB (the signature's cost)" portcullis-hmac portcullis-post-tls
+            compare "HMAC-signed POST 1 KiB vs GET pass-through over TLS" portcullis-hmac portcullis-tls
+            compare "POST 1 KiB vs GET, both over TLS (the body's cost)" portcullis-post-tls portcullis-tls
+            compare "TLS vs plain HTTP (pass-through)" portcullis-tls portcullis
+            compare "Portcullis pass-through vs bare Pingora, both over TLS" portcullis-tls pingora-bare-tls
+            compare "bare Pingora: TLS vs plain HTTP" pingora-bare-tls pingora-bare
+            compare "Portcullis vs nginx, TLS" portcullis-tls nginx-tls
+            compare "Portcullis vs nginx, mTLS, keep-alive" portcullis-mtls nginx-mtls
+            compare "Portcullis vs nginx, TLS, new connections" portcullis-tls-newconn nginx-tls-newconn
+            compare "Portcullis vs nginx, mTLS, new connections" portcullis-mtls-newconn nginx-mtls-newconn
+            compare "nginx: mTLS vs TLS, new connections" nginx-mtls-newconn nginx-tls-newconn
+            compare "new connection per request vs keep-alive, TLS" portcullis-tls-newconn portcullis-tls-oha
+            compare "oha vs wrk on the same target (TLS pass-through)" portcullis-tls-oha portcullis-tls
+            echo
+            for line in "${RESUMPTION[@]}"; do echo "- Session resumption, $line"; done
+            if selected portcullis-hmac; then
+                echo "- HMAC: signatures made by \`portcullis sign --count\` just before each run (warm-up first):" \
+                    "$(printf '%s; ' "${SIGN_LOG[@]}" | sed 's/; $//')."
+                echo "  Used / made per measured round: ${SIGNED[portcullis-hmac]% }; requests sent unsigned because the" \
+                    "signatures ran out: ${UNSIGNED[portcullis-hmac]:-0}; non-2xx: ${NON2XX[portcullis-hmac]:-0}" \
+                    "(any of these makes the row invalid)."
+            fi
+            echo "- Counters of the TLS Portcullis (admin /metrics at the end; the whole run, checks and" \
+                "warm-up included): ${TLS_METRICS:-none read}."
+            echo "- Error-log lines: nginx-tls $(grep -c . "$RUN_DIR/nginx-tls.error.log" || true)," \
+                "portcullis-tls $(grep -c ERROR "$RUN_DIR/portcullis-tls.out" || true) ERROR, of which" \
+                "$(grep -c 'Downstream ConnectionClosed' "$RUN_DIR/portcullis-tls.out" || true) 'Downstream ConnectionClosed' and" \
+                "$(grep -c 'TLS accept() failed: \(unexpected EOF\|Connection reset by peer\)' "$RUN_DIR/portcullis-tls.out" || true)" \
+                "'TLS accept() failed: unexpected EOF / Connection reset by peer' (handshakes oha abandoned at the" \
+                "end of a --disable-keepalive run)."
+            if selected pingora-bare-tls; then
+                echo "- pingora-bare-tls: $(grep -c ERROR "$RUN_DIR/pingora-bare-tls.out" || true) ERROR lines in its log."
+            fi
+        fi
+    fi
+    if [ ${#PROFILE_LOG[@]} -gt 0 ]; then
+        echo
+        echo "### Profiles (PROFILE=1)"
+        echo
+        echo "One more ${DURATION}s run per target after the measured rounds, with \`perf record -F $PROFILE_FREQ"
+        echo "--call-graph dwarf\` on the target's process; the reports are in the run folder:"
+        for line in "${PROFILE_LOG[@]}"; do echo "- $line"; done
+    fi
+    if [ ${#MEMORY_TARGETS[@]} -gt 0 ]; then
+        echo
+        echo "### Memory per idle connection (MEMORY=$MEMORY)"
+        echo
+        echo "VmRSS of each target's process (nginx: master and worker) from /proc; $MEMORY keep-alive connections,"
+        echo "each idle after one completed GET /, held 2 s; closed, then 50 short requests and 2 s; then a second"
+        echo "wave of $MEMORY the same way. KiB per connection: (held - baseline) / $MEMORY, both waves over the same"
+        echo "baseline (a second wave no higher than the first: memory reused, not grown). PSS: Pss from"
+        echo "smaps_rollup, shared pages counted once. $([ "$MEMORY_ONLY" = 1 ] && echo "MEMORY_ONLY=1: the processes had served only the check requests and 20 warm-up requests." || echo "Read after the throughput rounds (and profiles), on warm processes.")"
+        echo
+        memory_table
+        for line in "${MEMORY_LOG[@]}"; do echo "- $line"; done
     fi
 } | tee "$RUN_DIR/results.md"
 
