@@ -7,13 +7,20 @@
 //!
 //! `--tls ADDR CERT KEY` adds a TLS listener made by Pingora itself (`TlsSettings::intermediate`,
 //! OpenSSL's Mozilla "intermediate" profile, HTTP/2 offered by ALPN as Portcullis offers it);
-//! LISTEN `-` leaves the plain listener out. Every listener keeps Pingora's default buffers (a
-//! 64 KiB read buffer below HTTP and TLS), where Portcullis sets its listeners' own
-//! (`read_buffer_size`: none on plain listeners, 16 KiB on TLS ones).
+//! LISTEN `-` leaves the plain listener out.
+//!
+//! The floor is taken at the transport settings Portcullis runs with by default, so the two
+//! rows differ by the hooks only: at one thread Pingora's single-thread runtime
+//! (`work_stealing` off, as Portcullis's default there), and no read buffer below HTTP on the
+//! plain listener (Portcullis's `read_buffer_size` default). The TLS listener keeps Pingora's
+//! default 64 KiB read buffer (Portcullis's TLS default is 16 KiB): Pingora's TLS listener
+//! API takes no buffer setting.
 
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
 use pingora::prelude::*;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
 use std::process::exit;
@@ -88,6 +95,7 @@ fn main() {
     }
     let conf = ServerConf {
         threads,
+        work_stealing: threads > 1,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
@@ -96,7 +104,9 @@ fn main() {
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { origin });
     if listen != "-" {
-        proxy.add_tcp(listen);
+        proxy.add_listener(
+            ListenerConfig::tcp(listen).l4_buffer(L4BufferSettings::default().read(0)),
+        );
     }
     if let Some(t) = tls {
         let mut settings = match TlsSettings::intermediate(&t.certificate, &t.key) {
