@@ -110,6 +110,16 @@ def wait_port(port, seconds=20):
     raise SystemExit(f"nothing listens on {port}")
 
 
+def read_until(c, got, done, what):
+    """Read from c onto `got` until done(got); an early close is an error naming `what`."""
+    while not done(got):
+        more = c.recv(65536)
+        if not more:
+            raise OSError(f"connection closed before {what} was complete")
+        got += more
+    return got
+
+
 class Target:
     """Where the connections go: 127.0.0.1:port, over TLS when a context is given."""
 
@@ -127,12 +137,7 @@ class Target:
         """One GET on c, its whole response read (Content-Length or chunked)."""
         c.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n".encode()
                   + (b"Connection: close\r\n" if close else b"") + b"\r\n")
-        got = b""
-        while b"\r\n\r\n" not in got:
-            more = c.recv(65536)
-            if not more:
-                raise OSError("connection closed before the response's head")
-            got += more
+        got = read_until(c, b"", lambda b: b"\r\n\r\n" in b, "the response's head")
         head, body = got.split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
         if not lines[0].startswith(b"HTTP/1.1 200"):
@@ -143,17 +148,9 @@ class Target:
                 pass
         elif b"content-length" in headers:
             want = int(headers[b"content-length"])
-            while len(body) < want:
-                more = c.recv(65536)
-                if not more:
-                    raise OSError("connection closed in the response's body")
-                body += more
+            read_until(c, body, lambda b: len(b) >= want, "the response's body")
         elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            while not body.endswith(b"0\r\n\r\n"):
-                more = c.recv(65536)
-                if not more:
-                    raise OSError("connection closed in the response's body")
-                body += more
+            read_until(c, body, lambda b: b.endswith(b"0\r\n\r\n"), "the response's body")
 
     def short_requests(self, count, path="/after"):
         for _ in range(count):

@@ -82,8 +82,7 @@ pub fn prepare(
     now: u64,
 ) -> Result<()> {
     // HTTP/2 carries the host in :authority rather than a Host header; read it before the
-    // target is rewritten to origin form.
-    // A clone of the header's value shares its bytes; no copy on the common path.
+    // target is rewritten to origin form. A clone of the header's value shares its bytes.
     let host = match req.headers.get(http::header::HOST) {
         Some(h) => h.to_str().is_ok().then(|| h.clone()),
         None => req
@@ -184,7 +183,6 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static FORWARDED: HeaderName = http::header::FORWARDED;
 
 /// Never removable through a `Connection` nomination.
 const PROTECTED: &[&str] = &[
@@ -412,7 +410,7 @@ pub fn set_forwarded(
             req.remove_header(&X_REAL_IP);
         }
     }
-    req.remove_header(&FORWARDED);
+    req.remove_header(&http::header::FORWARDED);
     req.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
     match host {
         Some(h) => req.insert_header("x-forwarded-host", h)?,

@@ -66,8 +66,8 @@ pub(super) fn compile(s: &ServerSection, c: &mut Check<'_>) -> ServerSettings {
         keepalive_timeout,
         max_requests_per_connection,
         threads,
-        // At one thread there is nobody to steal from: Pingora's single-thread runtime then
-        // costs ≈ 8% less CPU per request than its work-stealing one (load-tests/RESULTS.md).
+        // At one thread there is nobody to steal from, and Pingora's single-thread runtime is
+        // the lighter one (measured in load-tests/RESULTS.md, "Issue 15 run").
         work_stealing: s.work_stealing.unwrap_or(threads > 1),
         pid_file,
         upgrade_sock,
