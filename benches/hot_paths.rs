@@ -243,6 +243,65 @@ fn decision(c: &mut Criterion) {
     });
 }
 
+/// The whole upstream request of a public route, as `upstream_request_filter` writes it:
+/// hop-by-hop and namespace headers out, `X-Forwarded-*`, `X-Real-IP` and `X-Request-ID` in.
+/// wrk's request (one header) and a browser-like one (eight).
+fn upstream_request(c: &mut Criterion) {
+    use futures::executor::block_on;
+    use portcullis::app::App;
+    use portcullis::engine::{Decision, RequestFacts};
+    let yaml = "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {backends: [127.0.0.1:9000]}}\nroutes:\n  - {name: all, match: {path_prefix: /}, upstream: a, auth: public}\n";
+    let app = App::build(config::parse(yaml).expect("bench config")).expect("bench app");
+    let browser: &[(&str, &str)] = &[
+        ("Host", "api.example.com"),
+        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) bench"),
+        ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+        ("Accept-Language", "en-GB,en;q=0.5"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("Connection", "keep-alive"),
+        ("Cookie", "session=0123456789abcdef"),
+        ("Cache-Control", "no-cache"),
+    ];
+    for (name, headers) in [("wrk", &browser[..1]), ("browser", browser)] {
+        let mut req = RequestHeader::build("GET", b"/api/items?page=2", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        let facts = RequestFacts::new(
+            &req.method,
+            req.raw_path(),
+            &req.headers,
+            Some("203.0.113.7".parse().unwrap()),
+            1_900_000_000,
+        );
+        let Decision::Forward(plan) = block_on(app.engine.decide(&facts, &mut Default::default()))
+        else {
+            panic!("the public route forwards");
+        };
+        let id = portcullis::request_id::from_headers(&req.headers);
+        c.bench_function(
+            &format!("upstream request, public route, {name} headers"),
+            |b| {
+                b.iter_batched(
+                    || req.clone(),
+                    |mut up| {
+                        portcullis::forward::prepare(
+                            &mut up,
+                            &plan,
+                            &app.forward,
+                            &id,
+                            1_900_000_000,
+                        )
+                        .unwrap();
+                        up
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
+            },
+        );
+    }
+}
+
 /// One request counted against a local rate limit (the key exists: the common case).
 fn rate_limit(c: &mut Criterion) {
     use portcullis::ratelimit::{KeyValue, Limit, LimitKey, LocalLimiter};
@@ -352,6 +411,7 @@ criterion_group!(
     routing,
     request_id,
     header_hygiene,
+    upstream_request,
     jwt,
     decision,
     rate_limit

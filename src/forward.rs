@@ -26,8 +26,9 @@
 use crate::assertion::Assertion;
 use crate::auth::mtls::{self, ClientCert};
 use crate::auth::Identity;
+use crate::policy::networks;
 use crate::policy::Denial;
-use crate::request_id;
+use crate::request_id::{self, RequestId};
 use crate::routing::Route;
 use http::header::{HeaderName, HeaderValue, CONNECTION};
 use pingora::http::RequestHeader;
@@ -78,7 +79,7 @@ pub fn prepare(
     req: &mut RequestHeader,
     plan: &Forward,
     policy: &ForwardPolicy,
-    request_id: &str,
+    request_id: &RequestId,
     now: u64,
 ) -> Result<()> {
     // HTTP/2 carries the host in :authority rather than a Host header; read it before the
@@ -116,7 +117,7 @@ pub fn prepare(
             let path = plan.target.as_deref().unwrap_or_else(|| req.uri.path());
             let token = a
                 .signer
-                .sign(id, req.method.as_str(), path, request_id, now)
+                .sign(id, req.method.as_str(), path, request_id.as_str(), now)
                 .map_err(|e| Error::explain(InternalError, e))?;
             req.insert_header(a.header.clone(), token)?;
         }
@@ -143,7 +144,7 @@ pub fn prepare(
         plan.https,
         host,
     )?;
-    req.insert_header(request_id::HEADER, request_id)?;
+    req.insert_header(request_id::HEADER, request_id.header_value())?;
     Ok(())
 }
 
@@ -405,13 +406,18 @@ pub fn set_forwarded(
         }
     }
     match client {
-        Some(ip) => req.insert_header("x-real-ip", ip.to_string())?,
+        Some(ip) => {
+            let mut text = String::with_capacity(15);
+            networks::push_ip(&mut text, ip);
+            req.insert_header("x-real-ip", text)?;
+        }
         None => {
             req.remove_header(&X_REAL_IP);
         }
     }
     req.remove_header(&http::header::FORWARDED);
-    req.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
+    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+    req.insert_header("x-forwarded-proto", proto)?;
     match host {
         Some(h) => req.insert_header("x-forwarded-host", h)?,
         None => {

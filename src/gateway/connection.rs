@@ -361,7 +361,7 @@ impl HeadGuard {
         closed(&self.listener, reason);
         tracing::debug!(listener = %self.listener, reason, "closing a client connection");
         self.phase = Phase::Answering {
-            answer: response::http1_closing(&kind, &request_id::generate()),
+            answer: response::http1_closing(&kind, request_id::generate().as_str()),
             written: 0,
         };
         self.deadline = Some(Instant::now() + LINGER);

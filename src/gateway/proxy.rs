@@ -11,7 +11,7 @@ use crate::engine::{Decision, Engine, RequestFacts};
 use crate::forward::{self, Forward, ForwardPolicy};
 use crate::metrics::{method_label, metrics, status_class};
 use crate::policy::{Denial, Trace};
-use crate::request_id;
+use crate::request_id::{self, RequestId};
 use crate::routing::Route;
 use crate::unix_now;
 use crate::upstream::Pool;
@@ -61,7 +61,7 @@ impl BodyPace {
 /// Per-request state.
 pub struct RequestCtx {
     start: Instant,
-    request_id: String,
+    request_id: RequestId,
     /// The TLS facts of the connection, read once per request.
     conn: Conn,
     /// The engine's plan, for an allowed request.
@@ -135,7 +135,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             conn: Conn::default(),
             forward: None,
             refused: None,
@@ -307,7 +307,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        upstream_response.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
         if let Some((policy, state)) = ctx.forward.as_mut().and_then(|f| f.rate_headers.take()) {
             upstream_response.insert_header("ratelimit-policy", policy)?;
             upstream_response.insert_header("ratelimit", state)?;
@@ -337,7 +337,7 @@ impl ProxyHttp for Gateway {
             // The connection is not reused after a failed proxy attempt (part of the request
             // body may be consumed); say so, so clients do not send on it again.
             session.set_keepalive(None);
-            if let Err(err) = write_error(session, &kind, &ctx.request_id).await {
+            if let Err(err) = write_error(session, &kind, ctx.request_id.as_str()).await {
                 tracing::debug!(error = %err, "could not write the error response");
             }
         }
@@ -387,7 +387,7 @@ impl ProxyHttp for Gateway {
         let identity = ctx.identity();
         log.log(&access_log::Entry {
             time: &time,
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             client: &client,
             method: req.method.as_str(),
             path: req.uri.path(),
@@ -433,7 +433,7 @@ impl Gateway {
             code: d.code,
             message: "",
         });
-        write_refusal(session, &d, &ctx.request_id).await?;
+        write_refusal(session, &d, ctx.request_id.as_str()).await?;
         Ok(true)
     }
 }

@@ -131,13 +131,39 @@ pub fn forwarded_for(peer: IpAddr, received: &http::HeaderMap, trusted: &[Cidr])
         }
         kept.reverse();
     }
-    let mut out = String::new();
+    let mut out = String::with_capacity(kept.iter().map(|e| e.len() + 2).sum::<usize>() + 15);
     for e in kept {
         out.push_str(e);
         out.push_str(", ");
     }
-    out.push_str(&peer.to_string());
+    push_ip(&mut out, peer);
     out
+}
+
+/// Appends an address as text, exactly as `Display` writes it. An IPv4 address (nearly every
+/// peer) is written digit by digit: through the formatting machinery it costs about twenty
+/// times as much, twice per forwarded request (`X-Forwarded-For`, `X-Real-IP`).
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +259,19 @@ mod tests {
             client_ip(Some(ip("10.0.0.2")), &xff(&["10.0.0.9"]), &trusted),
             Some(ip("10.0.0.9"))
         );
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut samples: Vec<IpAddr> = [0u8, 1, 9, 10, 42, 99, 100, 109, 110, 199, 200, 255]
+            .iter()
+            .flat_map(|&a| [0u8, 7, 10, 100, 255].map(|b| IpAddr::from([a, b, 255 - a, b / 3])))
+            .collect();
+        samples.extend(["::1", "2001:db8::7", "::ffff:10.0.0.1", "fe80::1:2:3:4"].map(ip));
+        for addr in samples {
+            let mut out = String::from("x");
+            push_ip(&mut out, addr);
+            assert_eq!(out, format!("x{addr}"));
+        }
     }
 }
