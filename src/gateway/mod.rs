@@ -144,12 +144,11 @@ pub fn build_server(app: App, flags: RunFlags) -> Result<Server, String> {
         forward,
         pools,
         access_log,
-        keepalive_secs: s.keepalive_timeout.as_secs().max(1),
         body_pace: proxy::BodyPace::of(&s.connections),
     };
     let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
     // Pingora closes an HTTP/2 connection idle this long, and a connection after this many
-    // requests; the HTTP/1.1 idle timeout is set per request by the proxy (`request_filter`).
+    // requests; the HTTP/1.1 idle wait is the connection guard's (`connection.rs`).
     let mut options = HttpServerOptions::default();
     // Pingora counts reuses: a connection carries its first request and this many more.
     options.keepalive_request_limit = Some(s.max_requests_per_connection.saturating_sub(1));

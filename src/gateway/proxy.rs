@@ -27,8 +27,6 @@ pub struct Gateway {
     pub forward: ForwardPolicy,
     pub pools: Vec<Arc<Pool>>,
     pub access_log: Option<AccessLog>,
-    /// How long an HTTP/1.1 connection may wait idle for its next request.
-    pub keepalive_secs: u64,
     pub body_pace: BodyPace,
 }
 
@@ -149,10 +147,11 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
-        // Pingora keeps an HTTP/1.1 connection forever once the client asks for keep-alive
-        // (it does not read `Keep-Alive: timeout=`); bound the wait for the next request.
+        // A kept-alive connection's wait for its next request is the connection guard's
+        // (`keepalive_timeout`, `connection.rs`); Pingora would otherwise time it itself, from
+        // a client's `Keep-Alive: timeout=` even, and pay a timer per request for it.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.keepalive_secs));
+            session.set_keepalive(Some(0));
         }
         // No read of the body waits longer than this (Pingora's default is 60 s).
         session.set_read_timeout(Some(self.body_pace.timeout));
