@@ -4,7 +4,7 @@
 response is read whole (Content-Length) before the next request on its connection. Prints the
 number of responses. Used by callgrind.sh, whose counts need an exact number of requests.
 
-  load-tests/keepalive_requests.py PORT N [--connections C] [--tls] [--path /p]
+  load-tests/keepalive_requests.py PORT N [--connections C] [--tls] [--path /p] [--header 'K: V']
 
 Bounded: every socket operation under a 10 s timeout; exits non-zero if a connection closes.
 """
@@ -22,6 +22,7 @@ def main():
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--path", default="/pass")
+    ap.add_argument("--header", action="append", default=[], help="an extra request header")
     a = ap.parse_args()
     ctx = None
     if a.tls:
@@ -29,7 +30,8 @@ def main():
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["http/1.1"])
-    request = f"GET {a.path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    extra = "".join(f"{h}\r\n" for h in a.header)
+    request = f"GET {a.path} HTTP/1.1\r\nHost: bench\r\n{extra}\r\n".encode()
     share = [a.n // a.connections + (i < a.n % a.connections) for i in range(a.connections)]
     done, failed = [0] * a.connections, []
 
