@@ -47,12 +47,6 @@ impl RequestId {
     }
 }
 
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A fresh id: 32 lower-case hex digits (128 random bits).
 pub fn generate() -> RequestId {
     // Written straight into a buffer, without the formatting machinery or a growing String.

@@ -86,6 +86,34 @@ fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
 }
 
 #[test]
+fn an_idle_keep_alive_connection_is_closed_as_soon_as_the_gateway_begins_to_shut_down() {
+    let echo = Echo::start();
+    let mut gw = Gateway::start(&pass_through(echo.addr));
+    let mut c = connect(&gw);
+    get(&mut c, "/one");
+    let (head, _) = read_response(&mut c);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // SIGTERM starts the 1 s grace period, during which requests in flight finish. An idle
+    // connection has none: it is closed (cleanly) at its start, as Pingora closes its own,
+    // and not left to the end of the grace period, when the runtime's tasks are dropped.
+    let mut child = gw.take_child().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let closed = closed_within(&mut c, Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    let after = closed.expect("the idle connection stayed open");
+    assert!(
+        after < Duration::from_millis(700),
+        "closed {after:?} after the signal: at the grace period's end, not its start"
+    );
+    assert_eq!(echo.received().len(), 1);
+}
+
+#[test]
 fn d5_a_connection_carries_at_most_max_requests_per_connection() {
     let echo = Echo::start();
     let gw = Gateway::start_with_server(
