@@ -306,20 +306,20 @@ fn upstream_request(c: &mut Criterion) {
 fn rate_limit(c: &mut Criterion) {
     use portcullis::ratelimit::{KeyValue, Limit, LimitKey, LocalLimiter};
     let limiter = LocalLimiter::new(100_000, std::time::Duration::from_secs(3600));
-    let limit = Limit {
-        name: "bench".into(),
-        key: LimitKey::Consumer,
-        requests: 1_000_000_000,
-        window: std::time::Duration::from_secs(3600),
-        burst: 1_000_000_000,
-    };
+    let limit = Limit::new(
+        "bench",
+        LimitKey::Consumer,
+        1_000_000_000,
+        std::time::Duration::from_secs(3600),
+        1_000_000_000,
+    );
     let key = KeyValue::Named("consumer", b"bench-consumer");
     c.bench_function("rate limit check, local, existing key", |b| {
         b.iter(|| black_box(limiter.check(0, &limit, black_box(&key))))
     });
     c.bench_function("rate limit headers (policy + state)", |b| {
         let v = limiter.check(0, &limit, &key);
-        b.iter(|| black_box((limit.policy_header(), v.header(&limit))))
+        b.iter(|| black_box(limit.headers(&v)))
     });
 }
 

@@ -437,8 +437,11 @@ fi
 # ---------------------------------------------------------------- starting
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Each Portcullis has an admin listener of its own: a shared port would leave one of them
+# retrying its bind, and its metrics read from the other process.
 TLS_ADMIN_PORT=19902
-for port in "${PORT[@]}" "$ADMIN_PORT" "$TLS_ADMIN_PORT"; do
+REDIS_ADMIN_PORT=19903
+for port in "${PORT[@]}" "$ADMIN_PORT" "$TLS_ADMIN_PORT" "$REDIS_ADMIN_PORT"; do
     if port_open "$port"; then die "127.0.0.1:$port is already in use"; fi
 done
 
@@ -480,6 +483,7 @@ if [ -n "${PORT[redis]:-}" ]; then
     wait_port redis "${PORT[redis]}"
     start portcullis-redis "$PORTCULLIS" run -c "$RUN_DIR/portcullis-redis.yaml"
     wait_port portcullis-redis "${PORT[portcullis-apikey-redis]}"
+    wait_port portcullis-redis "$REDIS_ADMIN_PORT"
 fi
 if [ "$NEED_TLS" = 1 ]; then
     start nginx-tls "$NGINX" -c "$RUN_DIR/nginx-tls.conf" -p "$RUN_DIR"
@@ -488,7 +492,7 @@ if [ "$NEED_TLS" = 1 ]; then
     start pingora-bare-tls "$BARE" - "127.0.0.1:${PORT[origin]}" 1 \
         --tls "127.0.0.1:${PORT[pingora-bare-tls]}" "$RUN_DIR/server.pem" "$RUN_DIR/server.key"
     for port in 18446 18447; do wait_port nginx-tls "$port"; done
-    for port in 18443 18444; do wait_port portcullis-tls "$port"; done
+    for port in 18443 18444 "$TLS_ADMIN_PORT"; do wait_port portcullis-tls "$port"; done
     wait_port pingora-bare-tls "${PORT[pingora-bare-tls]}"
 fi
 

@@ -5,6 +5,7 @@ use super::check::Check;
 use super::file::{
     LimitSection, OnRedisError, Per, RateLimitBackend, RateLimitsSection, RouteSection,
 };
+use super::valid_name;
 use crate::ratelimit::{
     FailedAuthSettings, Limit, LimitKey, LimitSettings, OnError, RedisSettings,
 };
@@ -74,13 +75,7 @@ fn compile_limit(
     };
     let window = window_of(s.per);
     match (c.ok(), key) {
-        (true, Some(key)) => Some(Limit {
-            name: name.to_string(),
-            key,
-            requests: s.requests,
-            window,
-            burst,
-        }),
+        (true, Some(key)) => Some(Limit::new(name, key, s.requests, window, burst)),
         _ => None,
     }
 }
@@ -104,6 +99,14 @@ fn rate_limits(section: Option<&RateLimitsSection>, c: &mut Check<'_>) -> LimitS
     };
     for (name, t) in &s.tiers {
         let mut tiers = c.at("tiers");
+        if !valid_name(name) {
+            // The name is shown in RateLimit headers and matched against consumers' `tier`.
+            tiers.problem(
+                name,
+                "tier names use only letters, digits, `-` and `_`, and are not empty",
+            );
+            continue;
+        }
         if let Some(l) = compile_limit(name, t, Some(LimitKey::Consumer), &mut tiers.at(name)) {
             out.tiers.insert(name.clone(), out.limits.len());
             out.limits.push(l);

@@ -146,11 +146,12 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
         ),
         (
             "rate limits",
-            config("rate_limits: {tiers: {gold: {requests: 0, per: second, key: consumer}}, failed_auth: {failures: 1, per: minute, block: 0s}, redis: {url: 'redis://127.0.0.1'}}\n"),
+            config("rate_limits: {tiers: {gold: {requests: 0, per: second, key: consumer}, 'gold \"2\"': {requests: 1, per: second}}, failed_auth: {failures: 1, per: minute, block: 0s}, redis: {url: 'redis://127.0.0.1'}}\n"),
             &[
                 "rate_limits.tiers.gold.requests: between 1 and 1000000000",
                 "rate_limits.tiers.gold.burst: between 1 and 1000000000",
                 "rate_limits.tiers.gold.key: a tier is always counted per consumer",
+                "rate_limits.tiers.gold \"2\": tier names use only letters, digits, `-` and `_`, and are not empty",
                 "rate_limits.failed_auth.block: between 1s and 24h",
                 "rate_limits.redis: set `backend: redis` to use it (or remove it)",
             ],

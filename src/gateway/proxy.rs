@@ -307,9 +307,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
-        if let Some((policy, state)) = ctx.forward.as_mut().and_then(|f| f.rate_headers.take()) {
-            upstream_response.insert_header("ratelimit-policy", policy)?;
-            upstream_response.insert_header("ratelimit", state)?;
+        if let Some(rate) = ctx.forward.as_mut().and_then(|f| f.rate_headers.take()) {
+            upstream_response.insert_header("ratelimit-policy", rate.policy)?;
+            upstream_response.insert_header("ratelimit", rate.state)?;
         }
         Ok(())
     }

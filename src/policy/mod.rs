@@ -165,7 +165,7 @@ pub struct Denial {
     /// `Allow` methods, for 405.
     pub allow: Option<String>,
     /// `RateLimit-Policy` and `RateLimit`, for 429.
-    pub rate_headers: Option<(String, String)>,
+    pub rate_headers: Option<crate::ratelimit::RateHeaders>,
 }
 
 impl Denial {
@@ -287,10 +287,11 @@ impl Denial {
             .iter()
             .map(|r| ("retry-after", r.to_string()));
         let allow = self.allow.iter().map(|a| ("allow", a.clone()));
-        let rate = self.rate_headers.iter().flat_map(|(policy, state)| {
+        let text = |v: &http::HeaderValue| v.to_str().unwrap_or_default().to_owned();
+        let rate = self.rate_headers.iter().flat_map(move |r| {
             [
-                ("ratelimit-policy", policy.clone()),
-                ("ratelimit", state.clone()),
+                ("ratelimit-policy", text(&r.policy)),
+                ("ratelimit", text(&r.state)),
             ]
         });
         challenge.chain(retry).chain(allow).chain(rate)

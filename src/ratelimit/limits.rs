@@ -4,7 +4,7 @@
 //! `Limits::start` (called by the composition root) builds the counters from it.
 
 use super::redis_backend::RedisLimiter;
-use super::{FailedAuthGuard, KeyValue, Limit, LimitKey, LimitVerdict, LocalLimiter};
+use super::{FailedAuthGuard, KeyValue, Limit, LimitKey, LimitVerdict, LocalLimiter, RateHeaders};
 use crate::auth::Identity;
 use crate::metrics::metrics;
 use crate::policy::{Denial, Trace};
@@ -111,7 +111,7 @@ impl Limits {
         client: Option<IpAddr>,
         headers: &http::HeaderMap,
         trace: &mut Trace,
-    ) -> Result<Option<(String, String)>, Denial> {
+    ) -> Result<Option<RateHeaders>, Denial> {
         let Some(limiter) = self.limiter.as_deref() else {
             return Ok(None);
         };
@@ -175,10 +175,10 @@ impl Limits {
                     ),
                 );
                 d.retry_after = Some(v.reset_secs);
-                d.rate_headers = Some((limit.policy_header(), v.header(limit)));
+                d.rate_headers = Some(limit.headers(&v));
                 return Err(d);
             }
-            shown = Some((limit.policy_header(), v.header(limit)));
+            shown = Some(limit.headers(&v));
         }
         Ok(shown)
     }

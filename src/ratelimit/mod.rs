@@ -14,6 +14,7 @@ pub mod redis_backend;
 
 pub use limits::{FailedAuthSettings, LimitSettings, Limits, OnError, RedisSettings};
 
+use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,9 +56,38 @@ pub struct Limit {
     pub requests: u64,
     pub window: Duration,
     pub burst: u64,
+    /// `RateLimit-Policy`, the same on every response under this limit: built once here
+    /// rather than formatted per request.
+    policy: HeaderValue,
+}
+
+/// The `RateLimit-Policy` and `RateLimit` values for one response (allowed or refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub policy: HeaderValue,
+    pub state: HeaderValue,
 }
 
 impl Limit {
+    pub fn new(
+        name: impl Into<String>,
+        key: LimitKey,
+        requests: u64,
+        window: Duration,
+        burst: u64,
+    ) -> Self {
+        let mut limit = Self {
+            name: name.into(),
+            key,
+            requests,
+            window,
+            burst,
+            policy: HeaderValue::from_static(""),
+        };
+        limit.policy = limit.build_policy_header();
+        limit
+    }
+
     /// Time between two requests at the steady rate, in nanoseconds.
     fn interval_ns(&self) -> u64 {
         (self.window.as_nanos() / u128::from(self.requests.max(1))).max(1) as u64
@@ -70,10 +100,40 @@ impl Limit {
     /// it and `q=30;w=60` promise a burst that is refused. The window is rounded up to whole
     /// seconds, so the advertised rate never exceeds the real one; with the default burst
     /// (= `requests`) it is the configured window.
-    pub fn policy_header(&self) -> String {
+    pub fn policy_header(&self) -> &HeaderValue {
+        &self.policy
+    }
+
+    fn build_policy_header(&self) -> HeaderValue {
         let refill_ns = u128::from(self.interval_ns()) * u128::from(self.burst);
         let window = refill_ns.div_ceil(1_000_000_000).max(1);
-        format!("\"{}\";q={};w={}", self.name, self.burst, window)
+        let value = format!("{};q={};w={}", self.quoted_name(), self.burst, window);
+        HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The name as a structured-field string. Configured names are letters, digits, `-` and
+    /// `_` (checked when the configuration loads); anything else a library caller passes
+    /// becomes `_`, so the value is always a valid header and string.
+    fn quoted_name(&self) -> String {
+        let mut out = String::with_capacity(self.name.len() + 2);
+        out.push('"');
+        out.extend(self.name.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        }));
+        out.push('"');
+        out
+    }
+
+    /// Both headers for a verdict under this limit.
+    pub fn headers(&self, verdict: &LimitVerdict) -> RateHeaders {
+        RateHeaders {
+            policy: self.policy.clone(),
+            state: verdict.header(self),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -98,12 +158,23 @@ pub struct LimitVerdict {
 }
 
 impl LimitVerdict {
-    /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-09): remaining and reset.
-    pub fn header(&self, limit: &Limit) -> String {
-        format!(
-            "\"{}\";r={};t={}",
-            limit.name, self.remaining, self.reset_secs
-        )
+    /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-09): remaining and reset. Written
+    /// per request, so with `itoa` into one buffer rather than through `fmt`.
+    pub fn header(&self, limit: &Limit) -> HeaderValue {
+        // The policy value begins with the same quoted name: `"name";q=…`.
+        let policy = limit.policy.as_bytes();
+        let name = &policy[..policy
+            .iter()
+            .position(|&b| b == b';')
+            .unwrap_or(policy.len())];
+        let mut digits = itoa::Buffer::new();
+        let mut out = Vec::with_capacity(name.len() + 48);
+        out.extend_from_slice(name);
+        out.extend_from_slice(b";r=");
+        out.extend_from_slice(digits.format(self.remaining).as_bytes());
+        out.extend_from_slice(b";t=");
+        out.extend_from_slice(digits.format(self.reset_secs).as_bytes());
+        HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 
@@ -221,13 +292,13 @@ mod tests {
     use super::*;
 
     fn limit(requests: u64, secs: u64, burst: u64) -> Limit {
-        Limit {
-            name: "t".into(),
-            key: LimitKey::ClientAddress,
+        Limit::new(
+            "t",
+            LimitKey::ClientAddress,
             requests,
-            window: Duration::from_secs(secs),
+            Duration::from_secs(secs),
             burst,
-        }
+        )
     }
 
     const S: u64 = 1_000_000_000;
@@ -321,6 +392,33 @@ mod tests {
         };
         assert_eq!(v.header(&l), "\"t\";r=7;t=3");
         assert_eq!(l.describe(), "100 per minute");
+        let big = LimitVerdict {
+            allowed: true,
+            remaining: u64::MAX,
+            reset_secs: 1_000_000_007,
+        };
+        assert_eq!(
+            limit(7, 60, 3).headers(&big).state,
+            "\"t\";r=18446744073709551615;t=1000000007"
+        );
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_header_token_is_shown_with_underscores() {
+        let l = Limit::new(
+            "gold \"tier\"\u{e9}",
+            LimitKey::Consumer,
+            5,
+            Duration::from_secs(1),
+            5,
+        );
+        assert_eq!(l.policy_header(), "\"gold__tier__\";q=5;w=1");
+        let v = LimitVerdict {
+            allowed: false,
+            remaining: 0,
+            reset_secs: 1,
+        };
+        assert_eq!(l.headers(&v).state, "\"gold__tier__\";r=0;t=1");
     }
 }
 
@@ -347,13 +445,13 @@ impl std::fmt::Debug for FailedAuthGuard {
 impl FailedAuthGuard {
     pub fn new(failures: u64, window: Duration, block: Duration, capacity: u64) -> Self {
         Self {
-            limit: Limit {
-                name: "failed_auth".into(),
-                key: LimitKey::ClientAddress,
-                requests: failures,
+            limit: Limit::new(
+                "failed_auth",
+                LimitKey::ClientAddress,
+                failures,
                 window,
-                burst: failures,
-            },
+                failures,
+            ),
             counter: LocalLimiter::new(capacity, window),
             blocked: moka::sync::Cache::builder()
                 .max_capacity(capacity)

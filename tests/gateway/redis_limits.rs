@@ -11,13 +11,13 @@ use portcullis::ratelimit::{Limit, LimitKey};
 use std::time::{Duration, Instant};
 
 fn limit(requests: u64) -> Limit {
-    Limit {
-        name: "shared".into(),
-        key: LimitKey::Consumer,
+    Limit::new(
+        "shared",
+        LimitKey::Consumer,
         requests,
-        window: Duration::from_secs(60),
-        burst: requests,
-    }
+        Duration::from_secs(60),
+        requests,
+    )
 }
 
 fn runtime() -> tokio::runtime::Runtime {
