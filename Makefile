@@ -54,20 +54,16 @@ test-deps: test-system-deps $(OIDC_PROVIDER)/node_modules/.installed
 build: deps
 	cargo build --release
 
+# The demo: two echo origins, the gateway on the bundled conf/portcullis.yaml, and the tour
+# (conf/demo/tour.sh) with freshly minted demo tokens and the demo API key to paste.
 run: build
 	@mkdir -p run
 	@echo "starting demo origins (portcullis echo) on 127.0.0.1:9000 and 127.0.0.1:9001"
 	@./target/release/portcullis echo --listen 127.0.0.1:9000 & echo $$! > run/echo-9000.pid
 	@./target/release/portcullis echo --listen 127.0.0.1:9001 & echo $$! > run/echo-9001.pid
 	@trap 'kill $$(cat run/echo-9000.pid run/echo-9001.pid) 2>/dev/null' EXIT; \
-	echo; \
-	echo "Portcullis on http://$(LISTEN), admin on http://127.0.0.1:9901. Try:"; \
-	echo "  curl -s http://$(LISTEN)/api/hello?x=1 -H 'X-Request-ID: demo-1'   # see what the origin received"; \
-	echo "  curl -s -i -X POST http://$(LISTEN)/status                           # 405 with an Allow header"; \
-	echo "  curl -s http://$(LISTEN)/nowhere                                     # 404, JSON error body"; \
-	echo "  curl -s http://127.0.0.1:9901/metrics | grep portcullis_requests_total"; \
-	echo "  curl -s http://127.0.0.1:9901/health/ready"; \
-	echo "Ctrl-C stops everything."; echo; \
+	echo; echo "Portcullis on http://$(LISTEN), admin on http://127.0.0.1:9901."; echo; \
+	conf/demo/tour.sh ./target/release/portcullis $(LISTEN) 127.0.0.1:9901; echo; \
 	./target/release/portcullis run -c $(CONF)
 
 fmt:

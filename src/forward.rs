@@ -56,7 +56,7 @@ pub struct Forward {
     /// A refusal that a report-mode policy computed but did not enforce.
     pub reported: Option<Denial>,
     /// `RateLimit-Policy` and `RateLimit` values for the response, when a limit applied.
-    pub rate_headers: Option<crate::ratelimit::RateHeaders>,
+    pub rate_headers: Option<crate::policy::RateHeaders>,
 }
 
 /// What the gateway does to every forwarded request, whatever the route: the headers it

@@ -1,11 +1,13 @@
-//! The command line: `run` (the default), `check`, `explain`, `stdio`, `keys`, `sign` and
-//! `echo`. The tools live beside this file; none of them touches the Pingora glue
+//! The command line: `run` (the default), `check`, `explain`, `stdio`, `keys`, `sign`,
+//! `token` and `echo`. The tools live beside this file; none of them touches the Pingora glue
 //! (`gateway`): serving is handed back to `main` as `Action::Serve`.
 
 pub mod explain;
 pub mod keys;
 pub mod sign;
 pub mod stdio;
+pub mod summary;
+pub mod token;
 
 use crate::app::App;
 use crate::config;
@@ -14,13 +16,23 @@ use keys::KeysCommand;
 use sign::SignArgs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use token::TokenArgs;
 
 pub const DEFAULT_CONFIG: &str = "/etc/portcullis/portcullis.yaml";
+
+/// `portcullis --version`: ours, and the Pingora this binary was built with (read from
+/// Cargo.lock by build.rs), since most of the proxy's behaviour is Pingora's.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (pingora ",
+    env!("PORTCULLIS_PINGORA_VERSION"),
+    ")"
+);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "portcullis",
-    version,
+    version = VERSION,
     about = "An edge API gateway on Pingora",
     args_conflicts_with_subcommands = true
 )]
@@ -78,6 +90,9 @@ pub enum Command {
     /// Sign a request for an `hmac` route (RFC 9421, hmac-sha256) and print the headers to
     /// send with it: `Content-Digest` (with a body), `Signature-Input`, `Signature`.
     Sign(SignArgs),
+    /// Mint a JWT for DEVELOPMENT and tests only (never production), signed with the key you
+    /// name and printed on stdout.
+    Token(TokenArgs),
     /// Run a small origin that answers every request with a JSON description of it.
     Echo {
         #[arg(short, long, default_value = "127.0.0.1:9000")]
@@ -204,6 +219,13 @@ pub fn main() -> Action {
             }
             Err(e) => failed(&e, 2),
         },
+        Some(Command::Token(args)) => match token::run(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed(&e, 2),
+        },
         Some(Command::Keys { command }) => match keys::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failed(&e, 1),
@@ -260,6 +282,7 @@ fn check(path: &Path) -> ExitCode {
                 app.upstreams.len(),
                 app.engine.routes().routes().len()
             );
+            print!("{}", summary::render(&app));
             ExitCode::SUCCESS
         }
         None => ExitCode::from(1),

@@ -30,6 +30,14 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// The `RateLimit-Policy` and `RateLimit` values for one response, allowed or refused
+/// (built by `ratelimit`; carried here because a refusal carries them too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub policy: http::HeaderValue,
+    pub state: http::HeaderValue,
+}
+
 /// What a route requires, compiled from its `auth` section.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -165,7 +173,7 @@ pub struct Denial {
     /// `Allow` methods, for 405.
     pub allow: Option<String>,
     /// `RateLimit-Policy` and `RateLimit`, for 429.
-    pub rate_headers: Option<crate::ratelimit::RateHeaders>,
+    pub rate_headers: Option<RateHeaders>,
 }
 
 impl Denial {

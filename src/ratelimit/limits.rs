@@ -4,10 +4,10 @@
 //! `Limits::start` (called by the composition root) builds the counters from it.
 
 use super::redis_backend::RedisLimiter;
-use super::{FailedAuthGuard, KeyValue, Limit, LimitKey, LimitVerdict, LocalLimiter, RateHeaders};
+use super::{FailedAuthGuard, KeyValue, Limit, LimitKey, LimitVerdict, LocalLimiter};
 use crate::auth::Identity;
 use crate::metrics::metrics;
-use crate::policy::{Denial, Trace};
+use crate::policy::{Denial, RateHeaders, Trace};
 use crate::routing::Route;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -98,6 +98,16 @@ impl Limits {
             failed_auth,
             redis,
         })
+    }
+
+    /// The route's own limit (`routes[].rate_limit`), for summaries.
+    pub fn route_limit(&self, route: &Route) -> Option<&Limit> {
+        route.rate_limit.and_then(|i| self.limits.get(i))
+    }
+
+    /// The limit every request counts against first, when there is one.
+    pub fn global_limit(&self) -> Option<&Limit> {
+        self.global.and_then(|i| self.limits.get(i))
     }
 
     /// Count the request against the global limit and the route's (or the caller's tier's).

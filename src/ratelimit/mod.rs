@@ -14,6 +14,7 @@ pub mod redis_backend;
 
 pub use limits::{FailedAuthSettings, LimitSettings, Limits, OnError, RedisSettings};
 
+use crate::policy::RateHeaders;
 use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,13 +60,6 @@ pub struct Limit {
     /// `RateLimit-Policy`, the same on every response under this limit: built once here
     /// rather than formatted per request.
     policy: HeaderValue,
-}
-
-/// The `RateLimit-Policy` and `RateLimit` values for one response (allowed or refused).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateHeaders {
-    pub policy: HeaderValue,
-    pub state: HeaderValue,
 }
 
 impl Limit {

@@ -15,6 +15,7 @@ mod api_keys;
 mod config_check;
 mod connections;
 mod decisions;
+mod demo;
 mod errors;
 mod headers;
 mod health;
