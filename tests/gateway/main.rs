@@ -22,6 +22,7 @@ mod health;
 mod introspection;
 mod jwks;
 mod jwt;
+mod monitoring;
 mod mtls;
 mod mtls_policy;
 mod oidc_provider;
