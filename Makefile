@@ -9,9 +9,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a C toolchain and pkg-config. The tests also use curl (TLS listener checks) and openssl
 # (test certificates); systemd-analyze verifies the unit file when it is available.
 # prometheus provides promtool (which checks deploy/monitoring and the live /metrics page) and
-# the Prometheus server the monitoring tests start (tests/gateway/monitoring.rs).
+# the Prometheus server the monitoring tests start (tests/gateway/monitoring.rs); chromium is
+# the real browser of the CORS test (tests/gateway/cors.rs, headless).
 BUILD_PACKAGES := cmake pkg-config libssl-dev build-essential perl
-TEST_PACKAGES := curl openssl redis-server python3 prometheus
+TEST_PACKAGES := curl openssl redis-server python3 prometheus chromium
 # Node.js runs the real OpenID Provider of the tests (tests/oidc-provider: panva's
 # oidc-provider, pinned by its package-lock.json): Debian's nodejs and npm, unless a node and
 # an npm are on the PATH already (NodeSource's nodejs carries its own npm, and conflicts with

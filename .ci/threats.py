@@ -8,7 +8,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # The catalogue families (J: algorithms, K: keys, C: claims, ..., D: listener DoS limits); `b25` in a test name is an
 # RFC appendix number, not an id.
-ID_IN_NAME = re.compile(r"\bfn\s+((?:[jkcetihspmxrd]\d{1,2}_)+)")
+ID_IN_NAME = re.compile(r"\bfn\s+((?:[jkcetihspmxrdo]\d{1,2}_)+)")
 
 
 def main():

@@ -16,6 +16,7 @@ use crate::auth::revocation::Revocations;
 use crate::auth::Identity;
 use crate::forward::{self, Forward};
 use crate::metrics::metrics;
+use crate::policy::cors::{Cors, CorsHeaders};
 use crate::policy::networks::{self, Cidr};
 use crate::policy::{evaluate, Authenticators, Denial, Facts, Mode, Trace};
 use crate::ratelimit::{FailedAuthGuard, Limits};
@@ -103,6 +104,16 @@ pub enum Decision<'a> {
     /// Nothing was decided yet: the route verifies a signature over the body, so read it (at
     /// most `http_sig::MAX_SIGNED_BODY` bytes) and decide again with `RequestFacts::body`.
     NeedsBody,
+    /// A CORS preflight from an allowed origin: answer `204` with these headers, before any
+    /// authentication (a preflight carries no credentials) and without the backend.
+    Preflight(Preflight),
+}
+
+/// The gateway's own answer to a CORS preflight.
+#[derive(Debug)]
+pub struct Preflight {
+    pub route: Arc<Route>,
+    pub headers: CorsHeaders,
 }
 
 /// A refusal, with what the engine found before it refused (for the log and `explain`).
@@ -145,7 +156,11 @@ impl Engine {
         };
         let query = raw_query.and_then(|q| std::str::from_utf8(q).ok());
         let client_ip = networks::client_ip(facts.peer, facts.headers, &self.trusted_proxies);
-        let refuse = |denial, path, route, identity| {
+        let refuse = |mut denial: Denial, path, route: Option<Arc<Route>>, identity| {
+            // A page may read the refusal (a 401's JSON) when its origin is allowed.
+            if let Some(cors) = route.as_ref().and_then(|r| r.cors.as_deref()) {
+                denial.cors = cors.response(facts.headers);
+            }
             Decision::Refuse(Refusal {
                 denial,
                 path,
@@ -162,6 +177,31 @@ impl Engine {
             }
         };
         trace.note(|| "canonical path".into(), || canonical.to_string());
+        // A CORS preflight is routed by the method it asks about; from an allowed origin the
+        // gateway answers it, and any other is handled as the `OPTIONS` request it is.
+        if let Some(asked) = Cors::preflight_method(facts.method, facts.headers) {
+            if let RouteMatch::Found(route) = self.routes.find(host, &canonical, &asked) {
+                if let Some(headers) = route
+                    .cors
+                    .as_deref()
+                    .and_then(|c| c.preflight(facts.headers))
+                {
+                    trace.note(
+                        || "cors".into(),
+                        || {
+                            format!(
+                                "preflight for {asked} on route {}: answered 204",
+                                route.name
+                            )
+                        },
+                    );
+                    return Decision::Preflight(Preflight {
+                        route: route.clone(),
+                        headers,
+                    });
+                }
+            }
+        }
         let route = match self.route_for(host, &canonical, facts.method, trace) {
             Ok(route) => route,
             Err(d) => return refuse(*d, Some(canonical), None, None),
@@ -242,6 +282,11 @@ impl Engine {
             .api_keys
             .as_deref()
             .and_then(|k| k.query_param.as_deref());
+        let route_cors = route
+            .cors
+            .as_deref()
+            .map(|c| c.response(facts.headers))
+            .unwrap_or_default();
         // The query is forwarded as sent; only a key parameter is taken out of it.
         let raw_query = raw_query.map(String::from_utf8_lossy);
         Decision::Forward(Forward {
@@ -256,6 +301,7 @@ impl Engine {
             client_ip,
             reported,
             rate_headers,
+            cors: route_cors,
         })
     }
 

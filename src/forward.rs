@@ -57,6 +57,8 @@ pub struct Forward {
     pub reported: Option<Denial>,
     /// `RateLimit-Policy` and `RateLimit` values for the response, when a limit applied.
     pub rate_headers: Option<crate::policy::RateHeaders>,
+    /// CORS headers for the response, on a route with CORS.
+    pub cors: crate::policy::cors::CorsHeaders,
 }
 
 /// What the gateway does to every forwarded request, whatever the route: the headers it

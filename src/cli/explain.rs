@@ -108,6 +108,25 @@ async fn explain_async(app: &App, req: &Request) -> Result<Value, String> {
                 "key_problems": key_problems,
             }));
         }
+        Decision::Preflight(p) => {
+            let h: serde_json::Map<String, Value> = p
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            return Ok(json!({
+                "request": request,
+                "route": route_json(&p.route),
+                "steps": steps,
+                "decision": {"forward": false, "preflight": true, "status": 204,
+                             "error": "cors_preflight",
+                             "message": "a CORS preflight from an allowed origin, answered by the gateway",
+                             "headers": h},
+                "report_mode_would_refuse": Value::Null,
+                "upstream_request": Value::Null,
+                "key_problems": key_problems,
+            }));
+        }
         Decision::NeedsBody => return Err("the engine asked for a body it was given".into()),
     };
 

@@ -184,7 +184,8 @@ pub fn main() -> Action {
                     } else {
                         print!("{}", explain::render_text(&v));
                     }
-                    if v["decision"]["forward"] == serde_json::json!(true) {
+                    let answered = |key: &str| v["decision"][key] == serde_json::json!(true);
+                    if answered("forward") || answered("preflight") {
                         ExitCode::SUCCESS
                     } else {
                         ExitCode::from(3)

@@ -170,6 +170,7 @@ impl Session {
             Some(_) => return Err((12, "`sni` must be a string".into())),
         };
         let now = crate::unix_now();
+        let mut preflight = false;
         let (service, identity, denial) = match &self.source {
             Source::Config(app) => {
                 let mut facts = RequestFacts::new(&method, target.as_bytes(), &headers, None, now);
@@ -193,6 +194,14 @@ impl Session {
                         Some(r.denial),
                     ),
                     Decision::NeedsBody => (None, None, Some(Denial::internal())),
+                    Decision::Preflight(p) => {
+                        preflight = true;
+                        (
+                            app.upstream_name(p.route.upstream).map(str::to_string),
+                            None,
+                            None,
+                        )
+                    }
                 }
             }
             Source::Key(provider) => {
@@ -213,6 +222,12 @@ impl Session {
             Some(d) => {
                 reply["status"] = json!(d.status);
                 reply["error"] = json!(protocol_message(&d));
+            }
+            // The gateway answers an allowed CORS preflight itself; nothing is forwarded.
+            None if preflight => {
+                reply["status"] = json!(204);
+                reply["service"] = json!(service);
+                reply["preflight"] = json!(true);
             }
             None => {
                 reply["status"] = json!(200);

@@ -40,6 +40,31 @@ pub struct ConfigFile {
     pub client_certificates: ClientCertificatesSection,
     pub upstreams: BTreeMap<String, UpstreamSection>,
     pub routes: Vec<RouteSection>,
+    /// CORS for every route that has no `cors` of its own.
+    pub cors: Option<CorsSection>,
+}
+
+/// CORS for browser clients: the origins whose pages may read the responses, and what a
+/// preflight allows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// `https://app.example.com` exactly, `https://*.example.com` (any subdomain), or `*`.
+    pub allowed_origins: Vec<String>,
+    /// Default: the route's methods, or GET, HEAD and POST for a route that takes any.
+    pub allowed_methods: Option<Vec<String>>,
+    /// Request headers a page may send (`Authorization`, `Content-Type`, ...).
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read besides the CORS-safelisted ones.
+    #[serde(default)]
+    pub exposed_headers: Vec<String>,
+    /// Let pages send cookies and HTTP authentication (`credentials: "include"`).
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight's answer (default 10m, at most 24h).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
 }
 
 /// A JWT issuer whose tokens the gateway accepts.
@@ -786,6 +811,8 @@ pub struct RouteSection {
     pub rate_limit: Option<LimitSection>,
     /// Required: `public`, or the credential the route needs. A route without it is an error.
     pub auth: Option<RouteAuthSection>,
+    /// CORS for this route, replacing the top-level `cors`.
+    pub cors: Option<CorsSection>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@
 //! signing, client certificates, revocation). Each reports through a `check::Check`.
 
 mod check;
+mod cors;
 mod credentials;
 pub mod file;
 mod forwarding;
@@ -287,6 +288,9 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     );
     let providers =
         providers::compile_all(&file.identity_providers, base, &identity_namespace, &mut c);
+    if let Some(shared) = &file.cors {
+        cors::compile(shared, &[], &mut c.at("cors"));
+    }
     let mut routes = routes::compile(&file, &upstreams, &providers, &mut c);
     let rate_limits = limits::compile(file.rate_limits.as_ref(), &file.routes, &mut routes, &mut c);
     let tiers = rate_limits.tier_names();

@@ -83,6 +83,15 @@ fn route(
         }
         Some(section) => policies::compile(section, providers, &known, &mut c.at("auth")),
     };
+    let cors = match (&r.cors, &file.cors) {
+        (Some(own), _) => super::cors::compile(own, &methods, &mut c.at("cors")),
+        // The top-level section's problems are reported once, at `cors` (config/mod.rs).
+        (None, Some(shared)) => {
+            let mut reported_there = Vec::new();
+            super::cors::compile(shared, &methods, &mut Check::root(&mut reported_there))
+        }
+        (None, None) => None,
+    };
     let (path, upstream, auth) = (path?, upstream?, auth?);
     Some(Route {
         allowed: Route::allowed_counter(&r.name, auth.mode),
@@ -96,6 +105,7 @@ fn route(
         write_timeout,
         auth,
         rate_limit: None,
+        cors,
     })
 }
 

@@ -157,6 +157,26 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
             ],
         ),
         (
+            "cors",
+            config("cors: {allowed_origins: ['*', 'app.example.com', 'ftp://a.example.com', 'https://*.com', 'https://a.example.com/path', 'https://a.example.com:x'], allowed_methods: ['GE T'], allowed_headers: ['bad header'], allow_credentials: true, max_age: 2d}\n"),
+            &[
+                "cors.allowed_origins[1]: \"app.example.com\": an origin is `scheme://host[:port]`, e.g. https://app.example.com",
+                "cors.allowed_origins[2]: \"ftp://a.example.com\": the scheme is http or https",
+                "cors.allowed_origins[3]: \"https://*.com\": a wildcard is `*.` before a domain of two labels or more, e.g. https://*.example.com",
+                "cors.allowed_origins[4]: \"https://a.example.com/path\": not a host name (no path, query or wildcard other than a leading `*.`)",
+                "cors.allowed_origins[5]: \"https://a.example.com:x\": not a port after `:`",
+                "cors.allow_credentials: browsers refuse `*` with credentials: list the origins instead",
+                "cors.allowed_methods[0]: \"GE T\" is not a method",
+                "cors.allowed_headers[0]: \"bad header\" is not a header name",
+                "cors.max_age: at most 24h",
+            ],
+        ),
+        (
+            "route cors",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public, cors: {allowed_origins: []}}]\n"),
+            &["routes[0].cors.allowed_origins: list at least one origin (or `*`)"],
+        ),
+        (
             "route rate limit",
             config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public, rate_limit: {requests: 5, per: second, key: 'header:'}}]\n"),
             &["routes[0].rate_limit.key: \"header:\": use consumer, api_key, subject, tenant, client_address or header:NAME"],

@@ -70,6 +70,7 @@ fn decide(engine: &Engine, r: &Req<'_>) -> Result<Forward, Box<Denial>> {
         Decision::Forward(f) => Ok(f),
         Decision::Refuse(r) => Err(Box::new(r.denial)),
         Decision::NeedsBody => panic!("no route here verifies signatures"),
+        Decision::Preflight(p) => panic!("no route here has CORS: {p:?}"),
     }
 }
 

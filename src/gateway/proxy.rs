@@ -2,7 +2,7 @@
 //! decides (`engine::Engine::decide`), `forward::prepare` writes the upstream request, and
 //! each hook here reads the decision and applies it.
 
-use super::response::{self, write_error, write_refusal, ErrorKind};
+use super::response::{self, write_error, write_preflight, write_refusal, ErrorKind};
 use crate::access_log::{self, AccessLog};
 use crate::auth::mtls::ClientCert;
 use crate::auth::Identity;
@@ -179,7 +179,8 @@ impl ProxyHttp for Gateway {
                 facts.body = body.as_deref();
                 match self.engine.decide(&facts, &mut Trace::default()).await {
                     Decision::Forward(f) => Ok(f),
-                    Decision::Refuse(r) => Err(Some((
+                    Decision::Preflight(p) => Err(Some(Answer::Preflight(p))),
+                    Decision::Refuse(r) => Err(Some(Answer::Refusal(
                         r.denial,
                         Refused {
                             route: r.route,
@@ -194,9 +195,17 @@ impl ProxyHttp for Gateway {
                     ctx.forward = Some(f);
                     return Ok(false);
                 }
-                Err(Some((denial, refused))) => {
+                Err(Some(Answer::Refusal(denial, refused))) => {
                     ctx.refused = Some(refused);
                     return self.refuse(session, ctx, denial).await;
+                }
+                Err(Some(Answer::Preflight(p))) => {
+                    ctx.refused = Some(Refused {
+                        route: Some(p.route),
+                        identity: None,
+                    });
+                    write_preflight(session, &p.headers, ctx.request_id.as_str()).await?;
+                    return Ok(true);
                 }
                 // A signed request: the body is read whole (and kept for the upstream)
                 // before anything is decided, so it is never partly forwarded (M15).
@@ -307,9 +316,19 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
-        if let Some(rate) = ctx.forward.as_mut().and_then(|f| f.rate_headers.take()) {
-            upstream_response.insert_header("ratelimit-policy", rate.policy)?;
-            upstream_response.insert_header("ratelimit", rate.state)?;
+        if let Some(f) = ctx.forward.as_mut() {
+            if let Some(rate) = f.rate_headers.take() {
+                upstream_response.insert_header("ratelimit-policy", rate.policy)?;
+                upstream_response.insert_header("ratelimit", rate.state)?;
+            }
+            // The backend's own CORS headers give way to the route's; its `Vary` is kept.
+            for (name, value) in std::mem::take(&mut f.cors) {
+                if name == "vary" {
+                    upstream_response.append_header(name, value)?;
+                } else {
+                    upstream_response.insert_header(name, value)?;
+                }
+            }
         }
         Ok(())
     }
@@ -435,6 +454,12 @@ impl Gateway {
         write_refusal(session, &d, ctx.request_id.as_str()).await?;
         Ok(true)
     }
+}
+
+/// What `request_filter` answers itself instead of forwarding.
+enum Answer {
+    Refusal(Denial, Refused),
+    Preflight(crate::engine::Preflight),
 }
 
 /// The whole body of a signed request, at most `MAX_SIGNED_BODY` bytes (Pingora keeps that

@@ -142,6 +142,24 @@ pub async fn write_refusal(
     .await
 }
 
+/// The gateway's answer to an allowed CORS preflight: `204`, its CORS headers, no body.
+pub async fn write_preflight(
+    session: &mut Session,
+    headers: &[(&'static str, String)],
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(headers.len() + 1))?;
+    resp.insert_header(crate::request_id::HEADER, request_id)?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    if !session.is_body_empty() && !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
+}
+
 async fn write_json(
     session: &mut Session,
     status: u16,

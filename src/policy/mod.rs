@@ -9,6 +9,7 @@
 //! Nothing here knows about Pingora: `evaluate` takes plain request facts and returns a
 //! decision, so the proxy, `portcullis explain` and `portcullis stdio` share it.
 
+pub mod cors;
 pub mod networks;
 
 mod credentials;
@@ -174,6 +175,8 @@ pub struct Denial {
     pub allow: Option<String>,
     /// `RateLimit-Policy` and `RateLimit`, for 429.
     pub rate_headers: Option<RateHeaders>,
+    /// CORS headers, on a route with CORS (so a page can read the refusal).
+    pub cors: cors::CorsHeaders,
 }
 
 impl Denial {
@@ -186,6 +189,7 @@ impl Denial {
             retry_after: None,
             allow: None,
             rate_headers: None,
+            cors: Vec::new(),
         }
     }
 
@@ -302,7 +306,8 @@ impl Denial {
                 ("ratelimit", text(&r.state)),
             ]
         });
-        challenge.chain(retry).chain(allow).chain(rate)
+        let cors = self.cors.iter().cloned();
+        challenge.chain(retry).chain(allow).chain(rate).chain(cors)
     }
 
     pub fn decision_label(&self) -> &'static str {

@@ -44,6 +44,8 @@ pub struct Route {
     pub rate_limit: Option<usize>,
     /// `portcullis_policy_decisions_total` for this route's allowed requests, resolved once.
     pub allowed: prometheus::IntCounter,
+    /// CORS for browser clients, when configured (the route's own or the top-level one).
+    pub cors: Option<Arc<crate::policy::cors::Cors>>,
 }
 
 impl Route {
@@ -182,6 +184,7 @@ mod tests {
             write_timeout: None,
             auth: Policy::public(),
             rate_limit: None,
+            cors: None,
             allowed: Route::allowed_counter(name, Mode::Enforce),
         }
     }

@@ -14,6 +14,7 @@ mod admin;
 mod api_keys;
 mod config_check;
 mod connections;
+mod cors;
 mod decisions;
 mod demo;
 mod errors;
