@@ -170,6 +170,8 @@ fn browse(url: &str) -> Option<serde_json::Value> {
             "--no-sandbox",
             "--disable-gpu",
             "--no-first-run",
+            // Containers often give /dev/shm only 64 MiB.
+            "--disable-dev-shm-usage",
             "--virtual-time-budget=15000",
             "--dump-dom",
             url,
