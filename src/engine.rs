@@ -282,6 +282,20 @@ impl Engine {
             .api_keys
             .as_deref()
             .and_then(|k| k.query_param.as_deref());
+        let upgrade = route
+            .upgrades
+            .and_then(|_| forward::upgrade_requested(facts.headers));
+        if let Some(protocol) = &upgrade {
+            trace.note(
+                || "upgrade".into(),
+                || {
+                    format!(
+                        "{} handshake forwarded",
+                        String::from_utf8_lossy(protocol.as_bytes())
+                    )
+                },
+            );
+        }
         let route_cors = route
             .cors
             .as_deref()
@@ -302,6 +316,7 @@ impl Engine {
             reported,
             rate_headers,
             cors: route_cors,
+            upgrade,
         })
     }
 

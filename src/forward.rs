@@ -59,6 +59,24 @@ pub struct Forward {
     pub rate_headers: Option<crate::policy::RateHeaders>,
     /// CORS headers for the response, on a route with CORS.
     pub cors: crate::policy::cors::CorsHeaders,
+    /// The protocol of an upgrade handshake (`Upgrade: websocket`) on a route that lets
+    /// upgrades through; the only case where `Upgrade` is forwarded.
+    pub upgrade: Option<HeaderValue>,
+}
+
+/// The `Upgrade` a request asks for: `Connection` names `upgrade` and there is exactly one
+/// `Upgrade` header.
+pub fn upgrade_requested(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let nominated = headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    let mut upgrade = headers.get_all(http::header::UPGRADE).iter();
+    match (nominated, upgrade.next(), upgrade.next()) {
+        (true, Some(protocol), None) if !protocol.is_empty() => Some(protocol.clone()),
+        _ => None,
+    }
 }
 
 /// What the gateway does to every forwarded request, whatever the route: the headers it
@@ -94,6 +112,11 @@ pub fn prepare(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     strip_hop_by_hop(req);
+    // Hop-by-hop, so removed above; put back, alone, for a handshake the route allows.
+    if let Some(protocol) = &plan.upgrade {
+        req.insert_header("connection", "upgrade")?;
+        req.insert_header("upgrade", protocol.clone())?;
+    }
     policy.namespace.strip(req);
     // Only a certificate the listener verified; client-sent copies went with the namespace.
     match (plan.client_cert.as_deref(), policy.cert_forward) {

@@ -38,6 +38,8 @@
 //! | `portcullis_revocation_sync_total` | counter | `event` | shared revocation list: `loaded` (full load from Redis), `message` (an update from another gateway applied), `error` |
 //! | `portcullis_open_connections` | gauge | `listener`, `protocol` | client connections open now, by listener address and protocol (`http/1.1`, `h2`; `tls` while the handshake runs) |
 //! | `portcullis_connections_closed_total` | counter | `listener`, `reason` | client connections the gateway ended itself: `connection_limit` (refused at accept), `tls_handshake_timeout`, `request_header_timeout` (408), `preface_timeout` (HTTP/2), `request_head_too_large` (431), `line_too_large` (414 for the request line, 431 for a header field), `invalid_chunk` (400: a control byte in a chunk extension) |
+//! | `portcullis_upgraded_connections` | gauge | `route` | upgraded connections (WebSocket) open now, by route |
+//! | `portcullis_upgraded_connections_closed_total` | counter | `route`, `reason` | upgraded connections the gateway ended: `max_lifetime` |
 //! | `portcullis_build_info` | gauge | `version` | always 1 |
 
 use prometheus::{
@@ -83,6 +85,8 @@ pub struct Metrics {
     pub revocation_sync: IntCounterVec,
     pub build_info: GaugeVec,
     pub open_connections: IntGaugeVec,
+    pub upgraded_connections: IntGaugeVec,
+    pub upgraded_closed: IntCounterVec,
     pub connections_closed: IntCounterVec,
 }
 
@@ -347,6 +351,22 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener", "protocol"],
     )?;
     registry.register(Box::new(open_connections.clone()))?;
+    let upgraded_connections = IntGaugeVec::new(
+        Opts::new(
+            "portcullis_upgraded_connections",
+            "Upgraded connections (WebSocket) open now, by route.",
+        ),
+        &["route"],
+    )?;
+    registry.register(Box::new(upgraded_connections.clone()))?;
+    let upgraded_closed = IntCounterVec::new(
+        Opts::new(
+            "portcullis_upgraded_connections_closed_total",
+            "Upgraded connections the gateway ended, by route and reason.",
+        ),
+        &["route", "reason"],
+    )?;
+    registry.register(Box::new(upgraded_closed.clone()))?;
     let connections_closed = IntCounterVec::new(
         Opts::new(
             "portcullis_connections_closed_total",
@@ -395,6 +415,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         revocation_sync,
         build_info,
         open_connections,
+        upgraded_connections,
+        upgraded_closed,
         connections_closed,
     })
 }

@@ -50,6 +50,9 @@ pub fn render(app: &App) -> String {
         if let Some(limit) = app.engine.limits().route_limit(r) {
             line.push_str(&format!(", limit {}", limit.describe()));
         }
+        if r.upgrades.is_some() {
+            line.push_str(", websocket");
+        }
         if let Some(cors) = &r.cors {
             line.push_str(&format!(", cors for {} origin(s)", cors.origins.len()));
         }

@@ -813,6 +813,27 @@ pub struct RouteSection {
     pub auth: Option<RouteAuthSection>,
     /// CORS for this route, replacing the top-level `cors`.
     pub cors: Option<CorsSection>,
+    /// Let WebSocket (and other `Upgrade`) handshakes through: `true`, or the limits.
+    pub websocket: Option<WebSocketSection>,
+}
+
+/// A route's `websocket`: `true` for the defaults, or the limits of its upgraded connections.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum WebSocketSection {
+    On(bool),
+    Limits(WebSocketLimits),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketLimits {
+    /// Closed after this long with no byte either way (default 60s).
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Closed at the first frame after this long, however busy (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,11 +3,12 @@
 //! what an earlier one matches could never be used, and is reported.
 
 use super::check::Check;
+use super::file::WebSocketSection;
 use super::file::{ConfigFile, MatchSection, RouteAuthSection, RouteSection, RouteTimeouts};
 use super::providers::Providers;
 use super::upstreams::Upstreams;
 use super::{policies, valid_name};
-use crate::routing::{PathMatch, Route};
+use crate::routing::{PathMatch, Route, Upgrades};
 use http::Method;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -92,6 +93,10 @@ fn route(
         }
         (None, None) => None,
     };
+    let upgrades = r
+        .websocket
+        .as_ref()
+        .and_then(|w| upgrades(w, &mut c.at("websocket")));
     let (path, upstream, auth) = (path?, upstream?, auth?);
     Some(Route {
         allowed: Route::allowed_counter(&r.name, auth.mode),
@@ -106,6 +111,36 @@ fn route(
         auth,
         rate_limit: None,
         cors,
+        upgrades,
+    })
+}
+
+/// A route's `websocket`, with the defaults: 60 s idle (nginx's `proxy_read_timeout`), at
+/// most an hour open.
+fn upgrades(w: &WebSocketSection, c: &mut Check<'_>) -> Option<Upgrades> {
+    let (idle, lifetime) = match w {
+        WebSocketSection::On(false) => return None,
+        WebSocketSection::On(true) => (None, None),
+        WebSocketSection::Limits(l) => (l.idle_timeout, l.max_lifetime),
+    };
+    let idle_timeout = idle.unwrap_or(Duration::from_secs(60));
+    let max_lifetime = lifetime.unwrap_or(Duration::from_secs(3600));
+    let day = Duration::from_secs(86_400);
+    c.range(
+        "idle_timeout",
+        idle_timeout,
+        Duration::from_secs(1)..=day,
+        "between 1s and 24h",
+    );
+    c.range(
+        "max_lifetime",
+        max_lifetime,
+        Duration::from_secs(1)..=Duration::from_secs(7 * 86_400),
+        "between 1s and 7d",
+    );
+    c.ok().then_some(Upgrades {
+        idle_timeout,
+        max_lifetime,
     })
 }
 

@@ -172,6 +172,14 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
             ],
         ),
         (
+            "route websocket",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public, websocket: {idle_timeout: 0s, max_lifetime: 30d}}]\n"),
+            &[
+                "routes[0].websocket.idle_timeout: between 1s and 24h",
+                "routes[0].websocket.max_lifetime: between 1s and 7d",
+            ],
+        ),
+        (
             "route cors",
             config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: public, cors: {allowed_origins: []}}]\n"),
             &["routes[0].cors.allowed_origins: list at least one origin (or `*`)"],

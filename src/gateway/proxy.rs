@@ -12,7 +12,7 @@ use crate::forward::{self, Forward, ForwardPolicy};
 use crate::metrics::{method_label, metrics, status_class};
 use crate::policy::{Denial, Trace};
 use crate::request_id::{self, RequestId};
-use crate::routing::Route;
+use crate::routing::{Route, Upgrades};
 use crate::unix_now;
 use crate::upstream::Pool;
 use async_trait::async_trait;
@@ -75,6 +75,8 @@ pub struct RequestCtx {
     /// When the request body's first bytes came, and how many have come since.
     body_since: Option<Instant>,
     body_bytes: u64,
+    /// When the backend accepted an upgrade (101), and the route's limits for it.
+    upgraded: Option<(Instant, Upgrades)>,
 }
 
 /// Whom a refusal was for: the route and caller the engine had found.
@@ -142,6 +144,7 @@ impl ProxyHttp for Gateway {
             body_read: false,
             body_since: None,
             body_bytes: 0,
+            upgraded: None,
         }
     }
 
@@ -192,6 +195,10 @@ impl ProxyHttp for Gateway {
             };
             match decision {
                 Ok(f) => {
+                    // An upgraded connection waits for frames, not for a body at a pace.
+                    if let (Some(_), Some(limits)) = (&f.upgrade, f.route.upgrades) {
+                        session.set_read_timeout(Some(limits.idle_timeout));
+                    }
                     ctx.forward = Some(f);
                     return Ok(false);
                 }
@@ -230,6 +237,9 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some((since, limits)) = ctx.upgraded {
+            return past_lifetime(ctx, since, limits);
+        }
         if !ctx.body_read
             && !body_on_pace(ctx, self.body_pace, body.as_ref().map_or(0, |b| b.len()))
             && !end_of_stream
@@ -265,7 +275,15 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(HTTPStatus(kind.status), kind.code);
         };
         ctx.tried.push(addr);
-        Ok(Box::new(pool.peer(addr, pool.timeouts_for(&route))))
+        let mut timeouts = pool.timeouts_for(&route);
+        if let (Some(_), Some(limits)) = (
+            ctx.forward.as_ref().and_then(|f| f.upgrade.as_ref()),
+            route.upgrades,
+        ) {
+            // After a 101 the backend may stay quiet for as long as the client may.
+            timeouts.read = limits.idle_timeout;
+        }
+        Ok(Box::new(pool.peer(addr, timeouts)))
     }
 
     fn fail_to_connect(
@@ -316,6 +334,26 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
+        if upstream_response.status == 101 {
+            let upgrade = ctx.forward.as_ref().and_then(|f| {
+                f.upgrade.as_ref()?;
+                f.route.upgrades.map(|l| (f.route.name.clone(), l))
+            });
+            match upgrade {
+                Some((route, limits)) => {
+                    ctx.upgraded = Some((Instant::now(), limits));
+                    metrics()
+                        .upgraded_connections
+                        .with_label_values(&[&route])
+                        .inc();
+                }
+                // A 101 for a request that asked for no upgrade here cannot be relayed.
+                None => {
+                    ctx.error = Some(response::UPSTREAM_UNREACHABLE);
+                    return Error::e_explain(HTTPStatus(502), "a 101 the gateway did not ask for");
+                }
+            }
+        }
         if let Some(f) = ctx.forward.as_mut() {
             if let Some(rate) = f.rate_headers.take() {
                 upstream_response.insert_header("ratelimit-policy", rate.policy)?;
@@ -331,6 +369,20 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        // Frames from the backend count against the lifetime as the client's do.
+        if let Some((since, limits)) = ctx.upgraded {
+            past_lifetime(ctx, since, limits)?;
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -379,6 +431,12 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route().map_or("none", |r| r.name.as_str());
+        if ctx.upgraded.is_some() {
+            metrics()
+                .upgraded_connections
+                .with_label_values(&[route])
+                .dec();
+        }
         let req = session.req_header();
         let elapsed = ctx.start.elapsed();
         let m = metrics();
@@ -454,6 +512,22 @@ impl Gateway {
         write_refusal(session, &d, ctx.request_id.as_str()).await?;
         Ok(true)
     }
+}
+
+/// An upgraded connection past its route's `max_lifetime` ends at its next frame.
+fn past_lifetime(ctx: &RequestCtx, since: Instant, limits: Upgrades) -> Result<()> {
+    if since.elapsed() <= limits.max_lifetime {
+        return Ok(());
+    }
+    let route = ctx.route().map_or("none", |r| r.name.as_str());
+    metrics()
+        .upgraded_closed
+        .with_label_values(&[route, "max_lifetime"])
+        .inc();
+    Error::e_explain(
+        ConnectionClosed,
+        "the upgraded connection reached its max_lifetime",
+    )
 }
 
 /// What `request_filter` answers itself instead of forwarding.

@@ -46,6 +46,20 @@ pub struct Route {
     pub allowed: prometheus::IntCounter,
     /// CORS for browser clients, when configured (the route's own or the top-level one).
     pub cors: Option<Arc<crate::policy::cors::Cors>>,
+    /// WebSocket and other upgrades, when the route lets them through.
+    pub upgrades: Option<Upgrades>,
+}
+
+/// The limits of a route's upgraded connections (WebSocket). The credential is checked once,
+/// on the handshake; `max_lifetime` is what keeps an expired or revoked one from living on an
+/// open socket for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrades {
+    /// No byte either way for this long closes the connection.
+    pub idle_timeout: Duration,
+    /// The connection is closed at the first frame past this age (an idle one sooner, at
+    /// `idle_timeout`): it lives at most `max_lifetime + idle_timeout`.
+    pub max_lifetime: Duration,
 }
 
 impl Route {
@@ -185,6 +199,7 @@ mod tests {
             auth: Policy::public(),
             rate_limit: None,
             cors: None,
+            upgrades: None,
             allowed: Route::allowed_counter(name, Mode::Enforce),
         }
     }

@@ -37,3 +37,4 @@ mod signing;
 mod smuggling;
 mod tls;
 mod upgrade;
+mod websocket;
