@@ -103,6 +103,34 @@ async fn connect(gw: &Gateway, path: &str, headers: &[(&str, String)]) -> Result
         .map(|(ws, _)| ws)
 }
 
+/// A gateway with `limits` on `/ws`, its origin, and a client connected there with a good
+/// token.
+struct Opened {
+    _idp: SigningIdp,
+    origin: WsOrigin,
+    gw: Gateway,
+    rt: tokio::runtime::Runtime,
+    ws: Client,
+}
+
+fn open(limits: &str, extra: &[(&str, String)]) -> Opened {
+    let (idp, origin) = (SigningIdp::new(), WsOrigin::start());
+    let gw = ws_gateway(&idp, &origin, limits);
+    let rt = runtime();
+    let mut headers = vec![("authorization", format!("Bearer {}", idp.good_token()))];
+    headers.extend(extra.iter().cloned());
+    let ws = rt
+        .block_on(connect(&gw, "/ws/chat", &headers))
+        .expect("the handshake passes");
+    Opened {
+        _idp: idp,
+        origin,
+        gw,
+        rt,
+        ws,
+    }
+}
+
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     h.iter()
         .filter(|(n, _)| n == name)
@@ -112,17 +140,13 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 
 #[test]
 fn a_websocket_handshake_is_authenticated_and_messages_flow_both_ways_intact() {
-    let (idp, origin) = (SigningIdp::new(), WsOrigin::start());
-    let gw = ws_gateway(&idp, &origin, "true");
-    let rt = runtime();
-    let bearer = format!("Bearer {}", idp.good_token());
-    let mut ws = rt
-        .block_on(connect(
-            &gw,
-            "/ws/chat",
-            &[("authorization", bearer), ("x-user-id", "mallory".into())],
-        ))
-        .expect("the handshake passes");
+    let Opened {
+        origin,
+        gw,
+        rt,
+        mut ws,
+        ..
+    } = open("true", &[("x-user-id", "mallory".into())]);
     let seen = origin.handshakes();
     assert_eq!(seen.len(), 1);
     assert_eq!(header(&seen[0], "x-user-id"), ["alice"]);
@@ -203,13 +227,13 @@ fn a_refused_handshake_gets_the_json_refusal_and_never_a_101() {
 
 #[test]
 fn d9_an_idle_upgraded_connection_is_closed_at_the_routes_idle_timeout() {
-    let (idp, origin) = (SigningIdp::new(), WsOrigin::start());
-    let gw = ws_gateway(&idp, &origin, "{ idle_timeout: 1s }");
-    let rt = runtime();
-    let bearer = format!("Bearer {}", idp.good_token());
-    let mut ws = rt
-        .block_on(connect(&gw, "/ws", &[("authorization", bearer)]))
-        .unwrap();
+    // Every part that is not named here would be dropped (the gateway stopped) at once.
+    let Opened {
+        gw: _gw,
+        rt,
+        mut ws,
+        ..
+    } = open("{ idle_timeout: 1s }", &[]);
     let opened = Instant::now();
     let ended = rt.block_on(async {
         // The pool's read timeout is 30 s: only the route's idle timeout ends it this soon.
@@ -234,13 +258,7 @@ fn d9_an_idle_upgraded_connection_is_closed_at_the_routes_idle_timeout() {
 
 #[test]
 fn d9_a_busy_upgraded_connection_ends_at_its_max_lifetime() {
-    let (idp, origin) = (SigningIdp::new(), WsOrigin::start());
-    let gw = ws_gateway(&idp, &origin, "{ idle_timeout: 30s, max_lifetime: 2s }");
-    let rt = runtime();
-    let bearer = format!("Bearer {}", idp.good_token());
-    let mut ws = rt
-        .block_on(connect(&gw, "/ws", &[("authorization", bearer)]))
-        .unwrap();
+    let Opened { gw, rt, mut ws, .. } = open("{ idle_timeout: 30s, max_lifetime: 2s }", &[]);
     let opened = Instant::now();
     let echoed = rt.block_on(async {
         let mut echoed = 0;
