@@ -10,9 +10,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (test certificates); systemd-analyze verifies the unit file when it is available.
 # prometheus provides promtool (which checks deploy/monitoring and the live /metrics page) and
 # the Prometheus server the monitoring tests start (tests/gateway/monitoring.rs); chromium is
-# the real browser of the CORS test (tests/gateway/cors.rs, headless).
+# the real browser of the CORS test (tests/gateway/cors.rs, headless); python3-grpcio is gRPC's
+# C-core library, the server and client of the gRPC tests (tests/gateway/grpc.rs).
 BUILD_PACKAGES := cmake pkg-config libssl-dev build-essential perl
-TEST_PACKAGES := curl openssl redis-server python3 prometheus chromium
+TEST_PACKAGES := curl openssl redis-server python3 python3-grpcio prometheus chromium
 # Node.js runs the real OpenID Provider of the tests (tests/oidc-provider: panva's
 # oidc-provider, pinned by its package-lock.json): Debian's nodejs and npm, unless a node and
 # an npm are on the PATH already (NodeSource's nodejs carries its own npm, and conflicts with

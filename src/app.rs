@@ -18,12 +18,12 @@ use crate::config::{
     SigningSettings,
 };
 use crate::engine::Engine;
-use crate::forward::ForwardPolicy;
+use crate::forward::{ForwardPolicy, UpstreamForward};
 use crate::ratelimit::Limits;
 use crate::redis_conn::LazyConnection;
 use crate::reload::Reloadable;
 use crate::routing::RouteTable;
-use crate::upstream::PoolSpec;
+use crate::upstream::{PoolSpec, Protocol};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -184,7 +184,13 @@ impl App {
                 .map(|k| k.headers.clone())
                 .unwrap_or_default(),
             cert_forward: client_certs.forward,
-            assertions: upstreams.iter().map(|u| u.assertion.clone()).collect(),
+            upstreams: upstreams
+                .iter()
+                .map(|u| UpstreamForward {
+                    assertion: u.assertion.clone(),
+                    trailers: u.protocol == Protocol::Http2,
+                })
+                .collect(),
         };
         let engine = Engine {
             routes: RouteTable::new(routes),

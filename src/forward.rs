@@ -88,8 +88,18 @@ pub struct ForwardPolicy {
     /// API-key headers, removed like `Authorization`.
     pub key_headers: Vec<HeaderName>,
     pub cert_forward: mtls::Forward,
-    /// Each upstream's identity assertion, by upstream index.
-    pub assertions: Vec<Option<Arc<Assertion>>>,
+    /// What each upstream takes beyond the common headers, by upstream index.
+    pub upstreams: Vec<UpstreamForward>,
+}
+
+/// One upstream's part of the `ForwardPolicy`.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamForward {
+    /// The identity assertion its requests carry.
+    pub assertion: Option<Arc<Assertion>>,
+    /// It speaks HTTP/2, so trailers pass through to the client and a client's
+    /// `TE: trailers` (which gRPC servers require) is forwarded to it.
+    pub trailers: bool,
 }
 
 /// Turn the client's request into the upstream request: hop-by-hop and identity-namespace
@@ -111,11 +121,22 @@ pub fn prepare(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
+    let accepts_trailers = req.headers.get_all(http::header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    });
     strip_hop_by_hop(req);
+    let route = &plan.route;
+    let upstream = policy.upstreams.get(route.upstream);
     // Hop-by-hop, so removed above; put back, alone, for a handshake the route allows.
     if let Some(protocol) = &plan.upgrade {
         req.insert_header("connection", "upgrade")?;
         req.insert_header("upgrade", protocol.clone())?;
+    }
+    // The one `TE` HTTP/2 allows (RFC 9113 §8.2.2), where the gateway relays trailers.
+    if accepts_trailers && upstream.is_some_and(|u| u.trailers) {
+        req.insert_header("te", "trailers")?;
     }
     policy.namespace.strip(req);
     // Only a certificate the listener verified; client-sent copies went with the namespace.
@@ -130,14 +151,9 @@ pub fn prepare(
             req.insert_header("x-forwarded-client-cert", cert.xfcc())?;
         }
     }
-    let route = &plan.route;
     if let Some(id) = plan.identity.as_deref() {
         inject_identity(req, id)?;
-        let assertion = policy
-            .assertions
-            .get(route.upstream)
-            .and_then(Option::as_deref);
-        if let Some(a) = assertion {
+        if let Some(a) = upstream.and_then(|u| u.assertion.as_deref()) {
             // `sign` cuts off a query itself.
             let path = plan.target.as_deref().unwrap_or_else(|| req.uri.path());
             let token = a
@@ -155,8 +171,13 @@ pub fn prepare(
         }
     }
     if let Some(target) = plan.target.as_deref() {
-        // Forward exactly the path that was routed and decided on.
-        let uri = http::Uri::builder()
+        // Forward exactly the path that was routed and decided on. An HTTP/2 request's
+        // scheme and authority stay: an HTTP/2 backend gets its :authority from them.
+        let mut uri = http::Uri::builder();
+        if let (Some(scheme), Some(authority)) = (req.uri.scheme(), req.uri.authority()) {
+            uri = uri.scheme(scheme.clone()).authority(authority.clone());
+        }
+        let uri = uri
             .path_and_query(target)
             .build()
             .map_err(|e| Error::because(InternalError, "canonical path", e))?;

@@ -528,6 +528,10 @@ pub struct ListenerSection {
     pub max_connections: Option<usize>,
     /// Bytes of the read buffer each connection gets below HTTP and TLS.
     pub read_buffer_size: Option<usize>,
+    /// Accept HTTP/2 in cleartext by prior knowledge (h2c) beside HTTP/1.1; a TLS listener
+    /// offers HTTP/2 by ALPN instead.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -674,6 +678,10 @@ pub struct UpstreamSection {
     /// Further attempts on other healthy backends after a connection failure.
     pub retries: Option<usize>,
     pub tls: Option<UpstreamTls>,
+    /// What the gateway speaks to the backends: `http1` (default), `h2` (over `tls`, by
+    /// ALPN) or `h2c` (HTTP/2 in cleartext, by prior knowledge).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// Attach a gateway-signed JWT with the verified identity to each request.
     pub identity_assertion: Option<AssertionSection>,
 }
@@ -721,6 +729,15 @@ pub struct WeightedBackend {
 
 fn one() -> usize {
     1
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2,
+    H2c,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -60,11 +60,18 @@ pub(super) fn compile(
             0..=1 << 20,
             "between 0 (no buffer) and 1048576 bytes",
         );
+        if l.h2c && tls.is_some() {
+            c.problem(
+                "h2c",
+                "a TLS listener offers HTTP/2 by ALPN; h2c is for cleartext listeners",
+            );
+        }
         listeners.push(Listener {
             address,
             tls,
             max_connections,
             read_buffer_size,
+            h2c: l.h2c,
         });
     }
     listeners

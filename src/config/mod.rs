@@ -212,6 +212,8 @@ pub struct Listener {
     pub max_connections: usize,
     /// Bytes of each connection's read buffer below HTTP and TLS (0: none).
     pub read_buffer_size: usize,
+    /// A cleartext listener that also takes HTTP/2 by prior knowledge.
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -87,6 +87,22 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
             ],
         ),
         (
+            "HTTP/2 to upstreams and from clients",
+            config("listeners: [{address: 127.0.0.1:8080, h2c: true}, {address: 127.0.0.1:8443, h2c: true, tls: {certificate: /nonexistent/c.pem, key: /nonexistent/k.pem}}]\nupstreams: {a: {backends: [127.0.0.1:1], protocol: h2}, b: {backends: [127.0.0.1:2], protocol: h2c, tls: {sni: b.internal}}}\n"),
+            &[
+                "listeners[1].tls.certificate: cannot read \"/nonexistent/c.pem\": No such file or directory (os error 2)",
+                "listeners[1].tls.key: cannot read \"/nonexistent/k.pem\": No such file or directory (os error 2)",
+                "listeners[1].h2c: a TLS listener offers HTTP/2 by ALPN; h2c is for cleartext listeners",
+                "upstreams.a.protocol: `h2` is HTTP/2 over TLS and needs `tls`; use `h2c` for cleartext backends",
+                "upstreams.b.protocol: `h2c` is HTTP/2 in cleartext; with `tls`, use `h2`",
+            ],
+        ),
+        (
+            "an unknown upstream protocol",
+            config("upstreams: {a: {backends: [127.0.0.1:1], protocol: h3}}\n"),
+            &["upstreams.a.protocol: unknown variant `h3`, expected one of `http1`, `h2`, `h2c` at line 3 column 52"],
+        ),
+        (
             "consistent_hash without hash_key",
             config("upstreams: {a: {backends: [127.0.0.1:1], selection: consistent_hash}}\n"),
             &["upstreams.a.hash_key: consistent_hash needs a hash_key (`header: NAME` or `client_address`)"],

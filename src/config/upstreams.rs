@@ -9,8 +9,8 @@ use super::file::{
 use super::{file, resolve_path, valid_name};
 use crate::assertion::{self, Assertion, AssertionSettings, AssertionSigner};
 use crate::upstream::{
-    HashKey, HealthCheckKind, HealthCheckSpec, PoolSpec, Selection, TlsSpec, DEFAULT_RETRIES,
-    DEFAULT_TIMEOUTS, MAX_RETRIES,
+    HashKey, HealthCheckKind, HealthCheckSpec, PoolSpec, Protocol, Selection, TlsSpec,
+    DEFAULT_RETRIES, DEFAULT_TIMEOUTS, MAX_RETRIES,
 };
 use http::HeaderName;
 use pingora::tls::pkey::PKey;
@@ -102,6 +102,26 @@ fn compile_upstream(
         &format!("at most {MAX_RETRIES}"),
     );
     let tls = u.tls.as_ref().map(|t| tls(t, base, &mut c.at("tls")));
+    let protocol = match (u.protocol, tls.is_some()) {
+        (file::UpstreamProtocol::Http1, _) => Protocol::Http1,
+        (file::UpstreamProtocol::H2, true) | (file::UpstreamProtocol::H2c, false) => {
+            Protocol::Http2
+        }
+        (file::UpstreamProtocol::H2, false) => {
+            c.problem(
+                "protocol",
+                "`h2` is HTTP/2 over TLS and needs `tls`; use `h2c` for cleartext backends",
+            );
+            Protocol::Http2
+        }
+        (file::UpstreamProtocol::H2c, true) => {
+            c.problem(
+                "protocol",
+                "`h2c` is HTTP/2 in cleartext; with `tls`, use `h2`",
+            );
+            Protocol::Http2
+        }
+    };
     let assertion = u
         .identity_assertion
         .as_ref()
@@ -115,6 +135,7 @@ fn compile_upstream(
         timeouts,
         retries,
         tls,
+        protocol,
         assertion,
     })
 }

@@ -13,7 +13,9 @@
 //!    `request_header_timeout` and to the head and line sizes, answering 408, 431 or 414 itself
 //!    (HTTP/2: the connection preface and first SETTINGS frame to the same deadline);
 //! 4. HTTP/2 goes to Pingora as it is; HTTP/1.1 is driven request after request here, so that
-//!    the guard is re-armed before each head.
+//!    the guard is re-armed before each head. On a cleartext listener with `h2c`, a connection
+//!    whose first bytes are HTTP/2's connection preface is HTTP/2 (prior knowledge), and its
+//!    preface is then held to the head's deadline as over TLS.
 //!
 //! The guard also watches the chunk-size lines of a chunked request body for the one thing
 //! Pingora's parser (httparse's `parse_chunk_size`) lets through that two parsers read two ways:
@@ -81,6 +83,8 @@ struct Slot {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     open: AtomicUsize,
+    /// Cleartext HTTP/2 by prior knowledge is taken.
+    h2c: bool,
 }
 
 impl Connections {
@@ -101,6 +105,7 @@ impl Connections {
                     tls,
                     max_connections: l.max_connections,
                     open: AtomicUsize::new(0),
+                    h2c: l.h2c,
                 })
                 .collect(),
             limits,
@@ -127,11 +132,8 @@ impl Connections {
 
     /// HTTP/1.1 request after request, each head under a re-armed guard and each session built
     /// only once its head has begun to arrive; Pingora's own loop, with those two steps added.
-    async fn serve_http1(self: &Arc<Self>, mut guard: Box<HeadGuard>, shutdown: &ShutdownWatch) {
-        // The first head's wait is bounded by the guard's own header deadline.
-        if !guard.wait_for_head(None, shutdown).await {
-            return;
-        }
+    /// The first head's bytes are in (`wait_for_head`).
+    async fn serve_http1(self: &Arc<Self>, guard: Box<HeadGuard>, shutdown: &ShutdownWatch) {
         let mut session = ServerSession::new_http1(guard);
         if *shutdown.borrow() {
             session.set_keepalive(None);
@@ -191,13 +193,26 @@ impl ServerApp for Connections {
             }
         };
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        let _open = slot.open_as(if h2 { "h2" } else { "http/1.1" });
-        let guarded = HeadGuard::new(stream, self.limits, slot.label.clone(), h2);
+        let mut open = slot.open_as(if h2 { "h2" } else { "http/1.1" });
+        let mut guarded = Box::new(HeadGuard::new(stream, self.limits, slot.label.clone(), h2));
         if h2 {
             // Pingora serves the HTTP/2 connection (and closes it after `h2_idle_timeout`).
-            return ServerApp::process_new(&self.proxy, Box::new(guarded), shutdown).await;
+            return ServerApp::process_new(&self.proxy, guarded, shutdown).await;
         }
-        self.serve_http1(Box::new(guarded), shutdown).await;
+        // The first head's wait is bounded by the guard's own header deadline.
+        if !guarded.wait_for_head(None, shutdown).await {
+            return None;
+        }
+        if slot.h2c && guarded.began_h2c() {
+            open = slot.open_as("h2c");
+            // The guard's first bytes are not peekable, so Pingora (with `h2c` on) takes
+            // the connection for HTTP/2 and reads the preface from the guard.
+            let done = ServerApp::process_new(&self.proxy, guarded, shutdown).await;
+            drop(open);
+            return done;
+        }
+        self.serve_http1(guarded, shutdown).await;
+        drop(open);
         None
     }
 
@@ -260,7 +275,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// not reset the connection before the client has read the answer.
 const LINGER_BYTES: usize = 1 << 20;
 /// The HTTP/2 connection preface, then the header of the client's first frame (SETTINGS).
-const H2_PREFACE_LEN: usize = 24;
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE_LEN: usize = H2_PREFACE.len();
 const H2_FRAME_HEADER_LEN: usize = 9;
 /// A SETTINGS frame longer than the default maximum frame size is an error the HTTP/2 layer
 /// answers; the guard waits for no more than that.
@@ -330,6 +346,25 @@ impl HeadGuard {
             wrote: false,
             early: Bytes::new(),
         }
+    }
+
+    /// Whether the first bytes `wait_for_head` read begin HTTP/2's connection preface (as much
+    /// of it as came); if so the guard now watches them, and what follows, as the preface
+    /// and first SETTINGS frame, to the same deadline.
+    fn began_h2c(&mut self) -> bool {
+        let n = self.early.len().min(H2_PREFACE.len());
+        if n < 3 || self.early[..n] != H2_PREFACE[..n] {
+            return false;
+        }
+        let mut scan = PrefaceScan::default();
+        if scan.feed(&self.early) {
+            self.phase = Phase::Open;
+            self.deadline = None;
+        } else {
+            self.phase = Phase::Preface(scan);
+            self.deadline = Some(Instant::now() + self.limits.request_header_timeout);
+        }
+        true
     }
 
     /// The same connection, guarded again for its next request head.

@@ -153,6 +153,9 @@ pub fn build_server(app: App, flags: RunFlags) -> Result<Server, String> {
     // Pingora counts reuses: a connection carries its first request and this many more.
     options.keepalive_request_limit = Some(s.max_requests_per_connection.saturating_sub(1));
     options.h2_idle_timeout = Some(s.keepalive_timeout);
+    // Only connections `connection` found to be h2c reach Pingora's check for the preface
+    // (TLS ones are told by ALPN, HTTP/1.1 ones are served without it).
+    options.h2c = true;
     http.server_options = Some(options);
     // An HTTP/2 header list is held to the same size as an HTTP/1.1 head.
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();

@@ -72,6 +72,11 @@ pub struct RequestCtx {
     error: Option<ErrorKind>,
     /// The body was read whole before forwarding (a signed request).
     body_read: bool,
+    /// A gRPC call. Its body is a stream of messages that come when the application sends
+    /// them, so it is held to `request_body_timeout` between reads, as nginx does, and not to
+    /// a pace; and an answer of the gateway's own goes to it as HTTP 200 with a grpc-status,
+    /// but is counted and logged with its HTTP status (401, 403, 429, ...).
+    grpc: bool,
     /// When the request body's first bytes came, and how many have come since.
     body_since: Option<Instant>,
     body_bytes: u64,
@@ -142,6 +147,7 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             error: None,
             body_read: false,
+            grpc: false,
             body_since: None,
             body_bytes: 0,
             upgraded: None,
@@ -150,6 +156,11 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
+        ctx.grpc = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| response::is_grpc_content_type(v.as_bytes()));
         // A kept-alive connection's wait for its next request is the connection guard's
         // (`keepalive_timeout`, `connection.rs`); Pingora would otherwise time it itself, from
         // a client's `Keep-Alive: timeout=` even, and pay a timer per request for it.
@@ -241,6 +252,7 @@ impl ProxyHttp for Gateway {
             return past_lifetime(ctx, since, limits);
         }
         if !ctx.body_read
+            && !ctx.grpc
             && !body_on_pace(ctx, self.body_pace, body.as_ref().map_or(0, |b| b.len()))
             && !end_of_stream
         {
@@ -429,7 +441,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let written = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = match ctx.error {
+            Some(kind) if ctx.grpc && written != 0 => kind.status,
+            _ => written,
+        };
         let route = ctx.route().map_or("none", |r| r.name.as_str());
         if ctx.upgraded.is_some() {
             metrics()

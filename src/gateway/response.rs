@@ -5,10 +5,19 @@
 //!
 //! Refusals the engine decides are `policy::Denial`s (`write_refusal`); the constants here
 //! are the gateway's own answers when proxying fails (no backend, timeouts, bad gateway).
+//!
+//! A gRPC client (`content-type: application/grpc`, with or without a `+format` suffix) reads
+//! a call's outcome from `grpc-status`, not from the HTTP status, and no JSON body. It gets
+//! the same answer as gRPC's Trailers-Only response: HTTP 200, `content-type:
+//! application/grpc`, `grpc-status` from `grpc_status` and `grpc-message` with the stable code
+//! and the message (percent-encoded as gRPC's wire format says), in one header block that
+//! ends the stream; the other headers (the request id, `WWW-Authenticate`, `Retry-After`, the
+//! rate-limit and CORS headers) are kept beside them.
 
 use crate::policy::Denial;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use serde::Serialize;
 
@@ -160,6 +169,52 @@ pub async fn write_preflight(
     Ok(())
 }
 
+/// The gRPC status code for a refusal or error of HTTP status `status`: gRPC's own mapping of
+/// HTTP statuses (`doc/http-grpc-status-mapping.md`: 400 → INTERNAL, 401 → UNAUTHENTICATED,
+/// 403 → PERMISSION_DENIED, 404 → UNIMPLEMENTED, 502–504 → UNAVAILABLE, others → UNKNOWN),
+/// except for the statuses the gateway gives a meaning of its own: 429 (a rate limit) and the
+/// size limits (413, 414, 431) are RESOURCE_EXHAUSTED, 408 (a body too slow) is
+/// DEADLINE_EXCEEDED and 500 (the gateway's own failure) is INTERNAL.
+pub fn grpc_status(status: u16) -> u8 {
+    match status {
+        400 | 500 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        408 => 4,
+        413 | 414 | 429 | 431 => 8,
+        502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// Whether the request is a gRPC call, by its `content-type`.
+fn is_grpc(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| is_grpc_content_type(v.as_bytes()))
+}
+
+/// `application/grpc`, alone or with a `+format` suffix or parameters, in any case.
+pub fn is_grpc_content_type(v: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    v.len() >= GRPC.len()
+        && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(v.get(GRPC.len()), None | Some(b'+' | b';'))
+}
+
+/// Bytes gRPC's `grpc-message` carries percent-encoded: `%` itself and all but printable
+/// ASCII (non-ASCII is always encoded).
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// The `grpc-message` of a refusal: the stable code, then the message.
+fn grpc_message(code: &str, message: &str) -> String {
+    let text = format!("{code}: {message}");
+    percent_encoding::utf8_percent_encode(&text, GRPC_MESSAGE).to_string()
+}
+
 async fn write_json(
     session: &mut Session,
     status: u16,
@@ -168,10 +223,21 @@ async fn write_json(
     request_id: &str,
     extra: impl Iterator<Item = (&'static str, String)>,
 ) -> pingora::Result<()> {
-    let body = json_body(code, message, request_id);
-    let mut resp = ResponseHeader::build(status, Some(8))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
+    let grpc = is_grpc(session);
+    let body = (!grpc).then(|| json_body(code, message, request_id));
+    let mut resp = ResponseHeader::build(if grpc { 200 } else { status }, Some(8))?;
+    match &body {
+        Some(body) => {
+            resp.insert_header("content-type", "application/json")?;
+            resp.insert_header("content-length", body.len().to_string())?;
+        }
+        // gRPC's Trailers-Only response (see the module docs).
+        None => {
+            resp.insert_header("content-type", "application/grpc")?;
+            resp.insert_header("grpc-status", grpc_status(status).to_string())?;
+            resp.insert_header("grpc-message", grpc_message(code, message))?;
+        }
+    }
     resp.insert_header("cache-control", "no-store")?;
     resp.insert_header(crate::request_id::HEADER, request_id)?;
     for (name, value) in extra {
@@ -181,14 +247,72 @@ async fn write_json(
     if !session.is_body_empty() && !session.is_body_done() {
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    match (body, session.downstream_session.as_mut()) {
+        (Some(body), _) => {
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(body), true).await?;
+        }
+        // Pingora's session API ends an HTTP/2 stream with a DATA frame of its own after the
+        // headers, which a gRPC client takes for a response without a status ("Stream
+        // removed"); the HTTP/2 session itself can end the stream on the headers.
+        (None, ServerSession::H2(h2)) => h2.write_response_header(Box::new(resp), true)?,
+        (None, _) => session.write_response_header(Box::new(resp), true).await?,
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded_as_grpc_says() {
+        assert_eq!(
+            grpc_message("rate_limited", "100% used; wait \u{e9}"),
+            "rate_limited: 100%25 used; wait %C3%A9"
+        );
+        assert_eq!(grpc_message("x", "a\r\nb"), "x: a%0D%0Ab");
+    }
+
+    #[test]
+    fn grpc_calls_are_told_by_their_content_type() {
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC;x=1",
+        ] {
+            assert!(is_grpc_content_type(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "application/grpc-web",
+            "application/grpcx",
+            "application/json",
+            "",
+        ] {
+            assert!(!is_grpc_content_type(no.as_bytes()), "{no}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_status_has_its_grpc_code() {
+        for (http, grpc) in [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (408, 4),
+            (413, 8),
+            (429, 8),
+            (431, 8),
+            (500, 13),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (405, 2),
+        ] {
+            assert_eq!(grpc_status(http), grpc, "HTTP {http}");
+        }
+    }
 
     #[test]
     fn body_is_the_documented_json() {

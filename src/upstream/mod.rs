@@ -5,7 +5,7 @@
 pub mod spec;
 
 pub use spec::{
-    HashKey, HealthCheckKind, HealthCheckSpec, PoolSpec, Selection, Timeouts, TlsSpec,
+    HashKey, HealthCheckKind, HealthCheckSpec, PoolSpec, Protocol, Selection, Timeouts, TlsSpec,
     DEFAULT_RETRIES, DEFAULT_TIMEOUTS, MAX_RETRIES,
 };
 
@@ -61,6 +61,7 @@ pub struct Pool {
     pub timeouts: Timeouts,
     pub retries: usize,
     pub tls: Option<TlsSpec>,
+    pub protocol: Protocol,
     pub assertion: Option<Arc<Assertion>>,
     backends: Vec<SocketAddr>,
     selector: Selector,
@@ -150,7 +151,21 @@ impl Pool {
         if let Some(tls) = &self.tls {
             apply_tls(&mut peer, tls);
         }
+        apply_protocol(&mut peer, self.protocol);
         peer
+    }
+}
+
+/// Concurrent requests one HTTP/2 connection to a backend carries (Pingora's default is one,
+/// which would open a connection per concurrent request, as HTTP/1.1 does).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// A pool's HTTP version on a peer (requests and HTTP health checks alike).
+fn apply_protocol(peer: &mut HttpPeer, protocol: Protocol) {
+    if protocol == Protocol::Http2 {
+        // Minimum and maximum 2: ALPN `h2` alone over TLS, prior knowledge in cleartext.
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
     }
 }
 
@@ -204,6 +219,7 @@ pub fn build_pools(
             timeouts: spec.timeouts,
             retries: spec.retries,
             tls: spec.tls.clone(),
+            protocol: spec.protocol,
             assertion: spec.assertion.clone(),
             backends: spec.backends.iter().map(|(a, _)| *a).collect(),
             selector,
@@ -250,7 +266,7 @@ where
         return Ok((Arc::new(lb), None));
     };
     lb.set_health_check(Box::new(ObservedCheck {
-        inner: health_check(hc, spec.tls.as_ref())?,
+        inner: health_check(hc, spec.tls.as_ref(), spec.protocol)?,
         upstream: spec.name.clone(),
         progress: progress.clone(),
     }));
@@ -264,6 +280,7 @@ where
 fn health_check(
     hc: &HealthCheckSpec,
     tls: Option<&TlsSpec>,
+    protocol: Protocol,
 ) -> pingora::Result<Box<dyn HealthCheck + Send + Sync>> {
     match hc.kind {
         HealthCheckKind::Tcp => {
@@ -280,6 +297,10 @@ fn health_check(
                 check.peer_template.options.verify_cert = t.verify;
                 check.peer_template.options.verify_hostname = t.verify;
                 check.peer_template.options.ca = t.ca.clone();
+            }
+            // An HTTP/2-only backend may refuse a TLS handshake that offers no `h2`.
+            if protocol == Protocol::Http2 {
+                check.peer_template.options.set_http_version(2, 2);
             }
             check.consecutive_success = hc.healthy_threshold;
             check.consecutive_failure = hc.unhealthy_threshold;
@@ -302,6 +323,7 @@ fn health_check(
             if let Some(t) = tls {
                 apply_tls(&mut check.peer_template, t);
             }
+            apply_protocol(&mut check.peer_template, protocol);
             check.consecutive_success = hc.healthy_threshold;
             check.consecutive_failure = hc.unhealthy_threshold;
             let expected = hc.expected_status;

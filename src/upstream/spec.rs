@@ -17,7 +17,17 @@ pub struct PoolSpec {
     pub timeouts: Timeouts,
     pub retries: usize,
     pub tls: Option<TlsSpec>,
+    pub protocol: Protocol,
     pub assertion: Option<Arc<Assertion>>,
+}
+
+/// The HTTP version spoken to a pool's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 only: by ALPN over TLS, by prior knowledge (h2c) in cleartext. No fallback to
+    /// HTTP/1.1, which would lose gRPC's trailers.
+    Http2,
 }
 
 /// How a backend is chosen for a request.

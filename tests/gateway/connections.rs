@@ -458,6 +458,28 @@ fn d7_an_h2_connection_that_never_sends_its_preface_is_closed_at_the_header_time
 }
 
 #[test]
+fn d7_an_h2c_connection_that_stops_inside_its_preface_is_closed_at_the_header_timeout() {
+    let echo = Echo::start();
+    let gw = Gateway::start_with(
+        &format!("  - address: 127.0.0.1:{}\n    h2c: true\n", free_port()),
+        "  request_header_timeout: 1s\n",
+        &pass_through(echo.addr),
+    );
+    // The preface, and then no SETTINGS frame.
+    let mut conn = TcpStream::connect(gw.addr).unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let (answer, took) = answer_within(&mut conn, Duration::from_secs(10));
+    // Taken for HTTP/2 (what came is the server's own SETTINGS frame, type 4), not answered
+    // as a malformed HTTP/1.1 request.
+    assert_eq!(answer.as_bytes().get(3), Some(&4), "{answer:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    assert_eq!(closed_metric(&gw, "preface_timeout"), 1.0);
+}
+
+#[test]
 fn d8_a_listener_over_max_connections_refuses_at_accept_and_counts_what_it_holds() {
     let echo = Echo::start();
     let port = free_port();

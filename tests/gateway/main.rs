@@ -18,6 +18,7 @@ mod cors;
 mod decisions;
 mod demo;
 mod errors;
+mod grpc;
 mod headers;
 mod health;
 mod introspection;

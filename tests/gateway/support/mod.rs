@@ -14,15 +14,17 @@
 //! - `redis`: a real `redis-server`;
 //! - `process`: the binary, free ports, and starting and stopping child processes.
 //!
-//! Three parts are reached by name instead: `introspection` (a token introspection server),
-//! `oidc` (a real OpenID Provider, panva's `oidc-provider` under Node.js) and `pki` (CAs and
-//! client certificates; only `self_signed_cert` is re-exported).
+//! Four parts are reached by name instead: `introspection` (a token introspection server),
+//! `oidc` (a real OpenID Provider, panva's `oidc-provider` under Node.js), `grpc` (grpcio's
+//! server and client) and `pki` (CAs and client certificates; only `self_signed_cert` is
+//! re-exported).
 
 #![allow(dead_code)]
 
 mod client;
 mod conf;
 mod gateway;
+pub mod grpc;
 mod idp;
 pub mod introspection;
 mod keys;
