@@ -7,12 +7,13 @@ use crate::auth::introspection::Endpoint;
 use crate::auth::provider::{KeySource, Provider};
 use crate::policy::{Credential, Policy};
 use crate::routing::{PathMatch, Route};
-use crate::upstream::spec::{HealthCheckKind, Selection};
+use crate::upstream::spec::{HealthCheckKind, Protocol, Selection};
 
 /// The summary lines, each `section: item; item; ...`.
 pub fn render(app: &App) -> String {
     let providers = app.engine.providers();
     let listeners = app.listeners.iter().map(|l| match &l.tls {
+        None if l.h2c => format!("{} (http, h2c)", l.address),
         None => format!("{} (http)", l.address),
         Some(t) => match &t.client {
             None => format!("{} (tls)", l.address),
@@ -32,8 +33,13 @@ pub fn render(app: &App) -> String {
             Some(HealthCheckKind::Http) => "http health check",
         };
         let tls = if u.tls.is_some() { ", tls" } else { "" };
+        let protocol = match (u.protocol, u.tls.is_some()) {
+            (Protocol::Http1, _) => "",
+            (Protocol::Http2, true) => ", h2",
+            (Protocol::Http2, false) => ", h2c",
+        };
         format!(
-            "{} ({} backend(s), {selection}, {health}{tls})",
+            "{} ({} backend(s), {selection}, {health}{tls}{protocol})",
             u.name,
             u.backends.len()
         )

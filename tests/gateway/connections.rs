@@ -356,6 +356,55 @@ fn d3_a_megabyte_header_is_refused_by_default_while_it_is_still_being_sent() {
 }
 
 #[test]
+fn d4_an_http2_request_body_that_stalls_gets_408_body_timeout() {
+    let echo = Echo::start();
+    let gw = Gateway::start_with(
+        &format!("  - address: 127.0.0.1:{}\n    h2c: true\n", free_port()),
+        "  request_body_timeout: 1s\n",
+        &pass_through(echo.addr),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let req = http::Request::post(format!("http://{}/upload", gw.addr))
+            .body(())
+            .unwrap();
+        let (answer, mut body) = client.send_request(req, false).unwrap();
+        // The first part of the body, then nothing: the stream stays open.
+        body.send_data(bytes::Bytes::from_static(b"ten bytes."), false)
+            .unwrap();
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(15), answer)
+            .await
+            .expect("answered before the client gave up")
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(answer.status(), 408);
+        let mut received = answer.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = received.data().await {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(
+            error_body(std::str::from_utf8(&text).unwrap())["error"],
+            "body_timeout"
+        );
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+            "answered after {took:?}"
+        );
+        drop(body);
+    });
+    // The origin never had a whole request to answer.
+    assert!(echo.received().is_empty());
+}
+
+#[test]
 fn d4_a_request_body_trickled_or_stalled_gets_408_body_timeout() {
     let echo = Echo::start();
     let gw = Gateway::start_with_server(

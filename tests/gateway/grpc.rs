@@ -252,3 +252,42 @@ fn a_listener_without_h2c_does_not_take_prior_knowledge_http2() {
     assert_eq!(seen[0]["code"], "UNAVAILABLE", "{}", seen[0]);
     assert!(!gw.access_log().contains("/echo.Echo/Unary"));
 }
+
+#[test]
+fn a_client_stream_is_held_to_the_body_timeout_between_messages_not_to_a_pace() {
+    let (idp, origin) = (SigningIdp::new(), GrpcOrigin::start(None));
+    let gw = Gateway::start_with(
+        &format!("  - address: 127.0.0.1:{}\n    h2c: true\n", free_port()),
+        // A pace of 1 MB/s after 1 s: any stream slower than that would be cut at once.
+        "  request_body_timeout: 1s\n  request_body_min_rate: 1000000\n",
+        &format!(
+            "{provider}upstreams:\n  grpc:\n    backends: [\"{}\"]\n    protocol: h2c\nroutes:\n{ECHO_ROUTE}",
+            origin.addr,
+            provider = idp.provider_yaml("corp")
+        ),
+    );
+    let token = idp.good_token();
+    let seen = grpc_calls(
+        gw.addr,
+        None,
+        json!([
+            // Five small messages 0.4 s apart: 1.6 s, far below the pace, each read in time.
+            { "method": "/echo.Echo/Join", "kind": "client_stream", "request": ["a", "b", "c", "d", "e"],
+              "pause": 0.4, "metadata": [bearer(&token)] },
+            // A pause longer than the timeout between two messages.
+            { "method": "/echo.Echo/Join", "kind": "client_stream", "request": ["a", "b"],
+              "pause": 2.5, "metadata": [bearer(&token)] },
+        ]),
+    );
+    assert_eq!(seen[0]["code"], "OK", "{}", seen[0]);
+    assert_eq!(seen[0]["responses"], json!(["a,b,c,d,e"]));
+    assert_eq!(seen[1]["code"], "DEADLINE_EXCEEDED", "{}", seen[1]);
+    assert!(
+        seen[1]["details"]
+            .as_str()
+            .unwrap()
+            .starts_with("body_timeout: "),
+        "{}",
+        seen[1]
+    );
+}

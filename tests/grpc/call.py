@@ -6,7 +6,8 @@ Usage: call.py TARGET [--ca CERT] CALLS_JSON
   --ca CERT   TLS to the gateway, trusting CERT, with `localhost` as the server name
   CALLS_JSON  a list of {"method": "/echo.Echo/Unary", "kind": "unary" | "server_stream" |
               "client_stream" | "bidi", "request": "text" or ["text", ...],
-              "metadata": [["name", "value"], ...]}
+              "metadata": [["name", "value"], ...], "pause": seconds}
+              (a streaming request waits `pause` seconds before each message after the first)
 
 Prints one JSON list with, for each call: "code" (the status name, e.g. "OK",
 "UNAUTHENTICATED"), "details", "responses" (the messages received, as text),
@@ -15,6 +16,7 @@ Prints one JSON list with, for each call: "code" (the status name, e.g. "OK",
 
 import json
 import sys
+import time
 
 import grpc
 
@@ -23,6 +25,14 @@ TIMEOUT = 10
 
 def pairs(metadata):
     return [[k, v if isinstance(v, str) else v.hex()] for k, v in (metadata or ())]
+
+
+def stream(call):
+    pause = call.get("pause", 0)
+    for i, message in enumerate(call["request"]):
+        if i and pause:
+            time.sleep(pause)
+        yield message.encode()
 
 
 def make(channel, call):
@@ -35,13 +45,12 @@ def make(channel, call):
         return [response], rpc
     if kind == "client_stream":
         response, rpc = channel.stream_unary(method).with_call(
-            iter([m.encode() for m in request]), metadata=metadata, timeout=TIMEOUT)
+            stream(call), metadata=metadata, timeout=TIMEOUT)
         return [response], rpc
     if kind == "server_stream":
         rpc = channel.unary_stream(method)(request.encode(), metadata=metadata, timeout=TIMEOUT)
     elif kind == "bidi":
-        rpc = channel.stream_stream(method)(
-            iter([m.encode() for m in request]), metadata=metadata, timeout=TIMEOUT)
+        rpc = channel.stream_stream(method)(stream(call), metadata=metadata, timeout=TIMEOUT)
     else:
         raise SystemExit(f"unknown kind {kind}")
     return list(rpc), rpc
