@@ -114,6 +114,9 @@ pub enum Decision<'a> {
 pub struct Preflight {
     pub route: Arc<Route>,
     pub headers: CorsHeaders,
+    /// The canonical path it was routed by.
+    pub path: String,
+    pub client_ip: Option<IpAddr>,
 }
 
 /// A refusal, with what the engine found before it refused (for the log and `explain`).
@@ -198,6 +201,8 @@ impl Engine {
                     return Decision::Preflight(Preflight {
                         route: route.clone(),
                         headers,
+                        path: canonical.into_owned(),
+                        client_ip,
                     });
                 }
             }

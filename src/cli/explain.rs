@@ -116,7 +116,9 @@ async fn explain_async(app: &App, req: &Request) -> Result<Value, String> {
                 .collect();
             return Ok(json!({
                 "request": request,
+                "canonical_path": p.path,
                 "route": route_json(&p.route),
+                "client_ip": p.client_ip.map(|ip| ip.to_string()),
                 "steps": steps,
                 "decision": {"forward": false, "preflight": true, "status": 204,
                              "error": "cors_preflight",

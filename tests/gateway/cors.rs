@@ -304,6 +304,13 @@ fn explain_and_the_decision_protocol_show_a_preflight_answered_by_the_gateway() 
     assert_eq!(v["decision"]["status"], 204);
     assert_eq!(v["decision"]["headers"]["access-control-allow-origin"], app);
     assert_eq!(v["upstream_request"], serde_json::Value::Null);
+    assert_eq!(v["canonical_path"], "/orders/7");
+    assert_eq!(v["client_ip"], "127.0.0.1");
+    // The text form names the path and the client like any decision's.
+    let text = explain_preflight(conf, app, &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(!text.contains("null"), "{text}");
+    assert!(text.contains("/orders/7"), "{text}");
     // From another origin: the OPTIONS request it is, refused without a token (exit 3).
     let other = explain_preflight(conf, "https://evil.test", &[]);
     assert_eq!(other.status.code(), Some(3));
