@@ -64,6 +64,9 @@ WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 # handshakes than that, most find no ticket and make a full handshake (seen in a capture: 40 %
 # resumed at 64 connections, all but the first 8 at 8).
 NEWCONN_CONNECTIONS=${NEWCONN_CONNECTIONS:-8}
+# The gRPC rows: h2c connections, and calls in flight on each (8 × 8: as many as wrk's 64).
+GRPC_CONNECTIONS=${GRPC_CONNECTIONS:-8}
+GRPC_STREAMS=${GRPC_STREAMS:-8}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -185,6 +188,30 @@ if [ "${TLS:-1}" = 1 ]; then
         BASE[$t]=portcullis-tls-newconn
     done
 fi
+# WebSocket, gRPC and CORS preflights (issue 17; STREAMS=0 leaves these out), each beside nginx
+# doing the same: round trips of a 64-byte message on upgraded WebSocket connections (nginx:
+# proxy_pass with Upgrade), gRPC unary calls of a 64-byte message over h2c (nginx: grpc_pass on a
+# `listen http2` server of its own, 18093), and a browser's CORS preflight, answered by the proxy
+# itself (nginx: `if ($request_method = OPTIONS) { add_header ...; return 204; }`). The origins
+# and the WebSocket and gRPC load generators are load-tests/streams.rs (ws-origin on 18092,
+# grpc-origin on 18094); the preflights are wrk with preflight.lua.
+if [ "${STREAMS:-1}" = 1 ]; then
+    TARGETS+=(nginx-ws portcullis-ws nginx-grpc portcullis-grpc nginx-preflight portcullis-preflight)
+    for kind in ws grpc preflight; do
+        PROC[nginx-$kind]=nginx
+        PROC[portcullis-$kind]=portcullis
+        PORT[nginx-$kind]=18081
+        PORT[portcullis-$kind]=18089
+        LOADER[nginx-$kind]=$kind
+        LOADER[portcullis-$kind]=$kind
+    done
+    PORT[nginx-grpc]=18093
+    for t in nginx-ws portcullis-ws; do URLPATH[$t]=/ws; done
+    for t in nginx-grpc portcullis-grpc; do URLPATH[$t]=/bench.Echo/Call; done
+    for t in nginx-preflight portcullis-preflight; do URLPATH[$t]=/cors; done
+    PORT[ws-origin]=18092
+    PORT[grpc-origin]=18094
+fi
 if [ -n "${ONLY:-}" ]; then
     selected=()
     for t in "${TARGETS[@]}"; do
@@ -200,8 +227,9 @@ selected() { case " ${TARGETS[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
 # Whether any selected target needs oha / the TLS processes.
 NEED_OHA=0
 NEED_TLS=0
+NEED_STREAMS=0
 for t in "${TARGETS[@]}"; do
-    case $(loader_of "$t") in oha*) NEED_OHA=1 ;; esac
+    case $(loader_of "$t") in oha*) NEED_OHA=1 ;; ws | grpc) NEED_STREAMS=1 ;; esac
     if [ -n "${SCHEME[$t]:-}" ]; then NEED_TLS=1; fi
 done
 # wrk/curl arguments for the target's Authorization header, if any.
@@ -345,9 +373,11 @@ if [ -n "${PORTCULLIS_BIN:-}" ]; then
     PORTCULLIS=$PORTCULLIS_BIN
 else
     log "cargo build --release (a no-op when up to date)"
-    (cd "$ROOT" && cargo build --release --quiet --bin portcullis --example bare_pingora) >&2
+    (cd "$ROOT" && cargo build --release --quiet --bin portcullis --example bare_pingora --example streams) >&2
     PORTCULLIS=$ROOT/target/release/portcullis
 fi
+STREAMS_BIN=${STREAMS_BIN:-$ROOT/target/release/examples/streams}
+[ "$NEED_STREAMS" = 0 ] || [ -x "$STREAMS_BIN" ] || die "no streams binary at $STREAMS_BIN (cargo build --release --example streams)"
 # The floor: Pingora with no hooks but upstream_peer (load-tests/bare_pingora.rs).
 BARE=${BARE_PINGORA_BIN:-$ROOT/target/release/examples/bare_pingora}
 [ -x "$PORTCULLIS" ] || die "no portcullis binary at $PORTCULLIS"
@@ -478,6 +508,13 @@ start haproxy "$HAPROXY" -db -f "$RUN_DIR/haproxy.cfg"
 start pingora-bare "$BARE" "127.0.0.1:${PORT[pingora-bare]}" "127.0.0.1:${PORT[origin]}" 1
 start portcullis "$PORTCULLIS" run -c "$RUN_DIR/portcullis.yaml"
 for name in nginx haproxy pingora-bare portcullis; do wait_port "$name" "${PORT[$name]}"; done
+if [ "$NEED_STREAMS" = 1 ]; then
+    start ws-origin "$STREAMS_BIN" ws-origin "127.0.0.1:${PORT[ws-origin]}"
+    start grpc-origin "$STREAMS_BIN" grpc-origin "127.0.0.1:${PORT[grpc-origin]}"
+    wait_port ws-origin "${PORT[ws-origin]}"
+    wait_port grpc-origin "${PORT[grpc-origin]}"
+    wait_port nginx "${PORT[nginx-grpc]}"
+fi
 if [ -n "${PORT[redis]:-}" ]; then
     start redis "$(find_tool redis-server)" --port "${PORT[redis]}" --bind 127.0.0.1 --save "" --appendonly no
     wait_port redis "${PORT[redis]}"
@@ -516,7 +553,29 @@ curl_args() {
     return 0
 }
 
+# A streaming target's check: one connection's worth of its own load for a second, all of it
+# answered right; a preflight's: 204 with the allowed origin.
+check_stream() { # name
+    local out=$RUN_DIR/check-$1.json
+    local -a cmd=("$STREAMS_BIN" grpc-load "$(url_of "$1")" 1 1 1)
+    if [ "$(loader_of "$1")" = ws ]; then cmd=("$STREAMS_BIN" ws-load "ws://127.0.0.1:${PORT[$1]}${URLPATH[$1]}" 1 1); fi
+    "${cmd[@]}" >"$out" 2>&1 || die "$1: the check run failed (see $out)"
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["requests"] > 0 and d["errors"] == 0 else 1)' "$out" ||
+        die "$1: the check run was not all right: $(cat "$out")"
+}
+check_preflight() { # name
+    local head
+    head=$(curl -sS --max-time 5 -o /dev/null -D - -X OPTIONS -H "Origin: https://app.bench.local" \
+        -H "Access-Control-Request-Method: POST" -H "Access-Control-Request-Headers: authorization, content-type" \
+        "$(url_of "$1")") || die "$1: preflight failed"
+    grep -q '^HTTP/1.1 204' <<<"$head" && grep -qi '^access-control-allow-origin: https://app.bench.local' <<<"$head" ||
+        die "$1 answered the preflight with: $head"
+}
 for name in "${TARGETS[@]}"; do
+    case $(loader_of "$name") in
+        ws | grpc) check_stream "$name"; continue ;;
+        preflight) check_preflight "$name"; continue ;;
+    esac
     mapfile -t args < <(curl_args "$name")
     body=$(curl -sS --max-time 5 -o - -w ' %{http_code}' "${args[@]}" "$(url_of "$name")") \
         || die "$name: request failed"
@@ -604,6 +663,10 @@ helper_ticks() {
     local total=0
     if [ "$1" != origin ]; then total=$(cpu_ticks "${PID[origin]}"); fi
     if [ "$(proc_of "$1")" = portcullis-redis ]; then total=$((total + $(cpu_ticks "${PID[redis]}"))); fi
+    case $(loader_of "$1") in
+        ws) total=$((total + $(cpu_ticks "${PID[ws-origin]}"))) ;;
+        grpc) total=$((total + $(cpu_ticks "${PID[grpc-origin]}"))) ;;
+    esac
     echo "$total"
 }
 # user + nice + system + irq + softirq ticks of all CPUs together (a process's stime includes
@@ -663,6 +726,16 @@ load_cmd() { # name seconds
             fi
             LOAD_CMD+=("$url")
             ;;
+        ws)
+            LOAD_CMD=("$STREAMS_BIN" ws-load "ws://127.0.0.1:${PORT[$name]}${URLPATH[$name]}" "$WRK_CONNECTIONS" "$secs")
+            ;;
+        grpc)
+            LOAD_CMD=("$STREAMS_BIN" grpc-load "$url" "$GRPC_CONNECTIONS" "$GRPC_STREAMS" "$secs")
+            ;;
+        preflight)
+            LOAD_CMD=("$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${secs}s" --timeout 5s --latency
+                -s "$HERE/preflight.lua" "$url")
+            ;;
         *) die "unknown load generator for $name" ;;
     esac
 }
@@ -674,6 +747,9 @@ loader_label() {
         post | hmac) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS, post.lua" ;;
         oha) echo "oha -c$WRK_CONNECTIONS" ;;
         oha-newconn) echo "oha -c$NEWCONN_CONNECTIONS --disable-keepalive" ;;
+        ws) echo "streams ws-load, $WRK_CONNECTIONS connections" ;;
+        grpc) echo "streams grpc-load, $GRPC_CONNECTIONS connections × $GRPC_STREAMS calls" ;;
+        preflight) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS, preflight.lua" ;;
     esac
 }
 
@@ -709,6 +785,14 @@ hmac_count() {
 parse_output() { # name output-file
     local out=$2 rps avg p99 reqs non2xx sockerr
     case $(loader_of "$1") in
+        ws | grpc)
+            python3 - "$out" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+rps = d["requests"] / d["seconds"] if d["seconds"] else 0
+print(f"{rps:.2f} {d['avg_ms']:.3f} {d['p99_ms']:.3f} {d['requests']} 0 {d['errors']}")
+PY
+            ;;
         oha*)
             python3 - "$out" <<'PY'
 import json, sys
@@ -1031,7 +1115,10 @@ compare() { # text a b
             if [ "$name" = origin ]; then label="origin (direct, no proxy)"; rss_ratio="-"; fi
             if [ "$name" = pingora-bare ]; then label="Pingora, bare (no hooks)"; fi
             # Rows measured with oha are not comparable with wrk's nginx row.
-            case $(loader_of "$name") in oha*) label="$name (oha)"; nginx_ratio="-" ;; esac
+            case $(loader_of "$name") in
+                oha*) label="$name (oha)"; nginx_ratio="-" ;;
+                ws | grpc | preflight) nginx_ratio="-" ;;
+            esac
             printf '| %s | %.0f | %s | %.2f ms | %.2f ms | %s | %s | %s | %s | %d / %d |\n' \
                 "$label" "$rps" "$nginx_ratio" \
                 "$(med "${AVG[$name]}")" "$(med "${P99[$name]}")" \
@@ -1065,6 +1152,23 @@ compare() { # text a b
             "origin nor the load generator): median $(med "$(printf '%s\n' "${OTHER_LOG[@]}" | awk '{ printf "%s ", $1 }')" | awk '{ printf "%.0f", $1 }')%," \
             "highest: $busiest."
 
+        if selected portcullis-ws || selected portcullis-grpc || selected portcullis-preflight; then
+            echo
+            echo "### WebSocket, gRPC and CORS preflights (issue 17)"
+            echo
+            echo "Each beside nginx doing the same, with the same load generator. WebSocket: round trips of a"
+            echo "64-byte text message, each of $WRK_CONNECTIONS upgraded connections waiting for its echo (a \"request\""
+            echo "is one round trip). gRPC: unary calls of a 64-byte message over h2c, $GRPC_CONNECTIONS connections × $GRPC_STREAMS"
+            echo "calls in flight, each answered with its message and grpc-status 0 (origins: load-tests/streams.rs)."
+            echo "Preflight: OPTIONS with Origin and Access-Control-Request-Method, answered 204 by the proxy."
+            echo
+            compare "WebSocket round trips, Portcullis vs nginx" portcullis-ws nginx-ws
+            compare "gRPC unary calls over h2c, Portcullis vs nginx" portcullis-grpc nginx-grpc
+            compare "CORS preflights, Portcullis vs nginx" portcullis-preflight nginx-preflight
+            compare "WebSocket round trip vs a proxied GET (Portcullis)" portcullis-ws portcullis
+            compare "gRPC unary call vs a proxied GET (Portcullis)" portcullis-grpc portcullis
+            compare "preflight vs a proxied GET (Portcullis)" portcullis-preflight portcullis
+        fi
         if [ "$NEED_TLS" = 1 ]; then
             echo
             echo "### TLS, mTLS and HMAC-signed requests (issue 7)"
