@@ -291,3 +291,59 @@ fn a_client_stream_is_held_to_the_body_timeout_between_messages_not_to_a_pace() 
         seen[1]
     );
 }
+
+#[test]
+fn the_grpc_example_configuration_serves_its_routes_on_both_listeners() {
+    let (idp, origin) = (SigningIdp::new(), GrpcOrigin::start(None));
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let text = std::fs::read_to_string(conf.join("grpc.yaml")).unwrap();
+    let file: Value = serde_yaml::from_str(&text).unwrap();
+    // conf/grpc.yaml's own listeners, on free ports and with its key paths made absolute.
+    let (h2c, tls) = (&file["listeners"][0], &file["listeners"][1]["tls"]);
+    let tls_port = free_port();
+    let listeners = format!(
+        "  - address: 127.0.0.1:{h2c_port}\n    h2c: {}\n  - address: 127.0.0.1:{tls_port}\n    tls:\n      certificate: {}\n      key: {}\n",
+        h2c["h2c"],
+        conf.join(tls["certificate"].as_str().unwrap()).display(),
+        conf.join(tls["key"].as_str().unwrap()).display(),
+        h2c_port = free_port(),
+    );
+    let body = Conf::parse(&text)
+        .remove("listeners")
+        .remove("identity_providers")
+        .set(
+            "upstreams.orders.backends",
+            json!([origin.addr.to_string()]),
+        );
+    let gw = Gateway::start_with(
+        &listeners,
+        "",
+        &format!("{}{}", idp.provider_yaml("corp"), body.yaml()),
+    );
+    let admin = idp.good_token();
+    let user = idp.token_for("bob", &["user"], &[], &[]);
+    let calls = json!([
+        { "method": "/orders.v1.Orders/Unary", "kind": "unary", "request": "list",
+          "metadata": [bearer(&user), ["x-user-id", "mallory"]] },
+        { "method": "/orders.v1.Orders/Cancel", "kind": "unary", "request": "7", "metadata": [bearer(&user)] },
+        { "method": "/orders.v1.Orders/Cancel", "kind": "unary", "request": "7", "metadata": [bearer(&admin)] },
+        { "method": "/orders.v1.Orders/Count", "kind": "server_stream", "request": "3", "metadata": [bearer(&user)] },
+    ]);
+    let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let ca = conf.join("keys/demo-server.crt");
+    for (target, ca) in [(gw.addr, None), (tls, Some(ca.as_path()))] {
+        let seen = grpc_calls(target, ca, calls.clone());
+        assert_eq!(seen[0]["code"], "OK", "{}", seen[0]);
+        let echoed: Value =
+            serde_json::from_str(seen[0]["responses"][0].as_str().unwrap()).unwrap();
+        assert_eq!(metadata(&echoed["metadata"], "x-user-id"), ["bob"]);
+        // The method with a policy of its own.
+        assert_eq!(seen[1]["code"], "PERMISSION_DENIED", "{}", seen[1]);
+        assert!(seen[1]["details"]
+            .as_str()
+            .unwrap()
+            .starts_with("insufficient_role: "));
+        assert_eq!(seen[2]["code"], "OK", "{}", seen[2]);
+        assert_eq!(seen[3]["responses"], json!(["0", "1", "2"]), "{}", seen[3]);
+    }
+}

@@ -12,6 +12,9 @@ identity, so no protobuf code is generated. Its methods:
 - `Join`: answers the messages it received joined by `,` (client streaming).
 - `Shout`: answers each message upper-cased as it comes (bidirectional streaming).
 
+The same methods are also served as `orders.v1.Orders`, with `Cancel` as another `Unary`: the
+service `conf/grpc.yaml` routes.
+
 Usage: echo_server.py [--tls CERT KEY]. Prints `{"port": N}` once listening, and exits when
 its stdin closes (the test holds it open).
 """
@@ -57,8 +60,12 @@ def main():
         "Join": grpc.stream_unary_rpc_method_handler(join),
         "Shout": grpc.stream_stream_rpc_method_handler(shout),
     }
+    orders = dict(handlers, Cancel=grpc.unary_unary_rpc_method_handler(unary))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("echo.Echo", handlers),))
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler("echo.Echo", handlers),
+        grpc.method_handlers_generic_handler("orders.v1.Orders", orders),
+    ))
     if len(sys.argv) == 4 and sys.argv[1] == "--tls":
         with open(sys.argv[2], "rb") as f:
             cert = f.read()
