@@ -156,15 +156,19 @@ fn signing_key(args: &TokenArgs) -> Result<(EncodingKey, Algorithm), String> {
             Algorithm::RS256,
         )),
         Id::EC => {
-            let bits = pkey.bits();
-            let alg = match bits {
-                256 => Algorithm::ES256,
-                384 => Algorithm::ES384,
-                _ => {
+            // By the curve, not the size: secp256k1 is 256 bits too, and no ES256 key.
+            let curve = pkey.ec_key().ok().and_then(|k| k.group().curve_name());
+            let alg = match curve {
+                Some(openssl::nid::Nid::X9_62_PRIME256V1) => Algorithm::ES256,
+                Some(openssl::nid::Nid::SECP384R1) => Algorithm::ES384,
+                other => {
+                    let name = other
+                        .and_then(|n| n.short_name().ok())
+                        .unwrap_or("an unnamed curve");
                     return Err(format!(
-                        "{}: an EC key of {bits} bits; P-256 or P-384 only",
+                        "{}: an EC key on {name}; P-256 or P-384 only",
                         from.display()
-                    ))
+                    ));
                 }
             };
             Ok((EncodingKey::from_ec_pem(&pkcs8).map_err(bad)?, alg))
@@ -473,6 +477,19 @@ mod tests {
         );
         let err = run(&args(&["--key", &path, "--alg", "none"])).unwrap_err();
         assert!(err.starts_with("--alg none: not a JWS algorithm"), "{err}");
+        for (nid, name) in [
+            (openssl::nid::Nid::SECP521R1, "secp521r1"),
+            (openssl::nid::Nid::SECP256K1, "secp256k1"),
+        ] {
+            let group = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
+            let key = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+            let path = write(&dir, "ec.pem", &key.private_key_to_pem_pkcs8().unwrap());
+            let err = run(&args(&["--key", &path])).unwrap_err();
+            assert!(
+                err.ends_with(&format!("an EC key on {name}; P-256 or P-384 only")),
+                "{err}"
+            );
+        }
         let not_a_key = write(&dir, "x.pem", b"hello");
         let err = run(&args(&["--key", &not_a_key])).unwrap_err();
         assert!(err.ends_with("not a PEM private key"), "{err}");
