@@ -361,7 +361,7 @@ impl ProxyHttp for Gateway {
                 }
                 // A 101 for a request that asked for no upgrade here cannot be relayed.
                 None => {
-                    ctx.error = Some(response::UPSTREAM_UNREACHABLE);
+                    ctx.error = Some(response::BAD_GATEWAY);
                     return Error::e_explain(HTTPStatus(502), "a 101 the gateway did not ask for");
                 }
             }

@@ -78,10 +78,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A gateway with provider `corp` in front of `origin`: `/ws` takes WebSocket handshakes with
-/// `limits` (YAML), `/plain` is the same JWT route without `websocket`.
+/// `limits` (YAML), `/plain` is the same JWT route without `websocket`, `/off` one with
+/// `websocket: false`.
 fn ws_gateway(idp: &SigningIdp, origin: &WsOrigin, limits: &str) -> Gateway {
     Gateway::start(&format!(
-        "{provider}upstreams:\n  ws:\n    backends: [\"{backend}\"]\n    read_timeout: 30s\nroutes:\n  - {{ name: ws, match: {{ path_prefix: /ws }}, upstream: ws, auth: {{ jwt: corp }}, websocket: {limits} }}\n  - {{ name: plain, match: {{ path_prefix: /plain }}, upstream: ws, auth: {{ jwt: corp }} }}\n",
+        "{provider}upstreams:\n  ws:\n    backends: [\"{backend}\"]\n    read_timeout: 30s\nroutes:\n  - {{ name: ws, match: {{ path_prefix: /ws }}, upstream: ws, auth: {{ jwt: corp }}, websocket: {limits} }}\n  - {{ name: plain, match: {{ path_prefix: /plain }}, upstream: ws, auth: {{ jwt: corp }} }}\n  - {{ name: off, match: {{ path_prefix: /off }}, upstream: ws, auth: {{ jwt: corp }}, websocket: false }}\n",
         provider = idp.provider_yaml("corp"),
         backend = origin.addr
     ))
@@ -215,12 +216,15 @@ fn a_refused_handshake_gets_the_json_refusal_and_never_a_101() {
         Err(WsError::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected a 401, got {:?}", other.map(|_| "101")),
     }
-    // A route without `websocket` forwards no upgrade: the origin never sees a handshake.
-    let bearer = format!("Bearer {}", idp.good_token());
-    match rt.block_on(connect(&gw, "/plain", &[("authorization", bearer)])) {
-        Err(WsError::Http(resp)) => assert_ne!(resp.status(), 101),
-        Err(_) => {}
-        Ok(_) => panic!("an upgrade went through a route without websocket"),
+    // A route without `websocket`, or with `websocket: false`, forwards no upgrade: the
+    // origin never sees a handshake.
+    for path in ["/plain", "/off"] {
+        let bearer = format!("Bearer {}", idp.good_token());
+        match rt.block_on(connect(&gw, path, &[("authorization", bearer)])) {
+            Err(WsError::Http(resp)) => assert_ne!(resp.status(), 101),
+            Err(_) => {}
+            Ok(_) => panic!("an upgrade went through {path}"),
+        }
     }
     assert!(origin.handshakes().is_empty(), "{:?}", origin.handshakes());
 }
@@ -286,4 +290,28 @@ fn d9_a_busy_upgraded_connection_ends_at_its_max_lifetime() {
         ),
         Some(1.0)
     );
+}
+
+#[test]
+fn a_101_for_a_request_that_asked_for_no_upgrade_is_a_502() {
+    // An origin that switches protocols whatever it is asked.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let gw = Gateway::start(&pass_through(addr));
+    let resp = client().get(gw.url("/plain")).send().unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["error"], "bad_gateway");
 }
