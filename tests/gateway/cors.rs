@@ -337,3 +337,26 @@ fn explain_and_the_decision_protocol_show_a_preflight_answered_by_the_gateway() 
     assert_eq!(reply["body"]["preflight"], true, "{reply}");
     assert!(echo.received().is_empty());
 }
+
+#[test]
+fn a_preflight_with_a_body_is_answered_once_and_its_body_never_read_as_a_request() {
+    let (idp, echo) = (SigningIdp::new(), Echo::start());
+    let app = "https://app.example.com";
+    let gw = cors_gateway(&idp, &echo, app);
+    // The body is a whole request: read as the next one, it would get an answer of its own.
+    let smuggled = "GET /catalogue HTTP/1.1\r\nHost: a\r\n\r\n";
+    let raw = format!(
+        "OPTIONS /orders/7 HTTP/1.1\r\nHost: a\r\nOrigin: {app}\r\nAccess-Control-Request-Method: POST\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(gw.addr, raw.as_bytes(), Duration::from_secs(5));
+    assert_eq!(statuses(&answer), [204], "{answer}");
+    // Nothing read of a body an anonymous client sent: the connection ends with the answer.
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "left open");
+    assert!(echo.received().is_empty(), "{:?}", echo.received());
+}
