@@ -15,19 +15,12 @@
 //! rate-limit and CORS headers) are kept beside them.
 
 use crate::policy::Denial;
+pub use crate::policy::{ErrorKind, BODY_TIMEOUT};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use serde::Serialize;
-
-/// A stable error code with its status and default message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorKind {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: &'static str,
-}
 
 pub const BAD_REQUEST: ErrorKind = ErrorKind {
     status: 400,
@@ -64,11 +57,6 @@ pub const REQUEST_HEADER_TIMEOUT: ErrorKind = ErrorKind {
     status: 408,
     code: "request_header_timeout",
     message: "The request head did not arrive in time.",
-};
-pub const BODY_TIMEOUT: ErrorKind = ErrorKind {
-    status: 408,
-    code: "body_timeout",
-    message: "The request body did not arrive in time.",
 };
 pub const REQUEST_HEADER_TOO_LARGE: ErrorKind = ErrorKind {
     status: 431,

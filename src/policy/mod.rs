@@ -179,6 +179,29 @@ pub struct Denial {
     pub cors: cors::CorsHeaders,
 }
 
+/// A stable error code with its status and default message: the answers the gateway gives
+/// with no more to say than these (`gateway::response` has the ones of proxying itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKind {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+/// A request body that did not arrive in time, whether it was read for its signature
+/// (`Denial::body_timeout`) or on its way to the backend (the proxy's own answer).
+pub const BODY_TIMEOUT: ErrorKind = ErrorKind {
+    status: 408,
+    code: "body_timeout",
+    message: "The request body did not arrive in time.",
+};
+
+impl From<ErrorKind> for Denial {
+    fn from(kind: ErrorKind) -> Self {
+        Self::new(kind.status, kind.code, kind.message)
+    }
+}
+
 impl Denial {
     pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
@@ -271,11 +294,7 @@ impl Denial {
 
     /// A signed request's body did not arrive in time.
     pub fn body_timeout() -> Self {
-        Self::new(
-            408,
-            "body_timeout",
-            "The request body did not arrive in time.",
-        )
+        BODY_TIMEOUT.into()
     }
 
     /// The gateway failed itself (never the caller's fault).
