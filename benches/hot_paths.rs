@@ -73,7 +73,9 @@ fn header_hygiene(c: &mut Criterion) {
                 |mut req| {
                     portcullis::forward::strip_hop_by_hop(&mut req);
                     namespace.strip(&mut req);
-                    let xff = portcullis::policy::networks::forwarded_for(peer, &req.headers, &[]);
+                    let xff =
+                        portcullis::policy::networks::ForwardedChain::read(peer, &req.headers, &[])
+                            .header();
                     portcullis::forward::set_forwarded(
                         &mut req,
                         Some(xff),

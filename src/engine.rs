@@ -158,7 +158,10 @@ impl Engine {
             }
         };
         let query = raw_query.and_then(|q| std::str::from_utf8(q).ok());
-        let client_ip = networks::client_ip(facts.peer, facts.headers, &self.trusted_proxies);
+        let chain = facts
+            .peer
+            .map(|peer| networks::ForwardedChain::read(peer, facts.headers, &self.trusted_proxies));
+        let client_ip = chain.as_ref().and_then(|c| c.client);
         let refuse = |mut denial: Denial, path, route: Option<Arc<Route>>, identity| {
             // A page may read the refusal (a 401's JSON) when its origin is allowed.
             if let Some(cors) = route.as_ref().and_then(|r| r.cors.as_deref()) {
@@ -310,9 +313,7 @@ impl Engine {
         let raw_query = raw_query.map(String::from_utf8_lossy);
         Decision::Forward(Forward {
             target: forward::forwarded_target(path, &canonical, raw_query.as_deref(), key_param),
-            forwarded_for: facts
-                .peer
-                .map(|peer| networks::forwarded_for(peer, facts.headers, &self.trusted_proxies)),
+            forwarded_for: chain.as_ref().map(networks::ForwardedChain::header),
             client_cert: facts.client_cert.cloned(),
             https: facts.https,
             route,

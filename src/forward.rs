@@ -432,7 +432,7 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
     }
 }
 
-/// Set `X-Forwarded-For` (computed by `policy::networks::forwarded_for`), `X-Real-IP`
+/// Set `X-Forwarded-For` (computed by `policy::networks::ForwardedChain`), `X-Real-IP`
 /// (the client as decided), `X-Forwarded-Proto` and `X-Forwarded-Host`, replacing whatever
 /// the client sent for them; a client's `Forwarded` header (RFC 7239) is removed, since the
 /// gateway does not vouch for it.

@@ -75,69 +75,68 @@ impl Cidr {
     }
 }
 
-/// The client of a request. Without trusted proxies, or when the peer is not one, it is the
-/// peer. When the peer is a trusted proxy, `X-Forwarded-For` is read from the right (the
-/// entry the nearest proxy appended) skipping trusted proxies; the first other address is
-/// the client. An entry that is not an address stops the walk: nothing left of it can be
-/// trusted, so the client is unknown (and network rules refuse).
-pub fn client_ip(
-    peer: Option<IpAddr>,
-    forwarded_for: &http::HeaderMap,
-    trusted: &[Cidr],
-) -> Option<IpAddr> {
-    let peer = peer?;
-    if !trusted.iter().any(|c| c.contains(peer)) {
-        return Some(peer);
-    }
-    let mut entries: Vec<&str> = Vec::new();
-    for v in forwarded_for.get_all("x-forwarded-for") {
-        let Ok(s) = v.to_str() else { return None };
-        entries.extend(s.split(',').map(str::trim));
-    }
-    let mut client = peer;
-    for entry in entries.iter().rev() {
-        let Ok(ip) = entry.parse::<IpAddr>() else {
-            return None;
-        };
-        client = ip;
-        if !trusted.iter().any(|c| c.contains(ip)) {
-            return Some(ip);
-        }
-    }
-    // Every hop is trusted: the leftmost is the best we know.
-    Some(client)
+/// A request's `X-Forwarded-For`, read once: the client it names and the part of the chain
+/// trusted proxies vouch for. Without trusted proxies, or when the peer is not one, the client
+/// is the peer and nothing of the header is kept. When the peer is a trusted proxy, the chain
+/// is read from the right (the entry the nearest proxy appended), skipping trusted proxies;
+/// the first other address is the client. An entry that is not an address (empty, garbage, or
+/// in a header value that is not text) stops the walk: nothing left of it can be trusted, so
+/// the client is unknown (and network rules refuse), and only the entries right of it are kept.
+#[derive(Debug)]
+pub struct ForwardedChain<'h> {
+    pub client: Option<IpAddr>,
+    peer: IpAddr,
+    /// The vouched-for entries, client first.
+    vouched: Vec<&'h str>,
 }
 
-/// The `X-Forwarded-For` value to send upstream: the part of the received chain that trusted
-/// proxies vouch for (from the client rightwards), then the peer. Entries a client wrote
-/// itself are dropped, so a backend reading the header never sees a forged address.
-pub fn forwarded_for(peer: IpAddr, received: &http::HeaderMap, trusted: &[Cidr]) -> String {
-    let mut kept: Vec<&str> = Vec::new();
-    if trusted.iter().any(|c| c.contains(peer)) {
+impl<'h> ForwardedChain<'h> {
+    pub fn read(peer: IpAddr, headers: &'h http::HeaderMap, trusted: &[Cidr]) -> Self {
+        let mut chain = Self {
+            client: Some(peer),
+            peer,
+            vouched: Vec::new(),
+        };
+        if !trusted.iter().any(|c| c.contains(peer)) {
+            return chain;
+        }
         let mut entries: Vec<&str> = Vec::new();
-        for v in received.get_all("x-forwarded-for") {
-            if let Ok(s) = v.to_str() {
-                entries.extend(s.split(',').map(str::trim).filter(|e| !e.is_empty()));
+        for v in headers.get_all("x-forwarded-for") {
+            match v.to_str() {
+                Ok(s) => entries.extend(s.split(',').map(str::trim)),
+                // Not text: an entry that is not an address, where the value stood.
+                Err(_) => entries.push(""),
             }
         }
         for entry in entries.iter().rev() {
             let Ok(ip) = entry.parse::<IpAddr>() else {
+                chain.client = None;
                 break;
             };
-            kept.push(entry);
+            chain.client = Some(ip);
+            chain.vouched.push(entry);
             if !trusted.iter().any(|c| c.contains(ip)) {
                 break;
             }
         }
-        kept.reverse();
+        // Every hop trusted: the leftmost is the best we know (already `client`).
+        chain.vouched.reverse();
+        chain
     }
-    let mut out = String::with_capacity(kept.iter().map(|e| e.len() + 2).sum::<usize>() + 15);
-    for e in kept {
-        out.push_str(e);
-        out.push_str(", ");
+
+    /// The `X-Forwarded-For` value to send upstream: the vouched-for part of the received
+    /// chain (from the client rightwards), then the peer. Entries a client wrote itself are
+    /// dropped, so a backend reading the header never sees a forged address.
+    pub fn header(&self) -> String {
+        let mut out =
+            String::with_capacity(self.vouched.iter().map(|e| e.len() + 2).sum::<usize>() + 15);
+        for e in &self.vouched {
+            out.push_str(e);
+            out.push_str(", ");
+        }
+        push_ip(&mut out, self.peer);
+        out
     }
-    push_ip(&mut out, peer);
-    out
 }
 
 /// Appends an address as text, exactly as `Display` writes it. An IPv4 address (nearly every
@@ -207,6 +206,38 @@ mod tests {
             h.append("x-forwarded-for", v.parse().unwrap());
         }
         h
+    }
+
+    fn client_ip(peer: Option<IpAddr>, h: &http::HeaderMap, trusted: &[Cidr]) -> Option<IpAddr> {
+        ForwardedChain::read(peer?, h, trusted).client
+    }
+
+    fn forwarded_for(peer: IpAddr, h: &http::HeaderMap, trusted: &[Cidr]) -> String {
+        ForwardedChain::read(peer, h, trusted).header()
+    }
+
+    #[test]
+    fn a_malformed_entry_stops_the_walk_for_the_client_and_the_chain_alike() {
+        let trusted = [cidr("10.0.0.0/8")];
+        for bad in [
+            "198.51.100.7, , 10.0.0.5",
+            "198.51.100.7, unknown, 10.0.0.5",
+        ] {
+            let h = xff(&[bad]);
+            assert_eq!(client_ip(Some(ip("10.0.0.2")), &h, &trusted), None, "{bad}");
+            // Only what is right of the bad entry is vouched for.
+            assert_eq!(
+                forwarded_for(ip("10.0.0.2"), &h, &trusted),
+                "10.0.0.5, 10.0.0.2"
+            );
+        }
+        let mut h = xff(&["198.51.100.7"]);
+        h.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff10.0.0.5").unwrap(),
+        );
+        assert_eq!(client_ip(Some(ip("10.0.0.2")), &h, &trusted), None);
+        assert_eq!(forwarded_for(ip("10.0.0.2"), &h, &trusted), "10.0.0.2");
     }
 
     #[test]
