@@ -347,3 +347,35 @@ fn the_grpc_example_configuration_serves_its_routes_on_both_listeners() {
         assert_eq!(seen[3]["responses"], json!(["0", "1", "2"]), "{}", seen[3]);
     }
 }
+
+#[test]
+fn an_http_health_check_of_an_h2c_pool_speaks_http2() {
+    // grpcio answers a GET over HTTP/2 (200, and a grpc-status of its own) and drops one over
+    // HTTP/1.1: checked in HTTP/1.1, the backend would be out of rotation.
+    let (idp, origin) = (SigningIdp::new(), GrpcOrigin::start(None));
+    let (gw, _, _) = grpc_gateway(
+        &idp,
+        &format!(
+            "  grpc:\n    backends: [\"{}\"]\n    protocol: h2c\n    health_check: {{ type: http, path: /, interval: 100ms }}\n",
+            origin.addr
+        ),
+        ECHO_ROUTE,
+    );
+    let healthy = format!(
+        r#"portcullis_backend_healthy{{backend="{}",upstream="grpc"}}"#,
+        origin.addr
+    );
+    assert!(
+        gw.eventually(std::time::Duration::from_secs(5), || gw.metric(&healthy)
+            == Some(1.0))
+    );
+    // Still healthy after several rounds of checks, and serving.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(gw.metric(&healthy), Some(1.0));
+    let seen = grpc_calls(
+        gw.addr,
+        None,
+        json!([{ "method": "/echo.Echo/Unary", "kind": "unary", "metadata": [bearer(&idp.good_token())] }]),
+    );
+    assert_eq!(seen[0]["code"], "OK", "{}", seen[0]);
+}
