@@ -150,6 +150,9 @@ fn policy_text(p: &Policy, providers: &[Provider]) -> String {
     if p.networks.is_some() {
         parts.push("client networks".to_string());
     }
+    if let Some(window) = &p.during {
+        parts.push(format!("open {window}"));
+    }
     if p.bound_tokens {
         parts.push("certificate-bound tokens".to_string());
     }

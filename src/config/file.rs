@@ -433,6 +433,8 @@ pub struct PolicySection {
     #[serde(default)]
     pub method_permissions: BTreeMap<String, String>,
     pub networks: Option<NetworksSection>,
+    /// When the route is open: weekdays and hours in a time zone.
+    pub during: Option<TimeWindowSection>,
     pub mode: Option<ModeSection>,
     #[serde(default)]
     pub keep_authorization: bool,
@@ -458,6 +460,20 @@ pub struct CredentialSection {
     pub mtls: bool,
     #[serde(default)]
     pub hmac: bool,
+}
+
+/// `during: { timezone: Europe/Berlin, days: [mon-fri], from: "08:00", to: "18:00" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindowSection {
+    /// An IANA time zone name (default `UTC`).
+    pub timezone: Option<String>,
+    /// Days (`mon`..`sun`) and ranges (`mon-fri`); default every day.
+    pub days: Option<Vec<String>>,
+    /// `HH:MM`, default `00:00`.
+    pub from: Option<String>,
+    /// `HH:MM` or `24:00`, default `24:00`; before `from`: the window runs overnight.
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,10 +3,12 @@
 use super::check::Check;
 use super::file::{
     CredentialSection, ModeSection, NetworksSection, PolicySection, RouteAuthSection,
+    TimeWindowSection,
 };
 use super::providers::Providers;
 use crate::auth::provider::KeySource;
 use crate::policy::networks::Cidr;
+use crate::policy::time_window::{self, TimeWindow};
 use crate::policy::{Credential, Mode, NetworkRule, Policy, Requirements};
 use http::Method;
 
@@ -39,6 +41,10 @@ pub(super) fn compile(
         );
     }
     let networks = p.networks.as_ref().map(|n| networks(n, c));
+    let during = p
+        .during
+        .as_ref()
+        .and_then(|w| during(w, &mut c.at("during")));
     let mode = match p.mode {
         None | Some(ModeSection::Enforce) => Mode::Enforce,
         Some(ModeSection::Report) => Mode::Report,
@@ -76,6 +82,7 @@ pub(super) fn compile(
         credential,
         require,
         networks,
+        during,
         mode,
         keep_authorization: p.keep_authorization,
     })
@@ -216,6 +223,75 @@ fn list(
         }
     }
     good.then_some(out)
+}
+
+/// A route's time window; `None` after reporting what is wrong with it.
+fn during(w: &TimeWindowSection, c: &mut Check<'_>) -> Option<TimeWindow> {
+    let zone_name = w.timezone.clone().unwrap_or_else(|| "UTC".to_string());
+    let zone = match jiff::tz::TimeZone::get(&zone_name) {
+        Ok(zone) => Some(zone),
+        Err(_) => {
+            c.problem(
+                "timezone",
+                format!("\"{zone_name}\" is not an IANA time zone (e.g. Europe/Berlin, UTC)"),
+            );
+            None
+        }
+    };
+    let mut days = [w.days.is_none(); 7];
+    for (i, item) in w.days.iter().flatten().enumerate() {
+        let range = match item.split_once('-') {
+            Some((a, b)) => time_window::day_index(a).zip(time_window::day_index(b)),
+            None => time_window::day_index(item).map(|d| (d, d)),
+        };
+        match range {
+            // A range may wrap the week: `fri-mon` is Friday to Monday.
+            Some((first, last)) => {
+                let mut d = first;
+                loop {
+                    days[d] = true;
+                    if d == last {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+            None => c
+                .index("days", i)
+                .here("a day (`mon` .. `sun`) or a range (`mon-fri`)"),
+        }
+    }
+    if w.days.as_ref().is_some_and(Vec::is_empty) {
+        c.problem("days", "at least one day; leave `days` out for every day");
+    }
+    let mut time = |key: &str, value: &Option<String>, default: u16, end_of_day: bool| {
+        let Some(text) = value else { return default };
+        time_window::minutes(text, end_of_day).unwrap_or_else(|| {
+            let range = if end_of_day {
+                "00:00 to 24:00"
+            } else {
+                "00:00 to 23:59"
+            };
+            c.problem(key, format!("\"{text}\" is not a time `HH:MM` ({range})"));
+            default
+        })
+    };
+    let from = time("from", &w.from, 0, false);
+    let to = time("to", &w.to, time_window::DAY, true);
+    if from == to {
+        c.problem(
+            "to",
+            "equal to `from`, the window would be empty; leave both out for the whole day",
+        );
+    }
+    let zone = zone?;
+    c.ok().then_some(TimeWindow {
+        zone,
+        zone_name,
+        days,
+        from,
+        to,
+    })
 }
 
 fn networks(n: &NetworksSection, c: &mut Check<'_>) -> NetworkRule {

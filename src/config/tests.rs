@@ -98,6 +98,19 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
             ],
         ),
         (
+            "time windows",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {public: true, during: {timezone: Mars/Olympus, days: [mon, funday, sat-xyz], from: '8:00', to: '24:00'}}}, {name: s, match: {path_prefix: /s}, upstream: a, auth: {public: true, during: {days: [], from: '09:00', to: '09:00'}}}, {name: t, match: {path_prefix: /t}, upstream: a, auth: {public: true, during: {from: '24:00'}}}]\n"),
+            &[
+                "routes[0].auth.during.timezone: \"Mars/Olympus\" is not an IANA time zone (e.g. Europe/Berlin, UTC)",
+                "routes[0].auth.during.days[1]: a day (`mon` .. `sun`) or a range (`mon-fri`)",
+                "routes[0].auth.during.days[2]: a day (`mon` .. `sun`) or a range (`mon-fri`)",
+                "routes[0].auth.during.from: \"8:00\" is not a time `HH:MM` (00:00 to 23:59)",
+                "routes[1].auth.during.days: at least one day; leave `days` out for every day",
+                "routes[1].auth.during.to: equal to `from`, the window would be empty; leave both out for the whole day",
+                "routes[2].auth.during.from: \"24:00\" is not a time `HH:MM` (00:00 to 23:59)",
+            ],
+        ),
+        (
             "an unknown upstream protocol",
             config("upstreams: {a: {backends: [127.0.0.1:1], protocol: h3}}\n"),
             &["upstreams.a.protocol: unknown variant `h3`, expected one of `http1`, `h2`, `h2c` at line 3 column 52"],

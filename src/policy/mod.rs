@@ -11,6 +11,7 @@
 
 pub mod cors;
 pub mod networks;
+pub mod time_window;
 
 mod credentials;
 mod requirements;
@@ -45,6 +46,8 @@ pub struct Policy {
     pub credential: Credential,
     pub require: Requirements,
     pub networks: Option<NetworkRule>,
+    /// When the route is open (`auth.during`); outside it, `403 outside_time_window`.
+    pub during: Option<time_window::TimeWindow>,
     pub mode: Mode,
     /// Forward the client's `Authorization` header (default: removed on protected routes).
     pub keep_authorization: bool,
@@ -72,6 +75,7 @@ impl Policy {
             credential: Credential::Public,
             require: Requirements::default(),
             networks: None,
+            during: None,
             mode: Mode::Enforce,
             keep_authorization: false,
             bound_tokens: false,
@@ -347,6 +351,16 @@ pub struct Verdict {
     pub denial: Option<Denial>,
 }
 
+impl Verdict {
+    /// Refused before anyone was identified.
+    fn refused(denial: Denial) -> Self {
+        Self {
+            identity: None,
+            denial: Some(denial),
+        }
+    }
+}
+
 /// The credential checkers a policy can call on.
 #[derive(Debug, Clone, Copy)]
 pub struct Authenticators<'a> {
@@ -437,14 +451,27 @@ pub async fn evaluate(
             },
         );
         if !allowed {
-            return Verdict {
-                identity: None,
-                denial: Some(Denial::new(
-                    403,
-                    "network_denied",
-                    "Requests from this network are not allowed on this route.",
-                )),
-            };
+            return Verdict::refused(Denial::new(
+                403,
+                "network_denied",
+                "Requests from this network are not allowed on this route.",
+            ));
+        }
+    }
+    // Like the network, the hour is the request's, not the caller's: checked before any
+    // credential, so an anonymous client outside the window costs no verification.
+    if let Some(window) = &policy.during {
+        let open = window.contains(facts.now);
+        trace.note(
+            || format!("time window: {window}"),
+            || if open { "open".into() } else { "closed".into() },
+        );
+        if !open {
+            return Verdict::refused(Denial::new(
+                403,
+                "outside_time_window",
+                format!("This route is open {window} only."),
+            ));
         }
     }
     let auth = &Authenticators {
@@ -453,12 +480,7 @@ pub async fn evaluate(
     };
     let identity = match authenticate(&policy.credential, auth, facts, trace).await {
         Ok(identity) => identity,
-        Err(denial) => {
-            return Verdict {
-                identity: None,
-                denial: Some(denial),
-            }
-        }
+        Err(denial) => return Verdict::refused(denial),
     };
     let denial = identity
         .as_deref()

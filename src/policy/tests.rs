@@ -6,6 +6,7 @@
 //! is not tested here.
 
 use super::networks::Cidr;
+use super::time_window::{self, TimeWindow};
 use super::{
     evaluate, Authenticators, Credential, Facts, NetworkRule, Policy, Requirements, Trace, Verdict,
 };
@@ -615,6 +616,83 @@ async fn a_network_rule_refuses_before_any_credential_is_looked_at() {
         .await;
     let checked: Vec<&str> = trace.steps.iter().map(|(what, _)| what.as_str()).collect();
     assert_eq!(checked, ["network rule"], "nothing after the network rule");
+}
+
+/// A window on Fridays, UTC, `from`..`to` (NOW is Friday 15 January 2027, 08:00 UTC).
+fn friday(from: &str, to: &str) -> Option<TimeWindow> {
+    let mut days = [false; 7];
+    days[4] = true;
+    Some(TimeWindow {
+        zone: jiff::tz::TimeZone::UTC,
+        zone_name: "UTC".into(),
+        days,
+        from: time_window::minutes(from, false).unwrap(),
+        to: time_window::minutes(to, true).unwrap(),
+    })
+}
+
+#[tokio::test]
+async fn a_time_window_refuses_outside_its_hours_before_any_credential_is_looked_at() {
+    let f = Fixture::new();
+    let open = || Policy {
+        during: friday("07:00", "09:00"),
+        ..jwt_route()
+    };
+    let closed = || Policy {
+        during: friday("09:00", "17:00"),
+        ..jwt_route()
+    };
+    let public_closed = || Policy {
+        during: friday("09:00", "17:00"),
+        ..Policy::public()
+    };
+    f.check(&[
+        row(
+            "inside the window, the credential decides",
+            open(),
+            Request::bare(),
+            denied(401, "token_missing", BARE_BEARER),
+        ),
+        row(
+            "inside the window, a good token",
+            open(),
+            Request::bearer(&good_token()),
+            allowed("jwt:alice"),
+        ),
+        row(
+            "outside it, even a good token",
+            closed(),
+            Request::bearer(&good_token()),
+            denied(403, "outside_time_window", None),
+        ),
+        row(
+            "outside it, no token: 403, not 401",
+            closed(),
+            Request::bare(),
+            denied(403, "outside_time_window", None),
+        ),
+        row(
+            "a public route has hours too",
+            public_closed(),
+            Request::bare(),
+            denied(403, "outside_time_window", None),
+        ),
+    ])
+    .await;
+    let (verdict, trace) = f
+        .evaluate(&closed(), &Request::bearer(&forged_token()))
+        .await;
+    let message = verdict.denial.map(|d| d.message.to_string());
+    assert_eq!(
+        message.as_deref(),
+        Some("This route is open fri 09:00-17:00 UTC only.")
+    );
+    let checked: Vec<&str> = trace.steps.iter().map(|(what, _)| what.as_str()).collect();
+    assert_eq!(
+        checked,
+        ["time window: fri 09:00-17:00 UTC"],
+        "nothing after the window"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Route policies end to end: the policy matrix (public, jwt, any/all, roles, scopes,
-//! permissions, per-method permissions, networks with and without trusted proxies, report
-//! mode), through the real gateway to an echo origin that shows what arrived.
+//! permissions, per-method permissions, networks with and without trusted proxies, time
+//! windows, report mode), through the real gateway to an echo origin that shows what arrived.
 
 use crate::support::*;
 use serde_json::json;
@@ -390,5 +390,59 @@ fn authorization_is_removed_unless_the_route_keeps_it_and_public_routes_pass_it(
     assert_eq!(
         public.echoed.unwrap().header("authorization"),
         Some("Basic eDp5")
+    );
+}
+
+#[test]
+fn a_time_window_opens_a_route_only_during_its_hours() {
+    // Windows around the current time: `open` from two hours ago to two hours ahead (UTC);
+    // the others from five to six hours ahead on a UTC clock, which is still three or more
+    // hours ahead in Europe/Berlin (one or two hours ahead of UTC). A window may cross
+    // midnight (it runs overnight), and every day is listed.
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let minute = now.hour() as i32 * 60 + now.minute() as i32;
+    let at = |offset: i32| {
+        let m = (minute + offset).rem_euclid(24 * 60);
+        format!("\"{:02}:{:02}\"", m / 60, m % 60)
+    };
+    let idp = SigningIdp::new();
+    let echo = Echo::start();
+    let gw = Gateway::start(&format!(
+        "{provider}upstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - {{ name: open, match: {{ path_prefix: /open }}, upstream: echo, auth: {{ jwt: corp, during: {{ timezone: UTC, from: {a}, to: {b} }} }} }}\n  - {{ name: later, match: {{ path_prefix: /later }}, upstream: echo, auth: {{ jwt: corp, during: {{ timezone: Europe/Berlin, days: [mon-sun], from: {c}, to: {d} }} }} }}\n  - {{ name: maintenance, match: {{ path_prefix: /maintenance }}, upstream: echo, auth: {{ public: true, during: {{ from: {c}, to: {d} }} }} }}\n",
+        provider = idp.provider_yaml("corp"),
+        origin = echo.addr,
+        a = at(-120),
+        b = at(120),
+        c = at(300),
+        d = at(360),
+    ));
+    let bearer = format!("Bearer {}", idp.good_token());
+    let open = client()
+        .get(gw.url("/open"))
+        .header("authorization", &bearer)
+        .send()
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let resp = client()
+        .get(gw.url("/later"))
+        .header("authorization", &bearer)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["error"], "outside_time_window");
+    assert!(
+        body["message"].as_str().unwrap().contains("Europe/Berlin"),
+        "{body}"
+    );
+    // Checked before the credential: no token, still the window's answer.
+    let resp = client().get(gw.url("/later")).send().unwrap();
+    assert_eq!(resp.status(), 403);
+    let public = client().get(gw.url("/maintenance")).send().unwrap();
+    assert_eq!(public.status(), 403);
+    assert_eq!(
+        echo.received().len(),
+        1,
+        "only the open route reached the origin"
     );
 }
