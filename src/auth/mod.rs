@@ -3,6 +3,7 @@
 //! Route policies (`crate::policy`) decide which of them a route accepts.
 
 pub mod api_key;
+pub mod breaker;
 pub mod claims;
 pub mod crl;
 pub mod crypto;
