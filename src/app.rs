@@ -88,6 +88,7 @@ impl App {
             revocation,
             client_certs,
             signing,
+            forward_auth,
         } = config;
         let mut problems = Vec::new();
         let mut problem = |path: &str, message: String| {
@@ -199,6 +200,7 @@ impl App {
             revocations: revocation.as_ref().map(|(list, _)| list.clone()),
             cert_identities: client_certs,
             signing,
+            forward_auth,
             trusted_proxies,
             limits,
         };

@@ -35,6 +35,7 @@ pub struct Engine {
     pub(crate) revocations: Option<Arc<Revocations>>,
     pub(crate) cert_identities: Arc<CertIdentities>,
     pub(crate) signing: Option<Arc<Signing>>,
+    pub(crate) forward_auth: Vec<Arc<crate::auth::forward_auth::ForwardAuth>>,
     pub(crate) trusted_proxies: Vec<Cidr>,
     pub(crate) limits: Limits,
 }
@@ -370,6 +371,7 @@ impl Engine {
             client_certs: Some(&self.cert_identities),
             bound_tokens: false,
             signing: self.signing.as_deref(),
+            forward_auth: &self.forward_auth,
         }
     }
 
@@ -381,6 +383,10 @@ impl Engine {
     /// The identity providers (their remote keys are refreshed by the composition root).
     pub fn providers(&self) -> &[Provider] {
         &self.providers
+    }
+
+    pub fn forward_auth(&self) -> &[Arc<crate::auth::forward_auth::ForwardAuth>] {
+        &self.forward_auth
     }
 
     pub fn api_keys(&self) -> Option<&Arc<ApiKeys>> {

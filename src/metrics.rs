@@ -32,6 +32,8 @@
 //! | `portcullis_introspection_cache_total` | counter | `provider`, `result` | introspection cache lookups: `hit`, or `miss` (this request made the call) |
 //! | `portcullis_introspection_singleflight_joins_total` | counter | `provider` | requests that waited for another request's call for the same token instead of making their own |
 //! | `portcullis_introspection_breaker_state` | gauge | `provider` | 0 closed, 1 open (requests needing a call fail fast with 503) |
+//! | `portcullis_forward_auth_requests_total` | counter | `service`, `outcome` | ForwardAuth calls: `allowed` (2xx), `denied` (any other answer, returned to the client), `timeout`, `unreachable`, `too_large` (an answer over 64 KiB), `busy` (no free slot in time), `circuit_open` (not sent: the breaker is open) |
+//! | `portcullis_forward_auth_breaker_state` | gauge | `service` | 0 closed, 1 open (requests needing the service fail fast with 503) |
 //! | `portcullis_revocations_active` | gauge | `kind` | entries on the revocation list: `jti`, `subject`, `token` (read at scrape time) |
 //! | `portcullis_revoked_rejections_total` | counter | `provider` | requests refused because their token was revoked |
 //! | `portcullis_client_cert_refusals_total` | counter | `reason` | client certificates refused by the CRL: `revoked`, `crl_stale`, `resumed_revoked` |
@@ -79,6 +81,8 @@ pub struct Metrics {
     pub introspection_cache: IntCounterVec,
     pub introspection_joins: IntCounterVec,
     pub introspection_breaker: IntGaugeVec,
+    pub forward_auth_calls: IntCounterVec,
+    pub forward_auth_breaker: IntGaugeVec,
     pub revocations_active: IntGaugeVec,
     pub revoked_rejections: IntCounterVec,
     pub client_cert_refusals: IntCounterVec,
@@ -259,6 +263,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["provider"],
     )?;
+    let forward_auth_calls = IntCounterVec::new(
+        Opts::new(
+            "portcullis_forward_auth_requests_total",
+            "ForwardAuth calls by outcome",
+        ),
+        &["service", "outcome"],
+    )?;
+    let forward_auth_breaker = IntGaugeVec::new(
+        Opts::new(
+            "portcullis_forward_auth_breaker_state",
+            "ForwardAuth circuit breaker: 0 closed, 1 open",
+        ),
+        &["service"],
+    )?;
     let revocations_active = IntGaugeVec::new(
         Opts::new(
             "portcullis_revocations_active",
@@ -331,6 +349,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(introspection_cache.clone()))?;
     registry.register(Box::new(introspection_joins.clone()))?;
     registry.register(Box::new(introspection_breaker.clone()))?;
+    registry.register(Box::new(forward_auth_calls.clone()))?;
+    registry.register(Box::new(forward_auth_breaker.clone()))?;
     registry.register(Box::new(revocations_active.clone()))?;
     registry.register(Box::new(revoked_rejections.clone()))?;
     let client_cert_refusals = IntCounterVec::new(
@@ -409,6 +429,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         introspection_cache,
         introspection_joins,
         introspection_breaker,
+        forward_auth_calls,
+        forward_auth_breaker,
         revocations_active,
         revoked_rejections,
         client_cert_refusals,

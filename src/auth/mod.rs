@@ -8,6 +8,7 @@ pub mod claims;
 pub mod crl;
 pub mod crypto;
 pub mod fetch;
+pub mod forward_auth;
 pub mod http_sig;
 pub mod introspection;
 pub mod jwks;

@@ -316,6 +316,7 @@ async fn key_decision(
         client_certs: None,
         bound_tokens: false,
         signing: None,
+        forward_auth: &[],
     };
     let verdict = evaluate(&policy, &auth, &facts, &mut Trace::default()).await;
     (Some(service), verdict.identity, verdict.denial)

@@ -3,11 +3,13 @@
 //! without reading the YAML again. Pure: it reads the composed `App` and returns text.
 
 use crate::app::App;
+use crate::auth::forward_auth::ForwardAuth;
 use crate::auth::introspection::Endpoint;
 use crate::auth::provider::{KeySource, Provider};
 use crate::policy::{Credential, Policy};
 use crate::routing::{PathMatch, Route};
 use crate::upstream::spec::{HealthCheckKind, Protocol, Selection};
+use std::sync::Arc;
 
 /// The summary lines, each `section: item; item; ...`.
 pub fn render(app: &App) -> String {
@@ -51,7 +53,7 @@ pub fn render(app: &App) -> String {
             r.name,
             target(r),
             upstream_name(app, r),
-            policy_text(&r.auth, providers)
+            policy_text(&r.auth, providers, app.engine.forward_auth())
         );
         if let Some(limit) = app.engine.limits().route_limit(r) {
             line.push_str(&format!(", limit {}", limit.describe()));
@@ -132,8 +134,8 @@ fn upstream_name<'a>(app: &'a App, r: &Route) -> &'a str {
 }
 
 /// The route's policy in words: its credentials, then its requirements.
-fn policy_text(p: &Policy, providers: &[Provider]) -> String {
-    let mut parts = vec![credential_text(&p.credential, providers)];
+fn policy_text(p: &Policy, providers: &[Provider], forward_auth: &[Arc<ForwardAuth>]) -> String {
+    let mut parts = vec![credential_text(&p.credential, providers, forward_auth)];
     let req = &p.require;
     if !req.roles.is_empty() {
         parts.push(format!("role {}", req.roles.join(" or ")));
@@ -162,7 +164,11 @@ fn policy_text(p: &Policy, providers: &[Provider]) -> String {
     parts.join(", ")
 }
 
-fn credential_text(c: &Credential, providers: &[Provider]) -> String {
+fn credential_text(
+    c: &Credential,
+    providers: &[Provider],
+    forward_auth: &[Arc<ForwardAuth>],
+) -> String {
     let name = |i: &usize| providers.get(*i).map_or("?", |p| p.name.as_str());
     match c {
         Credential::Public => "public".to_string(),
@@ -172,15 +178,19 @@ fn credential_text(c: &Credential, providers: &[Provider]) -> String {
         Credential::Mtls(subjects) if subjects.is_empty() => "client certificate".to_string(),
         Credential::Mtls(subjects) => format!("client certificate {}", subjects.join(" or ")),
         Credential::Hmac => "hmac signature".to_string(),
+        Credential::ForwardAuth(i) => format!(
+            "forward_auth {}",
+            forward_auth.get(*i).map_or("?", |s| s.name.as_str())
+        ),
         Credential::Any(list) => list
             .iter()
-            .map(|c| credential_text(c, providers))
+            .map(|c| credential_text(c, providers, forward_auth))
             .collect::<Vec<_>>()
             .join(" or "),
         Credential::All(list) => format!(
             "all of ({})",
             list.iter()
-                .map(|c| credential_text(c, providers))
+                .map(|c| credential_text(c, providers, forward_auth))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),

@@ -42,6 +42,33 @@ pub struct ConfigFile {
     pub routes: Vec<RouteSection>,
     /// CORS for every route that has no `cors` of its own.
     pub cors: Option<CorsSection>,
+    /// Auth services that decide requests (`auth: { forward_auth: NAME }`), by name.
+    #[serde(default)]
+    pub forward_auth: BTreeMap<String, ForwardAuthSection>,
+}
+
+/// A ForwardAuth service: where it is, and which headers go to it and come back from it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthSection {
+    /// `http://` or `https://` URL the gateway sends its `GET` to.
+    pub url: String,
+    /// Per call, and the longest wait for a free slot (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Client request headers the service sees (e.g. `Authorization`, `Cookie`).
+    #[serde(default)]
+    pub request_headers: Vec<String>,
+    /// The service's response headers copied to the upstream request on a 2xx; all in the
+    /// identity namespace.
+    #[serde(default)]
+    pub response_headers: Vec<String>,
+    /// The response header whose value names the caller (one of `response_headers`).
+    pub subject_header: Option<String>,
+    /// Calls in flight at most (default 64).
+    pub max_concurrent: Option<usize>,
+    #[serde(default)]
+    pub breaker: BreakerSection,
 }
 
 /// CORS for browser clients: the origins whose pages may read the responses, and what a
@@ -421,6 +448,8 @@ pub struct PolicySection {
     /// `true`: an HMAC-signed request (RFC 9421) with a key of the signing keys file.
     #[serde(default)]
     pub hmac: bool,
+    /// This ForwardAuth service (top-level `forward_auth`) allows the request.
+    pub forward_auth: Option<String>,
     pub any: Option<Vec<CredentialSection>>,
     pub all: Option<Vec<CredentialSection>>,
     #[serde(default)]
@@ -460,6 +489,7 @@ pub struct CredentialSection {
     pub mtls: bool,
     #[serde(default)]
     pub hmac: bool,
+    pub forward_auth: Option<String>,
 }
 
 /// `during: { timezone: Europe/Berlin, days: [mon-fri], from: "08:00", to: "18:00" }`.

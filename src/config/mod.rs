@@ -11,6 +11,7 @@ mod check;
 mod cors;
 mod credentials;
 pub mod file;
+mod forward_auth;
 mod forwarding;
 mod limits;
 mod listeners;
@@ -109,6 +110,8 @@ pub struct Config {
     pub client_certs: Arc<CertIdentities>,
     /// HMAC-signed requests, when configured.
     pub signing: Option<SigningSettings>,
+    /// The ForwardAuth services, in the order routes' credentials name them.
+    pub forward_auth: Vec<Arc<crate::auth::forward_auth::ForwardAuth>>,
 }
 
 /// HMAC-signed requests (RFC 9421): the keys in force, what a signature must cover, and
@@ -301,6 +304,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     let client_certs = credentials::cert_identities(&file, &tiers, &listeners, &mut c);
     let signing = credentials::signing(&file, base, &tiers, &mut c);
     let revocation = credentials::revocation(file.revocation.as_ref(), base, &mut c);
+    let forward_auth = forward_auth::compile(&file.forward_auth, &identity_namespace, &mut c);
 
     if !problems.is_empty() {
         return Err(Problems(problems));
@@ -327,6 +331,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         revocation,
         client_certs,
         signing,
+        forward_auth,
     })
 }
 

@@ -18,6 +18,7 @@ pub(super) fn compile(
     section: &RouteAuthSection,
     providers: &Providers,
     known_providers: &dyn Fn(&str) -> bool,
+    forward_auth: &dyn Fn(&str) -> Option<usize>,
     c: &mut Check<'_>,
 ) -> Option<Policy> {
     let p = match section {
@@ -27,6 +28,7 @@ pub(super) fn compile(
     let lookup = Lookup {
         providers,
         known: known_providers,
+        forward_auth,
     };
     let credential = credential(p, &lookup, c);
 
@@ -98,6 +100,7 @@ fn credential(p: &PolicySection, lookup: &Lookup<'_>, c: &mut Check<'_>) -> Opti
         p.api_key,
         p.mtls,
         p.hmac,
+        p.forward_auth.is_some(),
         p.any.is_some(),
         p.all.is_some(),
     ]
@@ -105,7 +108,7 @@ fn credential(p: &PolicySection, lookup: &Lookup<'_>, c: &mut Check<'_>) -> Opti
     .filter(|g| **g)
     .count();
     if given != 1 {
-        c.here("state exactly one of `public: true`, `jwt`, `introspection`, `api_key: true`, `mtls: true`, `hmac: true`, `any` or `all`");
+        c.here("state exactly one of `public: true`, `jwt`, `introspection`, `api_key: true`, `mtls: true`, `hmac: true`, `forward_auth`, `any` or `all`");
         None
     } else if p.public {
         Some(Credential::Public)
@@ -119,6 +122,8 @@ fn credential(p: &PolicySection, lookup: &Lookup<'_>, c: &mut Check<'_>) -> Opti
         Some(Credential::Mtls(p.client_subjects.clone()))
     } else if p.hmac {
         Some(Credential::Hmac)
+    } else if let Some(name) = &p.forward_auth {
+        lookup.forward_auth(name, &mut c.at("forward_auth"))
     } else if let Some(items) = &p.any {
         list(items, "any", p, lookup, c).map(Credential::any)
     } else if let Some(items) = &p.all {
@@ -132,9 +137,21 @@ fn credential(p: &PolicySection, lookup: &Lookup<'_>, c: &mut Check<'_>) -> Opti
 struct Lookup<'p> {
     providers: &'p Providers,
     known: &'p dyn Fn(&str) -> bool,
+    /// The index of a ForwardAuth service, by name.
+    forward_auth: &'p dyn Fn(&str) -> Option<usize>,
 }
 
 impl Lookup<'_> {
+    fn forward_auth(&self, name: &str, c: &mut Check<'_>) -> Option<Credential> {
+        let found = (self.forward_auth)(name).map(Credential::ForwardAuth);
+        if found.is_none() {
+            c.here(format!(
+                "unknown ForwardAuth service \"{name}\" (define it under the top-level `forward_auth`)"
+            ));
+        }
+        found
+    }
+
     /// `c` stands at the key naming the provider.
     fn jwt(&self, name: &str, c: &mut Check<'_>) -> Option<Credential> {
         match self.providers.get(name) {
@@ -200,9 +217,10 @@ fn list(
             item.api_key,
             item.mtls,
             item.hmac,
+            item.forward_auth.is_some(),
         ];
         if named.iter().filter(|n| **n).count() != 1 {
-            c.here("name one credential, e.g. `{ jwt: PROVIDER }`, `{ introspection: PROVIDER }`, `{ api_key: true }`, `{ mtls: true }` or `{ hmac: true }`");
+            c.here("name one credential, e.g. `{ jwt: PROVIDER }`, `{ introspection: PROVIDER }`, `{ api_key: true }`, `{ mtls: true }`, `{ hmac: true }` or `{ forward_auth: SERVICE }`");
             good = false;
             continue;
         }
@@ -214,6 +232,8 @@ fn list(
             Some(Credential::ApiKey)
         } else if item.hmac {
             Some(Credential::Hmac)
+        } else if let Some(name) = &item.forward_auth {
+            lookup.forward_auth(name, &mut c.at("forward_auth"))
         } else {
             Some(Credential::Mtls(p.client_subjects.clone()))
         };

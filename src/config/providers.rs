@@ -2,7 +2,8 @@
 
 use super::check::Check;
 use super::file::{
-    ClaimsSection, ClientAuthSection, IntrospectionSection, KeySourceSection, ProviderSection,
+    BreakerSection, ClaimsSection, ClientAuthSection, IntrospectionSection, KeySourceSection,
+    ProviderSection,
 };
 use super::{resolve_path, valid_name};
 use crate::auth::fetch::allowed_uri;
@@ -249,21 +250,7 @@ fn introspector(
     }
     let second = Duration::from_secs(1);
     let hour = Duration::from_secs(3600);
-    let timeout = s.timeout.unwrap_or(second);
-    let thirty_seconds = Duration::from_secs(30);
-    c.range(
-        "timeout",
-        timeout,
-        Duration::from_millis(10)..=thirty_seconds,
-        "between 10ms and 30s",
-    );
-    let max_concurrent = s.max_concurrent.unwrap_or(64);
-    c.range(
-        "max_concurrent",
-        max_concurrent,
-        1..=10_000,
-        "between 1 and 10000",
-    );
+    let limits = CallLimits::compile(s.timeout, s.max_concurrent, &s.breaker, c);
     let ttl = s.cache.ttl.unwrap_or(Duration::from_secs(120));
     c.range("cache.ttl", ttl, second..=hour, "between 1s and 1h");
     let inactive_ttl = s.cache.inactive_ttl.unwrap_or(Duration::from_secs(10));
@@ -280,17 +267,6 @@ fn introspector(
             "at least 1: without a cache every request would call the endpoint",
         );
     }
-    let failures = s.breaker.failures.unwrap_or(5);
-    if failures == 0 {
-        c.problem("breaker.failures", "at least 1");
-    }
-    let open_for = s.breaker.open_for.unwrap_or(Duration::from_secs(10));
-    c.range(
-        "breaker.open_for",
-        open_for,
-        Duration::from_millis(100)..=Duration::from_secs(600),
-        "between 100ms and 10m",
-    );
     let secret = secret?;
     if !c.ok() {
         return None;
@@ -308,13 +284,13 @@ fn introspector(
             Some("") => None,
             Some(h) => Some(h.to_string()),
         },
-        timeout,
-        max_concurrent,
+        timeout: limits.timeout,
+        max_concurrent: limits.max_concurrent,
         cache_capacity: capacity,
         cache_ttl: ttl,
         inactive_ttl,
-        breaker_failures: failures,
-        breaker_open_for: open_for,
+        breaker_failures: limits.breaker_failures,
+        breaker_open_for: limits.breaker_open_for,
         introspect_jwts: s.introspect_jwts,
     };
     match Introspector::new(name, &p.issuer, p.audiences.clone(), claims, settings) {
@@ -322,6 +298,56 @@ fn introspector(
         Err(e) => {
             c.here(e);
             None
+        }
+    }
+}
+
+/// How the gateway calls a dependency (an introspection endpoint, a ForwardAuth service):
+/// the timeout of a call, the calls in flight at most, and the breaker.
+pub(super) struct CallLimits {
+    pub(super) timeout: Duration,
+    pub(super) max_concurrent: usize,
+    pub(super) breaker_failures: u32,
+    pub(super) breaker_open_for: Duration,
+}
+
+impl CallLimits {
+    pub(super) fn compile(
+        timeout: Option<Duration>,
+        max_concurrent: Option<usize>,
+        breaker: &BreakerSection,
+        c: &mut Check<'_>,
+    ) -> Self {
+        let timeout = timeout.unwrap_or(Duration::from_secs(1));
+        c.range(
+            "timeout",
+            timeout,
+            Duration::from_millis(10)..=Duration::from_secs(30),
+            "between 10ms and 30s",
+        );
+        let max_concurrent = max_concurrent.unwrap_or(64);
+        c.range(
+            "max_concurrent",
+            max_concurrent,
+            1..=10_000,
+            "between 1 and 10000",
+        );
+        let breaker_failures = breaker.failures.unwrap_or(5);
+        if breaker_failures == 0 {
+            c.problem("breaker.failures", "at least 1");
+        }
+        let breaker_open_for = breaker.open_for.unwrap_or(Duration::from_secs(10));
+        c.range(
+            "breaker.open_for",
+            breaker_open_for,
+            Duration::from_millis(100)..=Duration::from_secs(600),
+            "between 100ms and 10m",
+        );
+        Self {
+            timeout,
+            max_concurrent,
+            breaker_failures,
+            breaker_open_for,
         }
     }
 }

@@ -74,6 +74,8 @@ fn route(
         None => (None, None, None),
     };
     let known = |name: &str| file.identity_providers.contains_key(name);
+    // Services are compiled in the map's order, so a name's position is its index.
+    let forward_auth = |name: &str| file.forward_auth.keys().position(|k| k == name);
     let auth = match &r.auth {
         None => {
             c.problem(
@@ -82,7 +84,9 @@ fn route(
             );
             None
         }
-        Some(section) => policies::compile(section, providers, &known, &mut c.at("auth")),
+        Some(section) => {
+            policies::compile(section, providers, &known, &forward_auth, &mut c.at("auth"))
+        }
     };
     let cors = match (&r.cors, &file.cors) {
         (Some(own), _) => super::cors::compile(own, &methods, &mut c.at("cors")),

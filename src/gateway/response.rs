@@ -122,12 +122,30 @@ pub async fn write_error(
     .await
 }
 
-/// Write a refusal as the complete response: its status, code, message and headers.
+/// Write a refusal as the complete response: its status, code, message and headers; or, for
+/// a ForwardAuth service's refusal, that service's own answer (except to a gRPC client, which
+/// gets the gRPC status of its HTTP status).
 pub async fn write_refusal(
     session: &mut Session,
     d: &Denial,
     request_id: &str,
 ) -> pingora::Result<()> {
+    if let Some(answer) = d.answer.as_deref().filter(|_| !is_grpc(session)) {
+        let mut resp = ResponseHeader::build(d.status, Some(answer.headers.len() + 4))?;
+        for (name, value) in answer.headers.iter().cloned().chain(d.headers()) {
+            resp.insert_header(name, value)?;
+        }
+        resp.insert_header("content-length", answer.body.len().to_string())?;
+        resp.insert_header(crate::request_id::HEADER, request_id)?;
+        if !session.is_body_empty() && !session.is_body_done() {
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(answer.body.clone()), true)
+            .await?;
+        return Ok(());
+    }
     write_json(
         session,
         d.status,

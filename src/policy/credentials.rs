@@ -55,6 +55,7 @@ pub(super) async fn verify_credential(
             0,
         )),
         Credential::Hmac => hmac(auth, facts, trace).await,
+        Credential::ForwardAuth(i) => forward_auth(*i, auth, facts, trace).await,
         Credential::Mtls(subjects) => mtls(subjects, auth, facts, trace).await,
         Credential::Jwt(i) => bearer_token(*i, false, auth, facts, trace).await,
         Credential::Introspection(i) => bearer_token(*i, true, auth, facts, trace).await,
@@ -291,6 +292,69 @@ async fn hmac(
                 "Signed requests cannot be checked for replay right now; try again shortly.",
             );
             d.retry_after = Some(1);
+            Err(Failure::new(d, 4))
+        }
+    }
+}
+
+/// A ForwardAuth service's decision: a 2xx allows, any other answer is the client's, no
+/// answer is 503.
+async fn forward_auth(
+    i: usize,
+    auth: &Authenticators<'_>,
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Result<Arc<Identity>, Failure> {
+    use crate::auth::forward_auth::{Ask, Outcome};
+    let Some(service) = auth.forward_auth.get(i) else {
+        return Err(Failure::new(
+            Denial::new(500, "internal_error", "No such ForwardAuth service."),
+            0,
+        ));
+    };
+    let uri = match facts.query {
+        Some(q) => format!("{}?{q}", facts.path),
+        None => facts.path.to_string(),
+    };
+    let ask = Ask {
+        method: facts.method.as_str(),
+        https: facts.https,
+        host: facts.host,
+        uri: &uri,
+        client: facts.client_ip,
+        headers: facts.headers,
+    };
+    let what = || format!("forward_auth {}", service.name);
+    match service.check(&ask).await {
+        Outcome::Allowed(identity) => {
+            trace.note(what, || "allowed (2xx)".into());
+            Ok(identity)
+        }
+        Outcome::Refused {
+            status,
+            headers,
+            body,
+        } => {
+            count_denial(&service.name, "forward_auth_denied");
+            trace.note(what, || format!("refused: the service answered {status}"));
+            let mut d = Denial::new(
+                status,
+                "forward_auth_denied",
+                "The auth service refused the request.",
+            );
+            d.answer = Some(Box::new(super::ServiceAnswer { headers, body }));
+            // A verdict on what the request carried, like an expired token's.
+            Err(Failure::new(d, 3))
+        }
+        Outcome::Unavailable { retry_after } => {
+            count_denial(&service.name, "auth_unavailable");
+            trace.note(what, || "unavailable: no answer".into());
+            let mut d = Denial::new(
+                503,
+                "auth_unavailable",
+                "The auth service did not answer; try again later.",
+            );
+            d.retry_after = Some(retry_after);
             Err(Failure::new(d, 4))
         }
     }

@@ -113,6 +113,8 @@ pub enum Credential {
     Mtls(Vec<String>),
     /// An HMAC-signed request (RFC 9421) with a key of the signing keys file.
     Hmac,
+    /// This ForwardAuth service (index into the services) allows the request.
+    ForwardAuth(usize),
     /// The first of these that the request carries and that verifies.
     Any(Vec<Credential>),
     /// Every one of these must verify.
@@ -181,6 +183,16 @@ pub struct Denial {
     pub rate_headers: Option<RateHeaders>,
     /// CORS headers, on a route with CORS (so a page can read the refusal).
     pub cors: cors::CorsHeaders,
+    /// An auth service's own answer (ForwardAuth), sent instead of the JSON body.
+    pub answer: Option<Box<ServiceAnswer>>,
+}
+
+/// The answer of a ForwardAuth service that refused a request: the client gets its status,
+/// these headers and this body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAnswer {
+    pub headers: Vec<(&'static str, String)>,
+    pub body: bytes::Bytes,
 }
 
 /// A stable error code with its status and default message: the answers the gateway gives
@@ -217,6 +229,7 @@ impl Denial {
             allow: None,
             rate_headers: None,
             cors: Vec::new(),
+            answer: None,
         }
     }
 
@@ -374,6 +387,8 @@ pub struct Authenticators<'a> {
     pub bound_tokens: bool,
     /// Signing keys, rules and nonce store (`hmac` credential).
     pub signing: Option<&'a crate::auth::http_sig::Signing>,
+    /// The ForwardAuth services (`forward_auth` credential).
+    pub forward_auth: &'a [Arc<crate::auth::forward_auth::ForwardAuth>],
 }
 
 /// What `evaluate` looks at.

@@ -148,6 +148,7 @@ impl Fixture {
             client_certs: None,
             bound_tokens: false,
             signing: None,
+            forward_auth: &[],
         };
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {

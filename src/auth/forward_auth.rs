@@ -1,0 +1,252 @@
+//! ForwardAuth (as Traefik's middleware of that name): an auth service of the operator's
+//! decides each request. The gateway sends it a `GET` with what the request is (its method,
+//! scheme, host, path and query in `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`, and the
+//! client in `X-Forwarded-For`) and the request headers the service is configured to see
+//! (`Authorization`, `Cookie`, ...); never the body.
+//!
+//! - A `2xx` allows the request: the configured response headers (all in the identity
+//!   namespace, so the client's own copies were removed) go to the backend with it, and
+//!   `subject_header`'s value names the caller in the log and for rate limits.
+//! - Any other answer is the client's answer: its status, its body (at most 64 KiB) and the
+//!   headers that make a refusal or a login redirect work (`Content-Type`, `WWW-Authenticate`,
+//!   `Location`, `Retry-After`, `Cache-Control`).
+//! - No answer (a timeout, a refused connection, an answer too large) is `503
+//!   auth_unavailable` with `Retry-After`, and counts toward a circuit breaker, as for
+//!   introspection: at most `max_concurrent` calls are in flight, and after `failures` failed
+//!   calls in a row the service is not called for `open_for`, then one probe decides.
+//!
+//! Answers are not cached: the service sees every request, as it expects to.
+
+use super::breaker::{Admit, Breaker};
+use super::Identity;
+use crate::metrics::metrics;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest answer read from the service.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The service's response headers a refusal keeps for the client.
+const REFUSAL_HEADERS: [&str; 5] = [
+    "content-type",
+    "www-authenticate",
+    "location",
+    "retry-after",
+    "cache-control",
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub timeout: Duration,
+    /// Request headers copied to the service's request.
+    pub request_headers: Vec<HeaderName>,
+    /// The service's response headers copied to the upstream request on a 2xx.
+    pub response_headers: Vec<HeaderName>,
+    /// The response header (one of `response_headers`) whose value is the caller's subject.
+    pub subject_header: Option<HeaderName>,
+    pub max_concurrent: usize,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
+}
+
+/// What the service is told about one request.
+pub struct Ask<'a> {
+    pub method: &'a str,
+    pub https: bool,
+    pub host: Option<&'a str>,
+    /// The path (canonical) and query.
+    pub uri: &'a str,
+    pub client: Option<IpAddr>,
+    pub headers: &'a HeaderMap,
+}
+
+/// The service's decision.
+#[derive(Debug)]
+pub enum Outcome {
+    Allowed(Arc<Identity>),
+    /// Its own answer, for the client.
+    Refused {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    },
+    /// No usable answer: 503, retry after this many seconds.
+    Unavailable {
+        retry_after: u64,
+    },
+}
+
+pub struct ForwardAuth {
+    pub name: String,
+    pub settings: Settings,
+    client: reqwest::Client,
+    slots: tokio::sync::Semaphore,
+    breaker: Breaker,
+    breaker_gauge: prometheus::IntGauge,
+}
+
+impl std::fmt::Debug for ForwardAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardAuth")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ForwardAuth {
+    pub fn new(name: &str, settings: Settings) -> Result<Self, String> {
+        let client = super::http_client(settings.timeout, settings.max_concurrent)?;
+        let breaker_gauge = metrics().forward_auth_breaker.with_label_values(&[name]);
+        breaker_gauge.set(0);
+        Ok(Self {
+            name: name.to_string(),
+            client,
+            slots: tokio::sync::Semaphore::new(settings.max_concurrent),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
+            breaker_gauge,
+            settings,
+        })
+    }
+
+    /// Ask the service about one request.
+    pub async fn check(&self, ask: &Ask<'_>) -> Outcome {
+        let probe = match self.breaker.admit() {
+            Admit::Closed => false,
+            Admit::Probe => true,
+            Admit::Open(wait) => {
+                self.count("circuit_open");
+                return Outcome::Unavailable {
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                };
+            }
+        };
+        // A free slot, waited for at most `timeout`; then the call gets the whole `timeout`.
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.settings.timeout, self.slots.acquire()).await
+        else {
+            return self.failed("busy", probe);
+        };
+        let answer = match tokio::time::timeout(self.settings.timeout, self.call(ask)).await {
+            Ok(answer) => answer,
+            Err(_) => Err("timeout"),
+        };
+        let (status, headers, body) = match answer {
+            Ok(answer) => answer,
+            Err(outcome) => return self.failed(outcome, probe),
+        };
+        if self.breaker.success() {
+            self.breaker_gauge.set(0);
+            tracing::info!(service = %self.name, "the ForwardAuth service is answering again; circuit closed");
+        }
+        if (200..300).contains(&status) {
+            self.count("allowed");
+            return Outcome::Allowed(Arc::new(self.identity(&headers)));
+        }
+        self.count("denied");
+        let kept = REFUSAL_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?.to_str().ok()?;
+                Some((*name, value.to_string()))
+            })
+            .collect();
+        Outcome::Refused {
+            status,
+            headers: kept,
+            body,
+        }
+    }
+
+    async fn call(&self, ask: &Ask<'_>) -> Result<(u16, HeaderMap, Bytes), &'static str> {
+        let mut req = self
+            .client
+            .get(&self.settings.url)
+            .header("x-forwarded-method", ask.method)
+            .header(
+                "x-forwarded-proto",
+                if ask.https { "https" } else { "http" },
+            )
+            .header("x-forwarded-uri", ask.uri);
+        if let Some(host) = ask.host {
+            req = req.header("x-forwarded-host", host);
+        }
+        if let Some(ip) = ask.client {
+            req = req.header("x-forwarded-for", ip.to_string());
+        }
+        for name in &self.settings.request_headers {
+            for value in ask.headers.get_all(name) {
+                req = req.header(name, value);
+            }
+        }
+        let resp = req.send().await.map_err(|e| {
+            let why = super::fetch::transport(&e);
+            tracing::warn!(service = %self.name, "the ForwardAuth service {}", match why {
+                "timeout" => "did not answer in time",
+                _ => "is unreachable",
+            });
+            why
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = super::fetch::read_bounded(resp, MAX_RESPONSE_BYTES).await?;
+        Ok((status, headers, Bytes::from(body)))
+    }
+
+    /// The caller a 2xx vouches for: its listed headers, and the subject among them.
+    fn identity(&self, answer: &HeaderMap) -> Identity {
+        let s = &self.settings;
+        let value = |name: &HeaderName| {
+            answer
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let subject = s
+            .subject_header
+            .as_ref()
+            .and_then(value)
+            .unwrap_or_default();
+        let extra = s
+            .response_headers
+            .iter()
+            // The subject goes to the backend as `X-User-ID` anyway.
+            .filter(|name| *name != "x-user-id" || subject.is_empty())
+            .filter_map(|name| Some((name.clone(), value(name)?)))
+            .collect();
+        Identity {
+            method: "forward_auth",
+            provider: self.name.clone(),
+            subject,
+            extra,
+            ..Identity::default()
+        }
+    }
+
+    fn failed(&self, outcome: &'static str, probe: bool) -> Outcome {
+        self.count(outcome);
+        // No free slot in time is the gateway's own limit, not the service failing.
+        let opened = (outcome != "busy" || probe) && self.breaker.failure();
+        if opened {
+            self.breaker_gauge.set(1);
+            tracing::error!(service = %self.name, "the ForwardAuth service keeps failing; circuit open");
+        }
+        Outcome::Unavailable {
+            retry_after: if opened {
+                self.settings.breaker_open_for.as_secs_f64().ceil().max(1.0) as u64
+            } else {
+                1
+            },
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        metrics()
+            .forward_auth_calls
+            .with_label_values(&[self.name.as_str(), outcome])
+            .inc();
+    }
+}

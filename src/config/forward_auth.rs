@@ -1,0 +1,98 @@
+//! The top-level `forward_auth`: the auth services routes name (`auth: { forward_auth: NAME }`),
+//! checked and built into `auth::forward_auth::ForwardAuth`s, in the map's order (a route's
+//! credential holds its service's position).
+
+use super::check::Check;
+use super::file::ForwardAuthSection;
+use super::providers::CallLimits;
+use super::valid_name;
+use crate::auth::fetch::allowed_uri;
+use crate::auth::forward_auth::{ForwardAuth, Settings};
+use crate::forward::IdentityNamespace;
+use http::HeaderName;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(super) fn compile(
+    sections: &BTreeMap<String, ForwardAuthSection>,
+    namespace: &IdentityNamespace,
+    c: &mut Check<'_>,
+) -> Vec<Arc<ForwardAuth>> {
+    let mut c = c.at("forward_auth");
+    let mut out = Vec::new();
+    for (name, s) in sections {
+        if !valid_name(name) {
+            c.problem(name, "names use only letters, digits, `-` and `_`");
+        }
+        if let Some(service) = service(name, s, namespace, &mut c.at(name)) {
+            out.push(Arc::new(service));
+        }
+    }
+    out
+}
+
+fn service(
+    name: &str,
+    s: &ForwardAuthSection,
+    namespace: &IdentityNamespace,
+    c: &mut Check<'_>,
+) -> Option<ForwardAuth> {
+    if !allowed_uri(&s.url) {
+        c.problem(
+            "url",
+            "must be https (plain http only to a loopback address)",
+        );
+    }
+    let names = |key: &str, list: &[String], c: &mut Check<'_>| -> Vec<HeaderName> {
+        let mut out = Vec::new();
+        for (i, h) in list.iter().enumerate() {
+            match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) => out.push(n),
+                Err(_) => c
+                    .index(key, i)
+                    .here(format!("\"{h}\" is not a header name")),
+            }
+        }
+        out
+    };
+    let request_headers = names("request_headers", &s.request_headers, c);
+    let response_headers = names("response_headers", &s.response_headers, c);
+    for (i, h) in response_headers.iter().enumerate() {
+        // The gateway removes the client's copies of these only inside its namespace.
+        if !namespace.contains(h.as_str()) {
+            c.index("response_headers", i).here(format!(
+                "\"{h}\" is outside the identity namespace (X-User-..., X-Auth-..., X-Tenant-...), so a client could send it too"
+            ));
+        }
+    }
+    let subject_header = s.subject_header.as_ref().and_then(|h| {
+        let found = response_headers
+            .iter()
+            .find(|n| n.as_str().eq_ignore_ascii_case(h));
+        if found.is_none() {
+            c.problem("subject_header", "must be one of `response_headers`");
+        }
+        found.cloned()
+    });
+    let limits = CallLimits::compile(s.timeout, s.max_concurrent, &s.breaker, c);
+    if !c.ok() {
+        return None;
+    }
+    let settings = Settings {
+        url: s.url.clone(),
+        timeout: limits.timeout,
+        request_headers,
+        response_headers,
+        subject_header,
+        max_concurrent: limits.max_concurrent,
+        breaker_failures: limits.breaker_failures,
+        breaker_open_for: limits.breaker_open_for,
+    };
+    match ForwardAuth::new(name, settings) {
+        Ok(service) => Some(service),
+        Err(e) => {
+            c.here(e);
+            None
+        }
+    }
+}
