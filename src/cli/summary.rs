@@ -71,6 +71,14 @@ pub fn render(app: &App) -> String {
     out.push_str(&format!("  admin: {}\n", app.admin_address));
     push_section(&mut out, "upstreams", upstreams);
     push_section(&mut out, "identity providers", provider_items);
+    if !app.engine.forward_auth().is_empty() {
+        let services = app
+            .engine
+            .forward_auth()
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.settings.url));
+        push_section(&mut out, "forward auth", services);
+    }
     if let Some(keys) = app.engine.api_keys() {
         out.push_str(&format!(
             "  api keys: {} key(s) loaded\n",

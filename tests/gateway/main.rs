@@ -18,6 +18,7 @@ mod cors;
 mod decisions;
 mod demo;
 mod errors;
+mod forward_auth;
 mod grpc;
 mod headers;
 mod health;
