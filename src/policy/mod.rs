@@ -11,6 +11,7 @@
 
 pub mod cors;
 pub mod networks;
+pub mod rego;
 pub mod time_window;
 
 mod credentials;
