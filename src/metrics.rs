@@ -34,6 +34,7 @@
 //! | `portcullis_introspection_breaker_state` | gauge | `provider` | 0 closed, 1 open (requests needing a call fail fast with 503) |
 //! | `portcullis_forward_auth_requests_total` | counter | `service`, `outcome` | ForwardAuth calls: `allowed` (2xx), `denied` (any other answer, returned to the client), `timeout`, `unreachable`, `too_large` (an answer over 64 KiB), `busy` (no free slot in time), `circuit_open` (not sent: the breaker is open) |
 //! | `portcullis_forward_auth_breaker_state` | gauge | `service` | 0 closed, 1 open (requests needing the service fail fast with 503) |
+//! | `portcullis_rego_errors_total` | counter | `route` | Rego evaluations that failed (the request got `500 policy_error`) |
 //! | `portcullis_revocations_active` | gauge | `kind` | entries on the revocation list: `jti`, `subject`, `token` (read at scrape time) |
 //! | `portcullis_revoked_rejections_total` | counter | `provider` | requests refused because their token was revoked |
 //! | `portcullis_client_cert_refusals_total` | counter | `reason` | client certificates refused by the CRL: `revoked`, `crl_stale`, `resumed_revoked` |
@@ -83,6 +84,7 @@ pub struct Metrics {
     pub introspection_breaker: IntGaugeVec,
     pub forward_auth_calls: IntCounterVec,
     pub forward_auth_breaker: IntGaugeVec,
+    pub rego_errors: IntCounterVec,
     pub revocations_active: IntGaugeVec,
     pub revoked_rejections: IntCounterVec,
     pub client_cert_refusals: IntCounterVec,
@@ -277,6 +279,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["service"],
     )?;
+    let rego_errors = IntCounterVec::new(
+        Opts::new(
+            "portcullis_rego_errors_total",
+            "Rego evaluations that failed",
+        ),
+        &["route"],
+    )?;
     let revocations_active = IntGaugeVec::new(
         Opts::new(
             "portcullis_revocations_active",
@@ -351,6 +360,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(introspection_breaker.clone()))?;
     registry.register(Box::new(forward_auth_calls.clone()))?;
     registry.register(Box::new(forward_auth_breaker.clone()))?;
+    registry.register(Box::new(rego_errors.clone()))?;
     registry.register(Box::new(revocations_active.clone()))?;
     registry.register(Box::new(revoked_rejections.clone()))?;
     let client_cert_refusals = IntCounterVec::new(
@@ -431,6 +441,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         introspection_breaker,
         forward_auth_calls,
         forward_auth_breaker,
+        rego_errors,
         revocations_active,
         revoked_rejections,
         client_cert_refusals,

@@ -163,6 +163,9 @@ fn policy_text(p: &Policy, providers: &[Provider], forward_auth: &[Arc<ForwardAu
     if let Some(window) = &p.during {
         parts.push(format!("open {window}"));
     }
+    if let Some(rego) = &p.rego {
+        parts.push(format!("rego {}", rego.rule));
+    }
     if p.bound_tokens {
         parts.push("certificate-bound tokens".to_string());
     }

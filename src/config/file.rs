@@ -464,6 +464,8 @@ pub struct PolicySection {
     pub networks: Option<NetworksSection>,
     /// When the route is open: weekdays and hours in a time zone.
     pub during: Option<TimeWindowSection>,
+    /// A Rego policy whose rule decides, after the credential and the requirements.
+    pub rego: Option<RegoSection>,
     pub mode: Option<ModeSection>,
     #[serde(default)]
     pub keep_authorization: bool,
@@ -490,6 +492,21 @@ pub struct CredentialSection {
     #[serde(default)]
     pub hmac: bool,
     pub forward_auth: Option<String>,
+}
+
+/// `rego: { policy: authz.rego, query: data.gateway.authz.allow }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegoSection {
+    /// The `.rego` file.
+    pub policy: String,
+    /// The rule whose value decides, `data.PACKAGE.RULE`.
+    pub query: String,
+    /// A JSON file, the policy's `data`.
+    pub data: Option<String>,
+    /// Request headers the policy may read (`input.headers`, lower-case names).
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 /// `during: { timezone: Europe/Berlin, days: [mon-fri], from: "08:00", to: "18:00" }`.

@@ -296,7 +296,7 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     if let Some(shared) = &file.cors {
         cors::compile(shared, &[], &mut c.at("cors"));
     }
-    let mut routes = routes::compile(&file, &upstreams, &providers, &mut c);
+    let mut routes = routes::compile(&file, base, &upstreams, &providers, &mut c);
     let rate_limits = limits::compile(file.rate_limits.as_ref(), &file.routes, &mut routes, &mut c);
     let tiers = rate_limits.tier_names();
     let (api_keys, consumers_reload_interval) = credentials::api_keys(&file, base, &tiers, &mut c);

@@ -2,12 +2,13 @@
 
 use super::check::Check;
 use super::file::{
-    CredentialSection, ModeSection, NetworksSection, PolicySection, RouteAuthSection,
+    CredentialSection, ModeSection, NetworksSection, PolicySection, RegoSection, RouteAuthSection,
     TimeWindowSection,
 };
 use super::providers::Providers;
 use crate::auth::provider::KeySource;
 use crate::policy::networks::Cidr;
+use crate::policy::rego::RegoPolicy;
 use crate::policy::time_window::{self, TimeWindow};
 use crate::policy::{Credential, Mode, NetworkRule, Policy, Requirements};
 use http::Method;
@@ -16,6 +17,8 @@ use http::Method;
 /// the route's `auth`. `known_providers` tells the providers the file names, compiled or not.
 pub(super) fn compile(
     section: &RouteAuthSection,
+    route: &str,
+    base: &std::path::Path,
     providers: &Providers,
     known_providers: &dyn Fn(&str) -> bool,
     forward_auth: &dyn Fn(&str) -> Option<usize>,
@@ -47,6 +50,10 @@ pub(super) fn compile(
         .during
         .as_ref()
         .and_then(|w| during(w, &mut c.at("during")));
+    let rego = p
+        .rego
+        .as_ref()
+        .and_then(|r| rego(r, route, base, &mut c.at("rego")));
     let mode = match p.mode {
         None | Some(ModeSection::Enforce) => Mode::Enforce,
         Some(ModeSection::Report) => Mode::Report,
@@ -85,6 +92,7 @@ pub(super) fn compile(
         require,
         networks,
         during,
+        rego,
         mode,
         keep_authorization: p.keep_authorization,
     })
@@ -243,6 +251,62 @@ fn list(
         }
     }
     good.then_some(out)
+}
+
+/// A route's Rego policy, parsed with its data; `None` after reporting what is wrong.
+fn rego(
+    r: &RegoSection,
+    route: &str,
+    base: &std::path::Path,
+    c: &mut Check<'_>,
+) -> Option<std::sync::Arc<RegoPolicy>> {
+    let path = super::resolve_path(base, &r.policy);
+    let source = std::fs::read_to_string(&path)
+        .map_err(|e| c.problem("policy", format!("cannot read \"{path}\": {e}")))
+        .ok();
+    let data = r.data.as_ref().and_then(|d| {
+        let path = super::resolve_path(base, d);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| c.problem("data", format!("cannot read \"{path}\": {e}")))
+            .ok()?;
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| c.problem("data", format!("\"{path}\" is not JSON: {e}")))
+            .ok()
+    });
+    let rule_ok = r.query.starts_with("data.")
+        && r.query.len() > 5
+        && r.query[5..]
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    if !rule_ok {
+        c.problem(
+            "query",
+            "a rule's path, `data.PACKAGE.RULE` (e.g. `data.gateway.authz.allow`)",
+        );
+    }
+    let mut headers = Vec::new();
+    for (i, h) in r.headers.iter().enumerate() {
+        match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) if n == http::header::AUTHORIZATION => c
+                .index("headers", i)
+                .here("a policy never reads the credential; it sees the verified identity"),
+            Ok(n) => headers.push(n),
+            Err(_) => c
+                .index("headers", i)
+                .here(format!("\"{h}\" is not a header name")),
+        }
+    }
+    let source = source?;
+    if !c.ok() {
+        return None;
+    }
+    match RegoPolicy::new(&path, source, data, &r.query, headers, route) {
+        Ok(p) => Some(std::sync::Arc::new(p)),
+        Err(e) => {
+            c.problem("policy", e);
+            None
+        }
+    }
 }
 
 /// A route's time window; `None` after reporting what is wrong with it.

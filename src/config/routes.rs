@@ -16,6 +16,7 @@ use std::time::Duration;
 /// Every route that compiled, in the file's order (route rate limits are added later).
 pub(super) fn compile(
     file: &ConfigFile,
+    base: &std::path::Path,
     upstreams: &Upstreams,
     providers: &Providers,
     c: &mut Check<'_>,
@@ -35,7 +36,7 @@ pub(super) fn compile(
         } else if !route_names.insert(r.name.clone()) {
             c.problem("name", format!("route name \"{}\" is used twice", r.name));
         }
-        let Some(spec) = route(r, file, upstreams, providers, &mut c) else {
+        let Some(spec) = route(r, file, base, upstreams, providers, &mut c) else {
             continue;
         };
         if let Some(earlier) = routes.iter().find(|o| same_match(o, &spec)) {
@@ -57,6 +58,7 @@ pub(super) fn compile(
 fn route(
     r: &RouteSection,
     file: &ConfigFile,
+    base: &std::path::Path,
     upstreams: &Upstreams,
     providers: &Providers,
     c: &mut Check<'_>,
@@ -84,9 +86,15 @@ fn route(
             );
             None
         }
-        Some(section) => {
-            policies::compile(section, providers, &known, &forward_auth, &mut c.at("auth"))
-        }
+        Some(section) => policies::compile(
+            section,
+            &r.name,
+            base,
+            providers,
+            &known,
+            &forward_auth,
+            &mut c.at("auth"),
+        ),
     };
     let cors = match (&r.cors, &file.cors) {
         (Some(own), _) => super::cors::compile(own, &methods, &mut c.at("cors")),

@@ -124,6 +124,16 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
             ],
         ),
         (
+            "rego",
+            config("routes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {public: true, rego: {policy: /nonexistent/p.rego, query: 'allow', headers: [Authorization, 'a b']}}}]\n"),
+            &[
+                "routes[0].auth.rego.policy: cannot read \"/nonexistent/p.rego\": No such file or directory (os error 2)",
+                "routes[0].auth.rego.query: a rule's path, `data.PACKAGE.RULE` (e.g. `data.gateway.authz.allow`)",
+                "routes[0].auth.rego.headers[0]: a policy never reads the credential; it sees the verified identity",
+                "routes[0].auth.rego.headers[1]: \"a b\" is not a header name",
+            ],
+        ),
+        (
             "an unknown upstream protocol",
             config("upstreams: {a: {backends: [127.0.0.1:1], protocol: h3}}\n"),
             &["upstreams.a.protocol: unknown variant `h3`, expected one of `http1`, `h2`, `h2c` at line 3 column 52"],
@@ -350,5 +360,25 @@ fn work_stealing_is_off_at_one_thread_unless_asked_for() {
     assert_eq!(
         settings("server: {threads: 4, work_stealing: false}\n"),
         (4, false)
+    );
+}
+
+#[test]
+fn a_rego_policy_that_does_not_parse_is_reported_at_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("authz.rego");
+    std::fs::write(&file, "package t\n\nallow if {\n  input.x ==\n").unwrap();
+    let found = problems(&config(&format!(
+        "routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {{public: true, rego: {{policy: {}, query: data.t.allow}}}}}}]\n",
+        file.display()
+    )));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("routes[0].auth.rego.policy: "),
+        "{found:?}"
+    );
+    assert!(
+        found[0].contains(&format!("{}:", file.display())),
+        "{found:?}"
     );
 }

@@ -49,6 +49,8 @@ pub struct Policy {
     pub networks: Option<NetworkRule>,
     /// When the route is open (`auth.during`); outside it, `403 outside_time_window`.
     pub during: Option<time_window::TimeWindow>,
+    /// A Rego policy that decides last (`auth.rego`).
+    pub rego: Option<Arc<rego::RegoPolicy>>,
     pub mode: Mode,
     /// Forward the client's `Authorization` header (default: removed on protected routes).
     pub keep_authorization: bool,
@@ -77,6 +79,7 @@ impl Policy {
             require: Requirements::default(),
             networks: None,
             during: None,
+            rego: None,
             mode: Mode::Enforce,
             keep_authorization: false,
             bound_tokens: false,
@@ -501,7 +504,68 @@ pub async fn evaluate(
     let denial = identity
         .as_deref()
         .and_then(|id| check_requirements(&policy.require, id, facts, trace));
+    let denial = match (denial, &policy.rego) {
+        (None, Some(rego)) => rego_decision(rego, identity.as_deref(), facts, trace),
+        (denial, _) => denial,
+    };
     Verdict { identity, denial }
+}
+
+/// The route's Rego rule, on the request and the caller (see `rego`).
+fn rego_decision(
+    policy: &rego::RegoPolicy,
+    identity: Option<&Identity>,
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Option<Denial> {
+    let input = policy.input(&rego::RegoFacts {
+        method: facts.method.as_str(),
+        path: facts.path,
+        query: facts.query,
+        headers: facts.headers,
+        client_ip: facts.client_ip,
+        tls: facts.https,
+        now: facts.now,
+        identity,
+    });
+    trace.note(|| "rego input".into(), || input.to_string());
+    let verdict = policy.decide_on(input);
+    trace.note(
+        || format!("rego {}", policy.rule),
+        || match &verdict {
+            rego::RegoVerdict::Allow => "allow".into(),
+            rego::RegoVerdict::Deny(reason) => {
+                format!(
+                    "deny{}",
+                    reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            }
+            rego::RegoVerdict::Error(e) => format!("error: {e}"),
+        },
+    );
+    match verdict {
+        rego::RegoVerdict::Allow => None,
+        rego::RegoVerdict::Deny(reason) => Some(Denial::new(
+            403,
+            "policy_denied",
+            reason.unwrap_or_else(|| "The route's policy does not allow this request.".into()),
+        )),
+        rego::RegoVerdict::Error(e) => {
+            tracing::error!(route = %policy.route, rule = %policy.rule, error = %e, "the route's Rego policy failed; refused");
+            crate::metrics::metrics()
+                .rego_errors
+                .with_label_values(&[policy.route.as_str()])
+                .inc();
+            Some(Denial::new(
+                500,
+                "policy_error",
+                "The route's policy could not be evaluated.",
+            ))
+        }
+    }
 }
 
 fn network_allows(rule: &NetworkRule, client: Option<IpAddr>) -> bool {

@@ -446,3 +446,84 @@ fn a_time_window_opens_a_route_only_during_its_hours() {
         "only the open route reached the origin"
     );
 }
+
+#[test]
+fn the_rego_example_decides_each_request_after_the_credential() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let idp = SigningIdp::new();
+    let echo = Echo::start();
+    // conf/rego.yaml as it is, with the test's provider, origin and absolute policy paths.
+    let mut body = Conf::read(&conf.join("rego.yaml"))
+        .remove("listeners")
+        .remove("identity_providers")
+        .set("upstreams.app.backends", json!([echo.addr.to_string()]));
+    for (route, data) in [("health", false), ("api", true)] {
+        body = body.set(
+            format!("routes[{route}].auth.rego.policy"),
+            conf.join("rego/authz.rego").display().to_string(),
+        );
+        if data {
+            body = body.set(
+                format!("routes[{route}].auth.rego.data"),
+                conf.join("rego/data.json").display().to_string(),
+            );
+        }
+    }
+    let gw = Gateway::start(&format!("{}{}", idp.provider_yaml("corp"), body.yaml()));
+    // good_token: roles orders-admin and user, scopes orders:read orders:write, tenant acme.
+    let alice = idp.good_token();
+    let admin = idp.token_for("root", &["admin"], &[], &[]);
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut req = client().request(method, gw.url(path));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap())
+    };
+    use reqwest::Method;
+    assert_eq!(call(Method::GET, "/health", None).0, 200);
+    assert_eq!(call(Method::GET, "/admin/users", Some(&admin)).0, 200);
+    let (status, body) = call(Method::GET, "/admin/users", Some(&alice));
+    assert_eq!(status, 403);
+    assert_eq!(error_body(&body)["error"], "policy_denied");
+    // The credential first: no token is a 401, not the policy's 403.
+    assert_eq!(call(Method::GET, "/admin/users", None).0, 401);
+    assert_eq!(
+        call(Method::GET, "/tenants/acme/bills", Some(&alice)).0,
+        200
+    );
+    assert_eq!(
+        call(Method::GET, "/tenants/other/bills", Some(&alice)).0,
+        403
+    );
+    assert_eq!(call(Method::GET, "/orders/7", Some(&alice)).0, 200);
+    assert_eq!(call(Method::POST, "/orders", Some(&alice)).0, 200);
+    assert_eq!(
+        call(Method::DELETE, "/orders/7", Some(&alice)).0,
+        403,
+        "needs orders:delete"
+    );
+    assert_eq!(echo.received().len(), 5);
+
+    // explain shows the input document the policy saw, and its decision.
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "-c", gw.config_path.to_str().unwrap(), "--json"])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {alice}"),
+            "GET",
+            "/admin/users",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = v["steps"].to_string();
+    assert!(steps.contains("rego input"), "{steps}");
+    assert!(
+        steps.contains(r#"\"segments\":[\"admin\",\"users\"]"#),
+        "{steps}"
+    );
+    assert!(steps.contains("deny"), "{steps}");
+}
