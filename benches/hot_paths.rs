@@ -407,8 +407,51 @@ fn hmac_signature(c: &mut Criterion) {
     }
 }
 
+/// The seed's Rego policy (conf/rego/authz.rego) deciding an admin request: the input
+/// document built, the engine cloned, the rule evaluated.
+fn rego(c: &mut Criterion) {
+    use portcullis::auth::Identity;
+    use portcullis::policy::rego::{RegoFacts, RegoPolicy};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/rego");
+    let source = std::fs::read_to_string(dir.join("authz.rego")).unwrap();
+    let data =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("data.json")).unwrap()).unwrap();
+    let policy = RegoPolicy::new(
+        "authz.rego",
+        source,
+        Some(data),
+        "data.gateway.authz.allow",
+        vec![],
+        "api",
+    )
+    .unwrap();
+    let id = Identity {
+        method: "jwt",
+        subject: "alice".into(),
+        roles: vec!["admin".into()],
+        ..Identity::default()
+    };
+    let headers = http::HeaderMap::new();
+    c.bench_function("rego: seed policy, admin path allowed", |b| {
+        b.iter(|| {
+            let facts = RegoFacts {
+                method: "GET",
+                path: black_box("/admin/users"),
+                query: None,
+                headers: &headers,
+                client_ip: None,
+                tls: true,
+                now: 1_800_000_000,
+                identity: Some(&id),
+            };
+            black_box(policy.decide_on(policy.input(&facts)))
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    rego,
     hmac_signature,
     routing,
     request_id,
