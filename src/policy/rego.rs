@@ -79,7 +79,14 @@ impl RegoPolicy {
                 .add_data(regorus::Value::from(data))
                 .map_err(|e| format!("data: {e}"))?;
         }
-        let policy = Self {
+        // Evaluated once, here, on an empty request: an unknown builtin or a rule that cannot
+        // be evaluated is a configuration problem, not every request's 500; and the engine
+        // kept is then prepared (its rules analysed), so each request's clone is not.
+        engine.set_input(regorus::Value::from(json!({})));
+        if let RegoVerdict::Error(e) = verdict(engine.eval_rule(rule.to_string()), rule) {
+            return Err(e);
+        }
+        Ok(Self {
             engine,
             rule: rule.to_string(),
             file: file.to_string(),
@@ -88,13 +95,7 @@ impl RegoPolicy {
                 .filter(|h| h != http::header::AUTHORIZATION)
                 .collect(),
             route: route.to_string(),
-        };
-        // Evaluated once on an empty request, so that an unknown builtin or a rule that
-        // cannot be evaluated is a configuration problem, not every request's 500.
-        if let RegoVerdict::Error(e) = policy.decide_on(json!({})) {
-            return Err(e);
-        }
-        Ok(policy)
+        })
     }
 
     /// The input document for one request (see the module docs).
@@ -131,32 +132,36 @@ impl RegoPolicy {
     pub fn decide_on(&self, input: Json) -> RegoVerdict {
         let mut engine = self.engine.clone();
         engine.set_input(regorus::Value::from(input));
-        let value = match engine.eval_rule(self.rule.clone()) {
-            Ok(v) => v,
-            Err(e) => return RegoVerdict::Error(e.to_string()),
-        };
-        match value {
-            regorus::Value::Bool(true) => RegoVerdict::Allow,
-            regorus::Value::Bool(false) | regorus::Value::Undefined => RegoVerdict::Deny(None),
-            regorus::Value::Object(_) => {
-                let allow = &value[&regorus::Value::from("allow")];
-                let reason = value[&regorus::Value::from("reason")]
-                    .as_string()
-                    .ok()
-                    .map(|r| r.to_string());
-                match allow {
-                    regorus::Value::Bool(true) => RegoVerdict::Allow,
-                    regorus::Value::Bool(false) | regorus::Value::Undefined => {
-                        RegoVerdict::Deny(reason)
-                    }
-                    _ => RegoVerdict::Error("the result's `allow` is not a boolean".into()),
+        verdict(engine.eval_rule(self.rule.clone()), &self.rule)
+    }
+}
+
+/// What the rule's value (or its evaluation's error) decides.
+fn verdict<E: std::fmt::Display>(value: Result<regorus::Value, E>, rule: &str) -> RegoVerdict {
+    let value = match value {
+        Ok(v) => v,
+        Err(e) => return RegoVerdict::Error(e.to_string()),
+    };
+    match value {
+        regorus::Value::Bool(true) => RegoVerdict::Allow,
+        regorus::Value::Bool(false) | regorus::Value::Undefined => RegoVerdict::Deny(None),
+        regorus::Value::Object(_) => {
+            let allow = &value[&regorus::Value::from("allow")];
+            let reason = value[&regorus::Value::from("reason")]
+                .as_string()
+                .ok()
+                .map(|r| r.to_string());
+            match allow {
+                regorus::Value::Bool(true) => RegoVerdict::Allow,
+                regorus::Value::Bool(false) | regorus::Value::Undefined => {
+                    RegoVerdict::Deny(reason)
                 }
+                _ => RegoVerdict::Error("the result's `allow` is not a boolean".into()),
             }
-            _ => RegoVerdict::Error(format!(
-                "{} is neither a boolean nor an object with `allow`",
-                self.rule
-            )),
         }
+        _ => RegoVerdict::Error(format!(
+            "{rule} is neither a boolean nor an object with `allow`"
+        )),
     }
 }
 
