@@ -378,19 +378,26 @@ impl HeadGuard {
     /// Wait for the next request head's first bytes, at most `idle` (when given), and keep
     /// them for the session. `false` when the connection is done instead: the client closed
     /// it or sent something the guard answered itself, the wait or the head's deadline ran
-    /// out, or the server is shutting down (as Pingora drops its idle connections then).
+    /// out, or, for a kept-alive connection waiting for its next request (`idle`), the server
+    /// is shutting down (as Pingora drops its idle connections then) and no byte of a request
+    /// is here yet. A new connection's first request is read even then, within the head's
+    /// deadline: the client sent it to a listener that accepted it, and closing a socket with
+    /// a request unread in it would reset the connection, not end it.
     /// Nothing is kept across the wait but the guard itself: the read buffer lives only
     /// while a read is polled.
     async fn wait_for_head(&mut self, idle: Option<Duration>, shutdown: &ShutdownWatch) -> bool {
-        if *shutdown.borrow() {
-            return false;
-        }
+        let idle_between_requests = idle.is_some();
         let mut shutdown = shutdown.clone();
         let stopping = async move {
-            // A change that is not to `true` (the first read of the watch) is not a stop.
-            while shutdown.changed().await.is_ok() {
+            if idle_between_requests {
                 if *shutdown.borrow() {
                     return;
+                }
+                // A change that is not to `true` (the first read of the watch) is not a stop.
+                while shutdown.changed().await.is_ok() {
+                    if *shutdown.borrow() {
+                        return;
+                    }
                 }
             }
             std::future::pending::<()>().await

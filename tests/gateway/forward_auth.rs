@@ -165,8 +165,14 @@ fn h21_an_allowed_request_carries_the_services_identity_headers_and_never_the_cl
     for hidden in ["x-user-id", "x-user-role", "x-unlisted", "content-length"] {
         assert_eq!(a.header(hidden), None, "{hidden} reached the service");
     }
-    let log = gw.access_log();
-    assert!(log.contains(r#""subject":"alice""#), "{log}");
+    // The access log is written after the response, by its own writer.
+    assert!(
+        gw.eventually(Duration::from_secs(5), || gw
+            .access_log()
+            .contains(r#""subject":"alice""#)),
+        "{}",
+        gw.access_log()
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use crate::support::grpc::{grpc_calls, metadata, GrpcOrigin};
 use crate::support::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// A gateway with provider `corp`: a cleartext listener taking h2c (`gw.addr`) and a TLS
 /// listener (returned with its certificate); `upstreams` and `routes` as given.
@@ -217,7 +218,12 @@ fn refusals_reach_a_grpc_client_as_grpc_statuses_per_method() {
             seen[4]
         );
     }
-    // Counted and logged by what was refused, though the client got HTTP 200 each time.
+    // Counted and logged by what was refused, though the client got HTTP 200 each time. The
+    // access log is written after each response, by its own writer: wait for every line.
+    assert!(
+        gw.eventually(Duration::from_secs(5), || gw.access_log().lines().count()
+            >= 2 * expected.len())
+    );
     let log = gw.access_log();
     let statuses: Vec<u64> = log
         .lines()
