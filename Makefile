@@ -11,9 +11,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # prometheus provides promtool (which checks deploy/monitoring and the live /metrics page) and
 # the Prometheus server the monitoring tests start (tests/gateway/monitoring.rs); chromium is
 # the real browser of the CORS test (tests/gateway/cors.rs, headless); python3-grpcio is gRPC's
-# C-core library, the server and client of the gRPC tests (tests/gateway/grpc.rs).
+# C-core library, the server and client of the gRPC tests (tests/gateway/grpc.rs); python3-pip
+# installs the OPA stand-in's Rego interpreter (below).
 BUILD_PACKAGES := cmake pkg-config libssl-dev build-essential perl
-TEST_PACKAGES := curl openssl redis-server python3 python3-grpcio prometheus chromium
+TEST_PACKAGES := curl openssl redis-server python3 python3-grpcio python3-pip prometheus chromium
 # Node.js runs the real OpenID Provider of the tests (tests/oidc-provider: panva's
 # oidc-provider, pinned by its package-lock.json): Debian's nodejs and npm, unless a node and
 # an npm are on the PATH already (NodeSource's nodejs carries its own npm, and conflicts with
@@ -53,7 +54,16 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_P
 	cd $(OIDC_PROVIDER) && npm ci --ignore-scripts --no-audit --no-fund
 	@touch $@
 
-test-deps: test-system-deps $(OIDC_PROVIDER)/node_modules/.installed
+# The OPA stand-in's Rego interpreter (tests/opa: rego-cpp's `regopy` from PyPI, pinned by
+# hash), into the project's own directory, never the system's; again only when missing or
+# older than the requirements.
+OPA_PYLIB := tests/opa/.pylib
+$(OPA_PYLIB)/.installed: tests/opa/requirements.txt | test-system-deps
+	rm -rf $(OPA_PYLIB)
+	/usr/bin/python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --require-hashes --target $(OPA_PYLIB) -r tests/opa/requirements.txt
+	@touch $@
+
+test-deps: test-system-deps $(OIDC_PROVIDER)/node_modules/.installed $(OPA_PYLIB)/.installed
 
 build: deps
 	cargo build --release

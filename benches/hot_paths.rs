@@ -422,6 +422,7 @@ fn rego(c: &mut Criterion) {
         Some(data),
         "data.gateway.authz.allow",
         vec![],
+        vec![],
         "api",
     )
     .unwrap();

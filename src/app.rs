@@ -168,6 +168,9 @@ impl App {
         if let Some(s) = &signing {
             files.push(s.keys.clone());
         }
+        for rego in routes.iter().filter_map(|r| r.auth.rego.as_ref()) {
+            files.push(rego.clone());
+        }
         if !files.is_empty() {
             tasks.push(Task::ReloadFiles {
                 files,

@@ -34,6 +34,8 @@
 //! | `portcullis_introspection_breaker_state` | gauge | `provider` | 0 closed, 1 open (requests needing a call fail fast with 503) |
 //! | `portcullis_forward_auth_requests_total` | counter | `service`, `outcome` | ForwardAuth calls: `allowed` (2xx), `denied` (any other answer, returned to the client), `timeout`, `unreachable`, `too_large` (an answer over 64 KiB), `busy` (no free slot in time), `circuit_open` (not sent: the breaker is open) |
 //! | `portcullis_forward_auth_breaker_state` | gauge | `service` | 0 closed, 1 open (requests needing the service fail fast with 503) |
+//! | `portcullis_opa_requests_total` | counter | `server`, `outcome` | OPA decisions: `decided` (an answer with a result or undefined), `cached` (from the cache, not sent), `policy_error` (OPA's error on the input: 500 to the client, the breaker untouched), `error_status`, `invalid_response`, `timeout`, `unreachable`, `too_large` (an answer over 1 MiB), `busy` (no free slot in time), `circuit_open` (not sent: the breaker is open) |
+//! | `portcullis_opa_breaker_state` | gauge | `server` | 0 closed, 1 open (requests the server decides fail fast with 503) |
 //! | `portcullis_rego_errors_total` | counter | `route` | Rego evaluations that failed (the request got `500 policy_error`) |
 //! | `portcullis_revocations_active` | gauge | `kind` | entries on the revocation list: `jti`, `subject`, `token` (read at scrape time) |
 //! | `portcullis_revoked_rejections_total` | counter | `provider` | requests refused because their token was revoked |
@@ -84,6 +86,8 @@ pub struct Metrics {
     pub introspection_breaker: IntGaugeVec,
     pub forward_auth_calls: IntCounterVec,
     pub forward_auth_breaker: IntGaugeVec,
+    pub opa_calls: IntCounterVec,
+    pub opa_breaker: IntGaugeVec,
     pub rego_errors: IntCounterVec,
     pub revocations_active: IntGaugeVec,
     pub revoked_rejections: IntCounterVec,
@@ -279,6 +283,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["service"],
     )?;
+    let opa_calls = IntCounterVec::new(
+        Opts::new(
+            "portcullis_opa_requests_total",
+            "OPA server decisions by outcome",
+        ),
+        &["server", "outcome"],
+    )?;
+    let opa_breaker = IntGaugeVec::new(
+        Opts::new(
+            "portcullis_opa_breaker_state",
+            "OPA server circuit breaker: 0 closed, 1 open",
+        ),
+        &["server"],
+    )?;
     let rego_errors = IntCounterVec::new(
         Opts::new(
             "portcullis_rego_errors_total",
@@ -360,6 +378,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(introspection_breaker.clone()))?;
     registry.register(Box::new(forward_auth_calls.clone()))?;
     registry.register(Box::new(forward_auth_breaker.clone()))?;
+    registry.register(Box::new(opa_calls.clone()))?;
+    registry.register(Box::new(opa_breaker.clone()))?;
     registry.register(Box::new(rego_errors.clone()))?;
     registry.register(Box::new(revocations_active.clone()))?;
     registry.register(Box::new(revoked_rejections.clone()))?;
@@ -441,6 +461,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         introspection_breaker,
         forward_auth_calls,
         forward_auth_breaker,
+        opa_calls,
+        opa_breaker,
         rego_errors,
         revocations_active,
         revoked_rejections,

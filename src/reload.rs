@@ -24,9 +24,14 @@ pub trait Reloadable: Send + Sync {
     /// Count a reload's outcome (metrics).
     fn record(&self, _outcome: Result<usize, ()>) {}
 
+    /// The stamp of what is on disk now (a policy and its data file: both together).
+    fn stamp_now(&self) -> Option<(u64, SystemTime)> {
+        file_stamp(self.path())
+    }
+
     /// Read the file again now.
     fn reload(&self) -> Result<usize, Vec<String>> {
-        let stamp = file_stamp(self.path());
+        let stamp = self.stamp_now();
         if let Ok(mut s) = self.stamp().lock() {
             *s = stamp;
         }
@@ -35,7 +40,7 @@ pub trait Reloadable: Send + Sync {
 
     /// `reload` when the file's size or modification time changed since the last read.
     fn reload_if_changed(&self) -> Option<Result<usize, Vec<String>>> {
-        let now = file_stamp(self.path());
+        let now = self.stamp_now();
         let changed = self.stamp().lock().map(|s| *s != now).unwrap_or(true);
         changed.then(|| self.reload())
     }

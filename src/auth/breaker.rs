@@ -1,4 +1,4 @@
-//! A circuit breaker for the gateway's calls to a dependency (introspection, ForwardAuth):
+//! A circuit breaker for the gateway's calls to a dependency (introspection, ForwardAuth, OPA):
 //! consecutive failures open it, and while open, requests that would call fail fast instead of
 //! piling onto a service that is down; after `open_for` one probe is let through, and its
 //! outcome closes the circuit or opens it again.
@@ -96,4 +96,99 @@ impl Breaker {
         };
         open
     }
+}
+
+/// A dependency the gateway calls on a request's path (a ForwardAuth service, an OPA server):
+/// every call goes through its breaker, waits at most `timeout` for one of `max_concurrent`
+/// slots and then at most `timeout` for the answer. A call that ran and failed counts toward
+/// the breaker; no free slot in time is the gateway's own limit and does not (unless it was
+/// the probe). The breaker's state is kept in a gauge, 0 closed and 1 open.
+pub struct GuardedCalls {
+    /// What is called, for logs: `ForwardAuth service "sso"`.
+    label: String,
+    timeout: Duration,
+    open_for: Duration,
+    slots: tokio::sync::Semaphore,
+    breaker: Breaker,
+    state: prometheus::IntGauge,
+}
+
+/// No usable answer: why (a metric outcome such as `timeout`), and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unanswered {
+    pub outcome: &'static str,
+    pub retry_after: u64,
+}
+
+impl GuardedCalls {
+    pub fn new(
+        label: String,
+        timeout: Duration,
+        max_concurrent: usize,
+        (failures, open_for): (u32, Duration),
+        state: prometheus::IntGauge,
+    ) -> Self {
+        state.set(0);
+        Self {
+            label,
+            timeout,
+            open_for,
+            slots: tokio::sync::Semaphore::new(max_concurrent),
+            breaker: Breaker::new(failures, open_for),
+            state,
+        }
+    }
+
+    /// `call`, guarded: its answer, or why there is none (`Err(outcome)` of the call itself,
+    /// `timeout`, `busy`, `circuit_open`).
+    pub async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, &'static str>>,
+    ) -> Result<T, Unanswered> {
+        let probe = match self.breaker.admit() {
+            Admit::Closed => false,
+            Admit::Probe => true,
+            Admit::Open(wait) => {
+                return Err(Unanswered {
+                    outcome: "circuit_open",
+                    retry_after: seconds(wait),
+                })
+            }
+        };
+        // A free slot, waited for at most `timeout`; then the call gets the whole `timeout`.
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.timeout, self.slots.acquire()).await else {
+            return Err(self.failed("busy", probe));
+        };
+        let answer = match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err("timeout"),
+        };
+        match answer {
+            Ok(answer) => {
+                if self.breaker.success() {
+                    self.state.set(0);
+                    tracing::info!(dependency = %self.label, "answering again; circuit closed");
+                }
+                Ok(answer)
+            }
+            Err(outcome) => Err(self.failed(outcome, probe)),
+        }
+    }
+
+    fn failed(&self, outcome: &'static str, probe: bool) -> Unanswered {
+        let opened = (outcome != "busy" || probe) && self.breaker.failure();
+        if opened {
+            self.state.set(1);
+            tracing::error!(dependency = %self.label, open_for = ?self.open_for, "keeps failing; circuit open");
+        }
+        Unanswered {
+            outcome,
+            retry_after: if opened { seconds(self.open_for) } else { 1 },
+        }
+    }
+}
+
+/// Whole seconds for `Retry-After`, at least 1.
+fn seconds(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }

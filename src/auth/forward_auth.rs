@@ -17,7 +17,7 @@
 //!
 //! Answers are not cached: the service sees every request, as it expects to.
 
-use super::breaker::{Admit, Breaker};
+use super::breaker::GuardedCalls;
 use super::Identity;
 use crate::metrics::metrics;
 use bytes::Bytes;
@@ -84,9 +84,7 @@ pub struct ForwardAuth {
     pub name: String,
     pub settings: Settings,
     client: reqwest::Client,
-    slots: tokio::sync::Semaphore,
-    breaker: Breaker,
-    breaker_gauge: prometheus::IntGauge,
+    calls: GuardedCalls,
 }
 
 impl std::fmt::Debug for ForwardAuth {
@@ -101,47 +99,32 @@ impl std::fmt::Debug for ForwardAuth {
 impl ForwardAuth {
     pub fn new(name: &str, settings: Settings) -> Result<Self, String> {
         let client = super::http_client(settings.timeout, settings.max_concurrent)?;
-        let breaker_gauge = metrics().forward_auth_breaker.with_label_values(&[name]);
-        breaker_gauge.set(0);
+        let calls = GuardedCalls::new(
+            format!("ForwardAuth service \"{name}\""),
+            settings.timeout,
+            settings.max_concurrent,
+            (settings.breaker_failures, settings.breaker_open_for),
+            metrics().forward_auth_breaker.with_label_values(&[name]),
+        );
         Ok(Self {
             name: name.to_string(),
             client,
-            slots: tokio::sync::Semaphore::new(settings.max_concurrent),
-            breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
-            breaker_gauge,
+            calls,
             settings,
         })
     }
 
     /// Ask the service about one request.
     pub async fn check(&self, ask: &Ask<'_>) -> Outcome {
-        let probe = match self.breaker.admit() {
-            Admit::Closed => false,
-            Admit::Probe => true,
-            Admit::Open(wait) => {
-                self.count("circuit_open");
+        let (status, headers, body) = match self.calls.call(self.call(ask)).await {
+            Ok(answer) => answer,
+            Err(failed) => {
+                self.count(failed.outcome);
                 return Outcome::Unavailable {
-                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    retry_after: failed.retry_after,
                 };
             }
         };
-        // A free slot, waited for at most `timeout`; then the call gets the whole `timeout`.
-        let Ok(Ok(_slot)) = tokio::time::timeout(self.settings.timeout, self.slots.acquire()).await
-        else {
-            return self.failed("busy", probe);
-        };
-        let answer = match tokio::time::timeout(self.settings.timeout, self.call(ask)).await {
-            Ok(answer) => answer,
-            Err(_) => Err("timeout"),
-        };
-        let (status, headers, body) = match answer {
-            Ok(answer) => answer,
-            Err(outcome) => return self.failed(outcome, probe),
-        };
-        if self.breaker.success() {
-            self.breaker_gauge.set(0);
-            tracing::info!(service = %self.name, "the ForwardAuth service is answering again; circuit closed");
-        }
         if (200..300).contains(&status) {
             self.count("allowed");
             return Outcome::Allowed(Arc::new(self.identity(&headers)));
@@ -223,23 +206,6 @@ impl ForwardAuth {
             subject,
             extra,
             ..Identity::default()
-        }
-    }
-
-    fn failed(&self, outcome: &'static str, probe: bool) -> Outcome {
-        self.count(outcome);
-        // No free slot in time is the gateway's own limit, not the service failing.
-        let opened = (outcome != "busy" || probe) && self.breaker.failure();
-        if opened {
-            self.breaker_gauge.set(1);
-            tracing::error!(service = %self.name, "the ForwardAuth service keeps failing; circuit open");
-        }
-        Outcome::Unavailable {
-            retry_after: if opened {
-                self.settings.breaker_open_for.as_secs_f64().ceil().max(1.0) as u64
-            } else {
-                1
-            },
         }
     }
 

@@ -166,6 +166,9 @@ fn policy_text(p: &Policy, providers: &[Provider], forward_auth: &[Arc<ForwardAu
     if let Some(rego) = &p.rego {
         parts.push(format!("rego {}", rego.rule));
     }
+    if let Some(opa) = &p.opa {
+        parts.push(format!("OPA server {}", opa.server.name));
+    }
     if p.bound_tokens {
         parts.push("certificate-bound tokens".to_string());
     }

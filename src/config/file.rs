@@ -45,6 +45,43 @@ pub struct ConfigFile {
     /// Auth services that decide requests (`auth: { forward_auth: NAME }`), by name.
     #[serde(default)]
     pub forward_auth: BTreeMap<String, ForwardAuthSection>,
+    /// OPA servers whose decisions routes take (`auth: { opa: NAME }`), by name.
+    #[serde(default)]
+    pub opa: BTreeMap<String, OpaSection>,
+}
+
+/// An OPA server: the Data API address of the document that decides, and how it is called.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpaSection {
+    /// `http(s)://HOST/v1/data/PACKAGE/RULE`, POSTed `{"input": ...}`.
+    pub url: String,
+    /// Per call, and the longest wait for a free slot (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Request headers the input document carries (never `Authorization`).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Headers an allowing result (`{"allow": true, "headers": {...}}`) may add to the
+    /// upstream request; all in the identity namespace.
+    #[serde(default)]
+    pub result_headers: Vec<String>,
+    /// Keep decisions per input; off when absent.
+    pub cache: Option<OpaCacheSection>,
+    /// Calls in flight at most (default 64).
+    pub max_concurrent: Option<usize>,
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpaCacheSection {
+    /// How long a decision is reused (1s to 1h).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Entries kept at most (default 10000).
+    pub capacity: Option<u64>,
 }
 
 /// A ForwardAuth service: where it is, and which headers go to it and come back from it.
@@ -466,6 +503,9 @@ pub struct PolicySection {
     pub during: Option<TimeWindowSection>,
     /// A Rego policy whose rule decides, after the credential and the requirements.
     pub rego: Option<RegoSection>,
+    /// This OPA server (top-level `opa`) decides, after the credential, the requirements
+    /// and `rego`.
+    pub opa: Option<String>,
     pub mode: Option<ModeSection>,
     #[serde(default)]
     pub keep_authorization: bool,
@@ -507,6 +547,10 @@ pub struct RegoSection {
     /// Request headers the policy may read (`input.headers`, lower-case names).
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Headers an allowing result (`{"allow": true, "headers": {...}}`) may add to the
+    /// upstream request; all in the identity namespace.
+    #[serde(default)]
+    pub result_headers: Vec<String>,
 }
 
 /// `during: { timezone: Europe/Berlin, days: [mon-fri], from: "08:00", to: "18:00" }`.

@@ -5,8 +5,6 @@
 use super::check::Check;
 use super::file::ForwardAuthSection;
 use super::providers::CallLimits;
-use super::valid_name;
-use crate::auth::fetch::allowed_uri;
 use crate::auth::forward_auth::{ForwardAuth, Settings};
 use crate::forward::IdentityNamespace;
 use http::HeaderName;
@@ -18,17 +16,9 @@ pub(super) fn compile(
     namespace: &IdentityNamespace,
     c: &mut Check<'_>,
 ) -> Vec<Arc<ForwardAuth>> {
-    let mut c = c.at("forward_auth");
-    let mut out = Vec::new();
-    for (name, s) in sections {
-        if !valid_name(name) {
-            c.problem(name, "names use only letters, digits, `-` and `_`");
-        }
-        if let Some(service) = service(name, s, namespace, &mut c.at(name)) {
-            out.push(Arc::new(service));
-        }
-    }
-    out
+    super::named_services(sections, "forward_auth", c, |name, s, c| {
+        service(name, s, namespace, c)
+    })
 }
 
 fn service(
@@ -37,12 +27,7 @@ fn service(
     namespace: &IdentityNamespace,
     c: &mut Check<'_>,
 ) -> Option<ForwardAuth> {
-    if !allowed_uri(&s.url) {
-        c.problem(
-            "url",
-            "must be https (plain http only to a loopback address)",
-        );
-    }
+    super::service_url(&s.url, c);
     let names = |key: &str, list: &[String], c: &mut Check<'_>| -> Vec<HeaderName> {
         let mut out = Vec::new();
         for (i, h) in list.iter().enumerate() {

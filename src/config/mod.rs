@@ -15,6 +15,7 @@ mod forward_auth;
 mod forwarding;
 mod limits;
 mod listeners;
+mod opa;
 mod policies;
 mod providers;
 mod routes;
@@ -296,7 +297,14 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
     if let Some(shared) = &file.cors {
         cors::compile(shared, &[], &mut c.at("cors"));
     }
-    let mut routes = routes::compile(&file, base, &upstreams, &providers, &mut c);
+    let opa = opa::compile(&file.opa, &identity_namespace, &mut c);
+    let named = policies::Named {
+        file: &file,
+        providers: &providers,
+        opa: &opa,
+        namespace: &identity_namespace,
+    };
+    let mut routes = routes::compile(&file, base, &upstreams, &named, &mut c);
     let rate_limits = limits::compile(file.rate_limits.as_ref(), &file.routes, &mut routes, &mut c);
     let tiers = rate_limits.tier_names();
     let (api_keys, consumers_reload_interval) = credentials::api_keys(&file, base, &tiers, &mut c);
@@ -333,6 +341,40 @@ fn compile(file: ConfigFile, base: &Path) -> Result<Config, Problems> {
         signing,
         forward_auth,
     })
+}
+
+/// The services of a top-level map (`forward_auth`, `opa`) that compile, in the map's order,
+/// each by `build` at its own key; a name routes could not use is reported too.
+fn named_services<S, T>(
+    sections: &std::collections::BTreeMap<String, S>,
+    key: &str,
+    c: &mut Check<'_>,
+    mut build: impl FnMut(&str, &S, &mut Check<'_>) -> Option<T>,
+) -> Vec<Arc<T>> {
+    let mut c = c.at(key);
+    let mut out = Vec::new();
+    for (name, section) in sections {
+        if !valid_name(name) {
+            c.problem(name, "names use only letters, digits, `-` and `_`");
+        }
+        if let Some(service) = build(name, section, &mut c.at(name)) {
+            out.push(Arc::new(service));
+        }
+    }
+    out
+}
+
+/// A service's `url`: https, or plain http to a loopback address only (what it is sent may
+/// be a credential).
+fn service_url(url: &str, c: &mut Check<'_>) -> bool {
+    let allowed = crate::auth::fetch::allowed_uri(url);
+    if !allowed {
+        c.problem(
+            "url",
+            "must be https (plain http only to a loopback address)",
+        );
+    }
+    allowed
 }
 
 /// Upstream, provider and route names: letters, digits, `-` and `_`, at most 64.

@@ -1,38 +1,45 @@
 //! A route's `auth` section, checked and compiled into a `Policy`.
 
 use super::check::Check;
+use super::file::ConfigFile;
 use super::file::{
     CredentialSection, ModeSection, NetworksSection, PolicySection, RegoSection, RouteAuthSection,
     TimeWindowSection,
 };
 use super::providers::Providers;
 use crate::auth::provider::KeySource;
+use crate::forward::IdentityNamespace;
 use crate::policy::networks::Cidr;
+use crate::policy::opa::{OpaRule, OpaServer};
 use crate::policy::rego::RegoPolicy;
 use crate::policy::time_window::{self, TimeWindow};
 use crate::policy::{Credential, Mode, NetworkRule, Policy, Requirements};
 use http::Method;
+use std::sync::Arc;
+
+/// What routes' policies name, compiled before the routes.
+pub(super) struct Named<'a> {
+    pub(super) file: &'a ConfigFile,
+    pub(super) providers: &'a Providers,
+    /// The OPA servers that compiled, in the map's order.
+    pub(super) opa: &'a [Arc<OpaServer>],
+    pub(super) namespace: &'a IdentityNamespace,
+}
 
 /// `None` when something is wrong (each problem reported with its key path); `c` stands at
-/// the route's `auth`. `known_providers` tells the providers the file names, compiled or not.
+/// the route's `auth`.
 pub(super) fn compile(
     section: &RouteAuthSection,
     route: &str,
     base: &std::path::Path,
-    providers: &Providers,
-    known_providers: &dyn Fn(&str) -> bool,
-    forward_auth: &dyn Fn(&str) -> Option<usize>,
+    named: &Named<'_>,
     c: &mut Check<'_>,
 ) -> Option<Policy> {
     let p = match section {
         RouteAuthSection::Public => return Some(Policy::public()),
         RouteAuthSection::Policy(p) => p,
     };
-    let lookup = Lookup {
-        providers,
-        known: known_providers,
-        forward_auth,
-    };
+    let lookup = Lookup(named);
     let credential = credential(p, &lookup, c);
 
     let require = requirements(p, c);
@@ -53,7 +60,21 @@ pub(super) fn compile(
     let rego = p
         .rego
         .as_ref()
-        .and_then(|r| rego(r, route, base, &mut c.at("rego")));
+        .and_then(|r| rego(r, route, base, named.namespace, &mut c.at("rego")));
+    let opa = p.opa.as_ref().and_then(|name| {
+        let server = lookup.opa(name, &mut c.at("opa"))?;
+        Some(OpaRule {
+            server,
+            route: route.to_string(),
+        })
+    });
+    let adds_headers = rego.as_ref().is_some_and(|r| !r.result_headers.is_empty())
+        || opa
+            .as_ref()
+            .is_some_and(|o| !o.server.settings.result_headers.is_empty());
+    if p.public && adds_headers {
+        c.here("a public route has no caller whose identity headers a policy's result could add to; `result_headers` need a credential");
+    }
     let mode = match p.mode {
         None | Some(ModeSection::Enforce) => Mode::Enforce,
         Some(ModeSection::Report) => Mode::Report,
@@ -93,6 +114,7 @@ pub(super) fn compile(
         networks,
         during,
         rego,
+        opa,
         mode,
         keep_authorization: p.keep_authorization,
     })
@@ -141,17 +163,19 @@ fn credential(p: &PolicySection, lookup: &Lookup<'_>, c: &mut Check<'_>) -> Opti
     }
 }
 
-/// Finds the identity providers credentials name.
-struct Lookup<'p> {
-    providers: &'p Providers,
-    known: &'p dyn Fn(&str) -> bool,
-    /// The index of a ForwardAuth service, by name.
-    forward_auth: &'p dyn Fn(&str) -> Option<usize>,
-}
+/// Finds what credentials and policies name.
+struct Lookup<'p>(&'p Named<'p>);
 
 impl Lookup<'_> {
     fn forward_auth(&self, name: &str, c: &mut Check<'_>) -> Option<Credential> {
-        let found = (self.forward_auth)(name).map(Credential::ForwardAuth);
+        // Services are compiled in the map's order, so a name's position is its index.
+        let found = self
+            .0
+            .file
+            .forward_auth
+            .keys()
+            .position(|k| k == name)
+            .map(Credential::ForwardAuth);
         if found.is_none() {
             c.here(format!(
                 "unknown ForwardAuth service \"{name}\" (define it under the top-level `forward_auth`)"
@@ -160,9 +184,20 @@ impl Lookup<'_> {
         found
     }
 
+    fn opa(&self, name: &str, c: &mut Check<'_>) -> Option<Arc<OpaServer>> {
+        let found = self.0.opa.iter().find(|s| s.name == name).cloned();
+        // A server that exists but failed to compile has its own problem already.
+        if found.is_none() && !self.0.file.opa.contains_key(name) {
+            c.here(format!(
+                "unknown OPA server \"{name}\" (define it under the top-level `opa`)"
+            ));
+        }
+        found
+    }
+
     /// `c` stands at the key naming the provider.
     fn jwt(&self, name: &str, c: &mut Check<'_>) -> Option<Credential> {
-        match self.providers.get(name) {
+        match self.0.providers.get(name) {
             Some((_, provider)) if matches!(provider.keys, KeySource::None) => {
                 c.here(format!(
                     "identity provider \"{name}\" has no `keys` to verify JWTs; use `introspection: {name}`"
@@ -178,7 +213,7 @@ impl Lookup<'_> {
     }
 
     fn introspection(&self, name: &str, c: &mut Check<'_>) -> Option<Credential> {
-        match self.providers.get(name) {
+        match self.0.providers.get(name) {
             Some((i, provider)) if provider.introspection.is_some() => {
                 Some(Credential::Introspection(i))
             }
@@ -197,7 +232,7 @@ impl Lookup<'_> {
 
     fn unknown(&self, name: &str, c: &mut Check<'_>) {
         // A provider that exists but failed to compile has its own problem already.
-        if !(self.known)(name) {
+        if !self.0.file.identity_providers.contains_key(name) {
             c.here(format!("unknown identity provider \"{name}\""));
         }
     }
@@ -258,21 +293,15 @@ fn rego(
     r: &RegoSection,
     route: &str,
     base: &std::path::Path,
+    namespace: &IdentityNamespace,
     c: &mut Check<'_>,
-) -> Option<std::sync::Arc<RegoPolicy>> {
+) -> Option<Arc<RegoPolicy>> {
     let path = super::resolve_path(base, &r.policy);
-    let source = std::fs::read_to_string(&path)
-        .map_err(|e| c.problem("policy", format!("cannot read \"{path}\": {e}")))
-        .ok();
-    let data = r.data.as_ref().and_then(|d| {
-        let path = super::resolve_path(base, d);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| c.problem("data", format!("cannot read \"{path}\": {e}")))
-            .ok()?;
-        serde_json::from_str::<serde_json::Value>(&text)
-            .map_err(|e| c.problem("data", format!("\"{path}\" is not JSON: {e}")))
-            .ok()
-    });
+    let data = r.data.as_ref().map(|d| super::resolve_path(base, d));
+    // The files' own problems first (`load` below reads them again, then for good).
+    if let Err((key, e)) = crate::policy::rego::read_files(&path, data.as_deref()) {
+        c.problem(key, e);
+    }
     let rule_ok = r.query.starts_with("data.")
         && r.query.len() > 5
         && r.query[5..]
@@ -284,8 +313,31 @@ fn rego(
             "a rule's path, `data.PACKAGE.RULE` (e.g. `data.gateway.authz.allow`)",
         );
     }
+    let headers = input_headers(&r.headers, c);
+    let result_headers = result_headers(&r.result_headers, namespace, c);
+    if !c.ok() {
+        return None;
+    }
+    match RegoPolicy::load(
+        &path,
+        data.as_deref(),
+        &r.query,
+        headers,
+        result_headers,
+        route,
+    ) {
+        Ok(p) => Some(Arc::new(p)),
+        Err((key, e)) => {
+            c.problem(key, e);
+            None
+        }
+    }
+}
+
+/// The request headers an input document carries (`headers`): never `Authorization`.
+pub(super) fn input_headers(list: &[String], c: &mut Check<'_>) -> Vec<http::HeaderName> {
     let mut headers = Vec::new();
-    for (i, h) in r.headers.iter().enumerate() {
+    for (i, h) in list.iter().enumerate() {
         match http::HeaderName::from_bytes(h.as_bytes()) {
             Ok(n) if n == http::header::AUTHORIZATION => c
                 .index("headers", i)
@@ -296,17 +348,29 @@ fn rego(
                 .here(format!("\"{h}\" is not a header name")),
         }
     }
-    let source = source?;
-    if !c.ok() {
-        return None;
-    }
-    match RegoPolicy::new(&path, source, data, &r.query, headers, route) {
-        Ok(p) => Some(std::sync::Arc::new(p)),
-        Err(e) => {
-            c.problem("policy", e);
-            None
+    headers
+}
+
+/// The headers a policy's result may add (`result_headers`): only identity-namespace ones,
+/// which the gateway removes from the client's request.
+pub(super) fn result_headers(
+    list: &[String],
+    namespace: &IdentityNamespace,
+    c: &mut Check<'_>,
+) -> Vec<http::HeaderName> {
+    let mut headers = Vec::new();
+    for (i, h) in list.iter().enumerate() {
+        match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) if namespace.contains(n.as_str()) => headers.push(n),
+            Ok(_) => c.index("result_headers", i).here(format!(
+                "\"{h}\" is outside the identity namespace (X-User-..., X-Auth-..., X-Tenant-...), so a client could send it too"
+            )),
+            Err(_) => c
+                .index("result_headers", i)
+                .here(format!("\"{h}\" is not a header name")),
         }
     }
+    headers
 }
 
 /// A route's time window; `None` after reporting what is wrong with it.

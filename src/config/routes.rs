@@ -5,7 +5,6 @@
 use super::check::Check;
 use super::file::WebSocketSection;
 use super::file::{ConfigFile, MatchSection, RouteAuthSection, RouteSection, RouteTimeouts};
-use super::providers::Providers;
 use super::upstreams::Upstreams;
 use super::{policies, valid_name};
 use crate::routing::{PathMatch, Route, Upgrades};
@@ -18,7 +17,7 @@ pub(super) fn compile(
     file: &ConfigFile,
     base: &std::path::Path,
     upstreams: &Upstreams,
-    providers: &Providers,
+    named: &policies::Named<'_>,
     c: &mut Check<'_>,
 ) -> Vec<Route> {
     if file.routes.is_empty() {
@@ -36,7 +35,7 @@ pub(super) fn compile(
         } else if !route_names.insert(r.name.clone()) {
             c.problem("name", format!("route name \"{}\" is used twice", r.name));
         }
-        let Some(spec) = route(r, file, base, upstreams, providers, &mut c) else {
+        let Some(spec) = route(r, file, base, upstreams, named, &mut c) else {
             continue;
         };
         if let Some(earlier) = routes.iter().find(|o| same_match(o, &spec)) {
@@ -60,7 +59,7 @@ fn route(
     file: &ConfigFile,
     base: &std::path::Path,
     upstreams: &Upstreams,
-    providers: &Providers,
+    named: &policies::Named<'_>,
     c: &mut Check<'_>,
 ) -> Option<Route> {
     let upstream = upstreams.position(&r.upstream);
@@ -75,9 +74,6 @@ fn route(
         Some(t) => timeouts(t, &mut c.at("timeouts")),
         None => (None, None, None),
     };
-    let known = |name: &str| file.identity_providers.contains_key(name);
-    // Services are compiled in the map's order, so a name's position is its index.
-    let forward_auth = |name: &str| file.forward_auth.keys().position(|k| k == name);
     let auth = match &r.auth {
         None => {
             c.problem(
@@ -86,15 +82,7 @@ fn route(
             );
             None
         }
-        Some(section) => policies::compile(
-            section,
-            &r.name,
-            base,
-            providers,
-            &known,
-            &forward_auth,
-            &mut c.at("auth"),
-        ),
+        Some(section) => policies::compile(section, &r.name, base, named, &mut c.at("auth")),
     };
     let cors = match (&r.cors, &file.cors) {
         (Some(own), _) => super::cors::compile(own, &methods, &mut c.at("cors")),

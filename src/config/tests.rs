@@ -134,6 +134,29 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
             ],
         ),
         (
+            "rego result headers",
+            config(&format!("routes: [{{name: r, match: {{path_prefix: /}}, upstream: a, auth: {{public: true, rego: {{policy: /dev/null, query: data.t.allow, result_headers: [X-Tier]}}}}}}, {{name: s, match: {{path_prefix: /s}}, upstream: a, auth: {{public: true, rego: {{policy: {}/conf/rego/authz.rego, query: data.gateway.authz.allow, result_headers: [X-User-Tier]}}}}}}]\n", env!("CARGO_MANIFEST_DIR"))),
+            &[
+                "routes[0].auth.rego.result_headers[0]: \"X-Tier\" is outside the identity namespace (X-User-..., X-Auth-..., X-Tenant-...), so a client could send it too",
+                "routes[1].auth: a public route has no caller whose identity headers a policy's result could add to; `result_headers` need a credential",
+            ],
+        ),
+        (
+            "opa servers and routes naming them",
+            config("opa: {authz: {url: 'http://10.0.0.9/v1/data/a', headers: [Authorization], result_headers: [X-Tier], cache: {ttl: 0s, capacity: 0}, max_concurrent: 0}, plain: {url: 'http://127.0.0.1:8181/allow'}, 'bad name': {url: 'http://127.0.0.1:8181/v1/data/a'}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {public: true, opa: nope}}, {name: s, match: {path_prefix: /s}, upstream: a, auth: {public: true, opa: authz}}]\n"),
+            &[
+                "opa.authz.url: must be https (plain http only to a loopback address)",
+                "opa.authz.headers[0]: a policy never reads the credential; it sees the verified identity",
+                "opa.authz.result_headers[0]: \"X-Tier\" is outside the identity namespace (X-User-..., X-Auth-..., X-Tenant-...), so a client could send it too",
+                "opa.authz.cache.ttl: between 1s and 1h",
+                "opa.authz.cache.capacity: at least 1 (leave `cache` out to ask every time)",
+                "opa.authz.max_concurrent: between 1 and 10000",
+                "opa.bad name: names use only letters, digits, `-` and `_`",
+                "opa.plain.url: the Data API address of the deciding document, e.g. http://127.0.0.1:8181/v1/data/gateway/authz/allow",
+                "routes[0].auth.opa: unknown OPA server \"nope\" (define it under the top-level `opa`)",
+            ],
+        ),
+        (
             "an unknown upstream protocol",
             config("upstreams: {a: {backends: [127.0.0.1:1], protocol: h3}}\n"),
             &["upstreams.a.protocol: unknown variant `h3`, expected one of `http1`, `h2`, `h2c` at line 3 column 52"],

@@ -11,6 +11,7 @@
 
 pub mod cors;
 pub mod networks;
+pub mod opa;
 pub mod rego;
 pub mod time_window;
 
@@ -49,8 +50,10 @@ pub struct Policy {
     pub networks: Option<NetworkRule>,
     /// When the route is open (`auth.during`); outside it, `403 outside_time_window`.
     pub during: Option<time_window::TimeWindow>,
-    /// A Rego policy that decides last (`auth.rego`).
+    /// A Rego policy that decides after the requirements (`auth.rego`).
     pub rego: Option<Arc<rego::RegoPolicy>>,
+    /// An OPA server that decides last (`auth.opa`).
+    pub opa: Option<opa::OpaRule>,
     pub mode: Mode,
     /// Forward the client's `Authorization` header (default: removed on protected routes).
     pub keep_authorization: bool,
@@ -80,6 +83,7 @@ impl Policy {
             networks: None,
             during: None,
             rego: None,
+            opa: None,
             mode: Mode::Enforce,
             keep_authorization: false,
             bound_tokens: false,
@@ -501,24 +505,34 @@ pub async fn evaluate(
         Ok(identity) => identity,
         Err(denial) => return Verdict::refused(denial),
     };
-    let denial = identity
+    let mut identity = identity;
+    let mut denial = identity
         .as_deref()
         .and_then(|id| check_requirements(&policy.require, id, facts, trace));
-    let denial = match (denial, &policy.rego) {
-        (None, Some(rego)) => rego_decision(rego, identity.as_deref(), facts, trace),
-        (denial, _) => denial,
-    };
+    // Then the route's Rego policy, then its OPA server: each only if all before allowed.
+    if let (None, Some(rego)) = (&denial, &policy.rego) {
+        let input = rego.input(&rego_facts(identity.as_deref(), facts));
+        trace.note(|| "rego input".into(), || input.to_string());
+        let verdict = rego.decide_on(input);
+        note_verdict(trace, || format!("rego {}", rego.rule), &verdict);
+        if let rego::RegoVerdict::Error(e) = &verdict {
+            tracing::error!(route = %rego.route, rule = %rego.rule, error = %e, "the route's Rego policy failed; refused");
+            crate::metrics::metrics()
+                .rego_errors
+                .with_label_values(&[rego.route.as_str()])
+                .inc();
+        }
+        denial = decided(verdict, &mut identity);
+    }
+    if let (None, Some(rule)) = (&denial, &policy.opa) {
+        denial = opa_decision(rule, &mut identity, facts, trace).await;
+    }
     Verdict { identity, denial }
 }
 
-/// The route's Rego rule, on the request and the caller (see `rego`).
-fn rego_decision(
-    policy: &rego::RegoPolicy,
-    identity: Option<&Identity>,
-    facts: &Facts<'_>,
-    trace: &mut Trace,
-) -> Option<Denial> {
-    let input = policy.input(&rego::RegoFacts {
+/// The facts of a request that an input document is built from.
+fn rego_facts<'a>(identity: Option<&'a Identity>, facts: &Facts<'a>) -> rego::RegoFacts<'a> {
+    rego::RegoFacts {
         method: facts.method.as_str(),
         path: facts.path,
         query: facts.query,
@@ -527,44 +541,91 @@ fn rego_decision(
         tls: facts.https,
         now: facts.now,
         identity,
-    });
-    trace.note(|| "rego input".into(), || input.to_string());
-    let verdict = policy.decide_on(input);
-    trace.note(
-        || format!("rego {}", policy.rule),
-        || match &verdict {
-            rego::RegoVerdict::Allow => "allow".into(),
-            rego::RegoVerdict::Deny(reason) => {
-                format!(
-                    "deny{}",
-                    reason
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                )
-            }
-            rego::RegoVerdict::Error(e) => format!("error: {e}"),
-        },
+    }
+}
+
+/// The route's OPA server, on the request and the caller (see `opa`).
+async fn opa_decision(
+    rule: &opa::OpaRule,
+    identity: &mut Option<Arc<Identity>>,
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Option<Denial> {
+    let server = &rule.server;
+    let input = rego::input_document(
+        &rego_facts(identity.as_deref(), facts),
+        &server.settings.headers,
+        &rule.route,
     );
+    trace.note(|| "opa input".into(), || input.to_string());
+    let verdict = match server.decide(&input).await {
+        opa::Answer::Decided(value) => rego::verdict(
+            Ok::<_, String>(value.map_or(regorus::Value::Undefined, regorus::Value::from)),
+            &server.settings.url,
+            &server.settings.result_headers,
+        ),
+        opa::Answer::PolicyError(e) => rego::RegoVerdict::Error(e),
+        opa::Answer::Unavailable { retry_after } => {
+            trace.note(|| format!("opa {}", server.name), || "unavailable".into());
+            let mut d = Denial::new(
+                503,
+                "policy_unavailable",
+                "The policy server is unavailable; try again later.",
+            );
+            d.retry_after = Some(retry_after);
+            return Some(d);
+        }
+    };
+    note_verdict(trace, || format!("opa {}", server.name), &verdict);
+    if let rego::RegoVerdict::Error(e) = &verdict {
+        tracing::error!(route = %rule.route, server = %server.name, error = %e, "the OPA server's decision is not usable; refused");
+    }
+    decided(verdict, identity)
+}
+
+fn note_verdict(trace: &mut Trace, what: impl FnOnce() -> String, verdict: &rego::RegoVerdict) {
+    trace.note(what, || match verdict {
+        rego::RegoVerdict::Allow(headers) if headers.is_empty() => "allow".into(),
+        rego::RegoVerdict::Allow(headers) => {
+            let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+            format!("allow, adding {}", names.join(", "))
+        }
+        rego::RegoVerdict::Deny(reason) => format!(
+            "deny{}",
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        rego::RegoVerdict::Error(e) => format!("error: {e}"),
+    });
+}
+
+/// A policy's verdict as the request's answer: an allow adds its headers to the identity
+/// (replacing the ones of the same name), a refusal is 403, an error is 500 (fail closed).
+fn decided(verdict: rego::RegoVerdict, identity: &mut Option<Arc<Identity>>) -> Option<Denial> {
     match verdict {
-        rego::RegoVerdict::Allow => None,
+        rego::RegoVerdict::Allow(headers) => {
+            if let (false, Some(id)) = (headers.is_empty(), identity.as_mut()) {
+                let mut owned = (**id).clone();
+                owned
+                    .extra
+                    .retain(|(name, _)| !headers.iter().any(|(added, _)| added == name));
+                owned.extra.extend(headers);
+                *id = Arc::new(owned);
+            }
+            None
+        }
         rego::RegoVerdict::Deny(reason) => Some(Denial::new(
             403,
             "policy_denied",
             reason.unwrap_or_else(|| "The route's policy does not allow this request.".into()),
         )),
-        rego::RegoVerdict::Error(e) => {
-            tracing::error!(route = %policy.route, rule = %policy.rule, error = %e, "the route's Rego policy failed; refused");
-            crate::metrics::metrics()
-                .rego_errors
-                .with_label_values(&[policy.route.as_str()])
-                .inc();
-            Some(Denial::new(
-                500,
-                "policy_error",
-                "The route's policy could not be evaluated.",
-            ))
-        }
+        rego::RegoVerdict::Error(_) => Some(Denial::new(
+            500,
+            "policy_error",
+            "The route's policy could not be evaluated.",
+        )),
     }
 }
 

@@ -7,7 +7,7 @@
 //! ```json
 //! { "method": "GET", "path": "/admin/users", "segments": ["admin", "users"],
 //!   "query": {"page": "2"}, "headers": {"x-region": "eu"}, "client_ip": "10.0.0.7",
-//!   "tls": false, "route": "admin", "time": {"unix": 1800000000},
+//!   "tls": false, "route": "admin", "time": {"unix": 1800000000, "ns": 1800000000000000000},
 //!   "identity": {"subject": "alice", "method": "jwt", "provider": "corp", "roles": [..],
 //!                "scopes": [..], "permissions": [..], "tenant": "acme", "client_id": null} }
 //! ```
@@ -17,31 +17,50 @@
 //! - `true` allows; `false`, or no value (undefined: no rule body held), refuses with `403
 //!   policy_denied`;
 //! - an object allows when its `allow` is `true`, and its `reason` (a string) becomes the
-//!   refusal's message;
+//!   refusal's message; an allowing object's `headers` (`{"X-User-Tier": "gold"}`) go to the
+//!   backend, each one of the route's `result_headers` (identity-namespace headers, so the
+//!   client's own copies were removed);
 //! - anything else, or an evaluation error, is the gateway's failure: `500 policy_error`, never
 //!   an allow (fail closed), counted in `portcullis_rego_errors_total{route}`.
+//!
+//! `time.ns` is what OPA's time builtins take: `time.clock([input.time.ns, "Europe/Berlin"])`
+//! and `time.weekday(...)` give a time window in a policy. The files are read again when they
+//! change and on `SIGHUP`; a policy that no longer loads is refused and the one in force stays.
+//! An OPA server (`opa`) decides on the same input document.
 
 use crate::auth::Identity;
+use http::HeaderName;
 use serde_json::{json, Map, Value as Json};
 use std::net::IpAddr;
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
 
-/// A compiled policy and the rule that decides.
-#[derive(Debug, Clone)]
+/// A compiled policy and the rule that decides; its files are read again when they change
+/// and on `SIGHUP` (`Reloadable`), and a policy that no longer loads leaves this one in force.
+#[derive(Debug)]
 pub struct RegoPolicy {
-    /// Parsed, with its data loaded; cloned for each evaluation (an input is per request).
-    engine: regorus::Engine,
+    /// Parsed, with its data loaded and its rules analysed; each evaluation uses a clone
+    /// (an input is per request).
+    engine: RwLock<regorus::Engine>,
     pub rule: String,
-    /// The policy file, for messages.
+    /// The policy file, for messages and reloads.
     pub file: String,
+    /// The data file, when there is one.
+    data_file: Option<String>,
     /// Request headers the policy may read (lower-case).
-    pub headers: Vec<http::HeaderName>,
+    pub headers: Vec<HeaderName>,
+    /// Headers an allowing result may add to the upstream request.
+    pub result_headers: Vec<HeaderName>,
     pub route: String,
+    /// Size and modification time of the files last loaded.
+    stamp: Mutex<Option<(u64, SystemTime)>>,
 }
 
 /// What the rule decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegoVerdict {
-    Allow,
+    /// Allowed, with the headers the result adds to the upstream request.
+    Allow(Vec<(HeaderName, String)>),
     /// Refused, with the policy's reason when it gave one.
     Deny(Option<String>),
     /// The evaluation failed, or the rule's value is not a decision.
@@ -60,90 +79,207 @@ pub struct RegoFacts<'a> {
     pub identity: Option<&'a Identity>,
 }
 
+/// A policy file's text and its data file's JSON; `Err` names the key (`policy` or `data`)
+/// and what is wrong.
+pub fn read_files(
+    policy: &str,
+    data: Option<&str>,
+) -> Result<(String, Option<Json>), (&'static str, String)> {
+    let source = std::fs::read_to_string(policy)
+        .map_err(|e| ("policy", format!("cannot read \"{policy}\": {e}")))?;
+    let data = match data {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ("data", format!("cannot read \"{path}\": {e}")))?;
+            let json = serde_json::from_str::<Json>(&text)
+                .map_err(|e| ("data", format!("\"{path}\" is not JSON: {e}")))?;
+            Some(json)
+        }
+    };
+    Ok((source, data))
+}
+
+/// Parse `source` (named `file`), load `data`, and evaluate `rule` once on an empty input:
+/// an unknown builtin or a rule that cannot be evaluated is a configuration problem, not
+/// every request's 500; and the engine is then prepared (its rules analysed), so each
+/// request's clone is not. `Err` names the file and line.
+fn engine(
+    file: &str,
+    source: String,
+    data: Option<Json>,
+    rule: &str,
+    result_headers: &[HeaderName],
+) -> Result<regorus::Engine, String> {
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy(file.to_string(), source)
+        .map_err(|e| e.to_string())?;
+    if let Some(data) = data {
+        engine
+            .add_data(regorus::Value::from(data))
+            .map_err(|e| format!("data: {e}"))?;
+    }
+    engine.set_input(regorus::Value::from(json!({})));
+    if let RegoVerdict::Error(e) = verdict(engine.eval_rule(rule.to_string()), rule, result_headers)
+    {
+        return Err(e);
+    }
+    Ok(engine)
+}
+
 impl RegoPolicy {
-    /// Parse `source` (named `file`) and load `data`; `Err` names the file and line.
+    /// A policy from its text (named `file`) and data, without files to reload.
     pub fn new(
         file: &str,
         source: String,
         data: Option<Json>,
         rule: &str,
-        headers: Vec<http::HeaderName>,
+        headers: Vec<HeaderName>,
+        result_headers: Vec<HeaderName>,
         route: &str,
     ) -> Result<Self, String> {
-        let mut engine = regorus::Engine::new();
-        engine
-            .add_policy(file.to_string(), source)
-            .map_err(|e| e.to_string())?;
-        if let Some(data) = data {
-            engine
-                .add_data(regorus::Value::from(data))
-                .map_err(|e| format!("data: {e}"))?;
-        }
-        // Evaluated once, here, on an empty request: an unknown builtin or a rule that cannot
-        // be evaluated is a configuration problem, not every request's 500; and the engine
-        // kept is then prepared (its rules analysed), so each request's clone is not.
-        engine.set_input(regorus::Value::from(json!({})));
-        if let RegoVerdict::Error(e) = verdict(engine.eval_rule(rule.to_string()), rule) {
-            return Err(e);
-        }
         Ok(Self {
-            engine,
+            engine: RwLock::new(engine(file, source, data, rule, &result_headers)?),
             rule: rule.to_string(),
             file: file.to_string(),
+            data_file: None,
             headers: headers
                 .into_iter()
                 .filter(|h| h != http::header::AUTHORIZATION)
                 .collect(),
+            result_headers,
             route: route.to_string(),
+            stamp: Mutex::new(None),
         })
+    }
+
+    /// The policy of `file` with the data of `data_file`, kept in force by reloads.
+    pub fn load(
+        file: &str,
+        data_file: Option<&str>,
+        rule: &str,
+        headers: Vec<HeaderName>,
+        result_headers: Vec<HeaderName>,
+        route: &str,
+    ) -> Result<Self, (&'static str, String)> {
+        let stamp = stamp(file, data_file);
+        let (source, data) = read_files(file, data_file)?;
+        let mut policy = Self::new(file, source, data, rule, headers, result_headers, route)
+            .map_err(|e| ("policy", e))?;
+        policy.data_file = data_file.map(str::to_string);
+        policy.stamp = Mutex::new(stamp);
+        Ok(policy)
     }
 
     /// The input document for one request (see the module docs).
     pub fn input(&self, f: &RegoFacts<'_>) -> Json {
-        let segments: Vec<&str> = f.path.split('/').filter(|s| !s.is_empty()).collect();
-        let mut query = Map::new();
-        for (k, v) in url::form_urlencoded::parse(f.query.unwrap_or("").as_bytes()) {
-            query
-                .entry(k.into_owned())
-                .or_insert_with(|| Json::String(v.into_owned()));
-        }
-        let mut headers = Map::new();
-        for name in &self.headers {
-            if let Some(v) = f.headers.get(name).and_then(|v| v.to_str().ok()) {
-                headers.insert(name.as_str().to_string(), Json::String(v.to_string()));
-            }
-        }
-        let identity = f.identity.map(|id| {
-            json!({
-                "subject": id.subject, "method": id.method, "provider": id.provider,
-                "roles": id.roles, "scopes": id.scopes, "permissions": id.permissions,
-                "tenant": id.tenant, "client_id": id.client_id,
-            })
-        });
-        json!({
-            "method": f.method, "path": f.path, "segments": segments, "query": query,
-            "headers": headers, "client_ip": f.client_ip.map(|ip| ip.to_string()),
-            "tls": f.tls, "route": self.route, "time": {"unix": f.now},
-            "identity": identity,
-        })
+        input_document(f, &self.headers, &self.route)
     }
 
     /// The rule's decision for `input`.
     pub fn decide_on(&self, input: Json) -> RegoVerdict {
-        let mut engine = self.engine.clone();
+        let mut engine = match self.engine.read() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         engine.set_input(regorus::Value::from(input));
-        verdict(engine.eval_rule(self.rule.clone()), &self.rule)
+        verdict(
+            engine.eval_rule(self.rule.clone()),
+            &self.rule,
+            &self.result_headers,
+        )
     }
 }
 
+/// Size and modification time of the policy and data files together.
+fn stamp(file: &str, data_file: Option<&str>) -> Option<(u64, SystemTime)> {
+    let (len, modified) = crate::reload::file_stamp(std::path::Path::new(file))?;
+    match data_file.map(|d| crate::reload::file_stamp(std::path::Path::new(d))) {
+        None => Some((len, modified)),
+        Some(None) => None,
+        Some(Some((data_len, data_modified))) => {
+            Some((len ^ data_len.rotate_left(32), modified.max(data_modified)))
+        }
+    }
+}
+
+impl crate::reload::Reloadable for RegoPolicy {
+    fn what(&self) -> &'static str {
+        "Rego policy"
+    }
+
+    fn path(&self) -> &std::path::Path {
+        std::path::Path::new(&self.file)
+    }
+
+    fn stamp(&self) -> &Mutex<Option<(u64, SystemTime)>> {
+        &self.stamp
+    }
+
+    fn stamp_now(&self) -> Option<(u64, SystemTime)> {
+        stamp(&self.file, self.data_file.as_deref())
+    }
+
+    fn read_and_swap(&self) -> Result<usize, Vec<String>> {
+        let (source, data) =
+            read_files(&self.file, self.data_file.as_deref()).map_err(|(_, e)| vec![e])?;
+        let engine = engine(&self.file, source, data, &self.rule, &self.result_headers)
+            .map_err(|e| vec![e])?;
+        match self.engine.write() {
+            Ok(mut e) => *e = engine,
+            Err(poisoned) => *poisoned.into_inner() = engine,
+        }
+        Ok(1)
+    }
+}
+
+/// The input document of a request: what a route's Rego policy and an OPA server decide on
+/// (see the module docs). `headers` are the ones the policy declared; `Authorization` is
+/// never among them.
+pub fn input_document(f: &RegoFacts<'_>, headers: &[HeaderName], route: &str) -> Json {
+    let segments: Vec<&str> = f.path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut query = Map::new();
+    for (k, v) in url::form_urlencoded::parse(f.query.unwrap_or("").as_bytes()) {
+        query
+            .entry(k.into_owned())
+            .or_insert_with(|| Json::String(v.into_owned()));
+    }
+    let mut declared = Map::new();
+    for name in headers.iter().filter(|h| *h != http::header::AUTHORIZATION) {
+        if let Some(v) = f.headers.get(name).and_then(|v| v.to_str().ok()) {
+            declared.insert(name.as_str().to_string(), Json::String(v.to_string()));
+        }
+    }
+    let identity = f.identity.map(|id| {
+        json!({
+            "subject": id.subject, "method": id.method, "provider": id.provider,
+            "roles": id.roles, "scopes": id.scopes, "permissions": id.permissions,
+            "tenant": id.tenant, "client_id": id.client_id,
+        })
+    });
+    json!({
+        "method": f.method, "path": f.path, "segments": segments, "query": query,
+        "headers": declared, "client_ip": f.client_ip.map(|ip| ip.to_string()),
+        "tls": f.tls, "route": route,
+        // Nanoseconds too, as OPA's `time.*` builtins take them.
+        "time": {"unix": f.now, "ns": f.now.saturating_mul(1_000_000_000)},
+        "identity": identity,
+    })
+}
+
 /// What the rule's value (or its evaluation's error) decides.
-fn verdict<E: std::fmt::Display>(value: Result<regorus::Value, E>, rule: &str) -> RegoVerdict {
+pub fn verdict<E: std::fmt::Display>(
+    value: Result<regorus::Value, E>,
+    rule: &str,
+    result_headers: &[HeaderName],
+) -> RegoVerdict {
     let value = match value {
         Ok(v) => v,
         Err(e) => return RegoVerdict::Error(e.to_string()),
     };
     match value {
-        regorus::Value::Bool(true) => RegoVerdict::Allow,
+        regorus::Value::Bool(true) => RegoVerdict::Allow(Vec::new()),
         regorus::Value::Bool(false) | regorus::Value::Undefined => RegoVerdict::Deny(None),
         regorus::Value::Object(_) => {
             let allow = &value[&regorus::Value::from("allow")];
@@ -152,7 +288,12 @@ fn verdict<E: std::fmt::Display>(value: Result<regorus::Value, E>, rule: &str) -
                 .ok()
                 .map(|r| r.to_string());
             match allow {
-                regorus::Value::Bool(true) => RegoVerdict::Allow,
+                regorus::Value::Bool(true) => {
+                    match added_headers(&value[&regorus::Value::from("headers")], result_headers) {
+                        Ok(headers) => RegoVerdict::Allow(headers),
+                        Err(e) => RegoVerdict::Error(e),
+                    }
+                }
                 regorus::Value::Bool(false) | regorus::Value::Undefined => {
                     RegoVerdict::Deny(reason)
                 }
@@ -163,6 +304,41 @@ fn verdict<E: std::fmt::Display>(value: Result<regorus::Value, E>, rule: &str) -
             "{rule} is neither a boolean nor an object with `allow`"
         )),
     }
+}
+
+/// An allowing result's `headers` object: names among `allowed`, values that are strings a
+/// header can carry. Anything else is the policy's error, never a header dropped quietly.
+fn added_headers(
+    headers: &regorus::Value,
+    allowed: &[HeaderName],
+) -> Result<Vec<(HeaderName, String)>, String> {
+    let members = match headers {
+        regorus::Value::Undefined | regorus::Value::Null => return Ok(Vec::new()),
+        regorus::Value::Object(members) => members,
+        _ => return Err("the result's `headers` is not an object".into()),
+    };
+    let mut out = Vec::new();
+    for (name, value) in members.iter() {
+        let name = name.as_string().map_err(|e| e.to_string())?;
+        let Some(known) = allowed
+            .iter()
+            .find(|h| h.as_str().eq_ignore_ascii_case(name))
+        else {
+            return Err(format!(
+                "the result's header \"{name}\" is not one of `result_headers`"
+            ));
+        };
+        let value = value
+            .as_string()
+            .map_err(|_| format!("the result's header \"{name}\" is not a string"))?;
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(format!(
+                "the result's header \"{name}\" has a value no header can carry"
+            ));
+        }
+        out.push((known.clone(), value.to_string()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -217,6 +393,7 @@ allow if {
                 http::HeaderName::from_static("x-region"),
                 http::header::AUTHORIZATION,
             ],
+            vec![HeaderName::from_static("x-user-tier")],
             "r",
         )
         .unwrap()
@@ -275,9 +452,10 @@ allow if {
         let admin = identity(&["admin"], &[], None);
         let user = identity(&["user"], &["orders:read"], Some("acme"));
         let deny = RegoVerdict::Deny(None);
+        let allow = RegoVerdict::Allow(vec![]);
         let rows: &[Row<'_>] = &[
-            ("GET", "/health", &[], None, RegoVerdict::Allow),
-            ("GET", "/admin/users", &[], Some(&admin), RegoVerdict::Allow),
+            ("GET", "/health", &[], None, allow.clone()),
+            ("GET", "/admin/users", &[], Some(&admin), allow.clone()),
             ("GET", "/admin/users", &[], Some(&user), deny.clone()),
             // No identity: `input.identity.roles` is undefined, so the body fails; default.
             ("GET", "/admin/users", &[], None, deny.clone()),
@@ -286,7 +464,7 @@ allow if {
                 "/tenants/acme/bills",
                 &[],
                 Some(&user),
-                RegoVerdict::Allow,
+                allow.clone(),
             ),
             (
                 "GET",
@@ -296,7 +474,7 @@ allow if {
                 deny.clone(),
             ),
             // `every` over data: GET needs orders:read (held), DELETE also orders:delete.
-            ("GET", "/orders/7", &[], Some(&user), RegoVerdict::Allow),
+            ("GET", "/orders/7", &[], Some(&user), allow.clone()),
             ("DELETE", "/orders/7", &[], Some(&user), deny.clone()),
             // No entry in data for POST: `needed` is undefined, the body fails.
             ("POST", "/orders", &[], Some(&user), deny.clone()),
@@ -305,7 +483,7 @@ allow if {
                 "/reports/q3",
                 &[("x-region", "eu")],
                 Some(&identity(&["auditor"], &[], None)),
-                RegoVerdict::Allow,
+                allow.clone(),
             ),
             (
                 "GET",
@@ -333,19 +511,20 @@ allow if {
 
     #[test]
     fn undefined_objects_reasons_and_errors() {
+        let allow = RegoVerdict::Allow(vec![]);
         // No default: a request no rule holds for leaves the rule undefined, a refusal.
         let p = policy(
             "package t\nallow if input.method == \"GET\"\n",
             "data.t.allow",
         );
-        assert_eq!(decide(&p, "GET", "/", &[], None), RegoVerdict::Allow);
+        assert_eq!(decide(&p, "GET", "/", &[], None), allow.clone());
         assert_eq!(decide(&p, "POST", "/", &[], None), RegoVerdict::Deny(None));
         // An object result carries the reason.
         let p = policy(
             "package t\ndefault decision := {\"allow\": false, \"reason\": \"read-only on weekends\"}\ndecision := {\"allow\": true} if input.method == \"GET\"\n",
             "data.t.decision",
         );
-        assert_eq!(decide(&p, "GET", "/", &[], None), RegoVerdict::Allow);
+        assert_eq!(decide(&p, "GET", "/", &[], None), allow.clone());
         assert_eq!(
             decide(&p, "PUT", "/", &[], None),
             RegoVerdict::Deny(Some("read-only on weekends".into()))
@@ -357,6 +536,7 @@ allow if {
             "package t\nallow := \"yes\"\n".into(),
             None,
             "data.t.allow",
+            vec![],
             vec![],
             "r",
         );
@@ -372,6 +552,75 @@ allow if {
             matches!(zero, RegoVerdict::Deny(None) | RegoVerdict::Error(_)),
             "{zero:?}"
         );
+    }
+
+    #[test]
+    fn an_allowing_result_adds_only_declared_headers_with_text_values() {
+        let tier = |name: &str, value: &str| {
+            let p = policy(
+                &format!("package t\ndecision := {{\"allow\": true, \"headers\": {{\"{name}\": {value}}}}} if input.method == \"GET\"\n"),
+                "data.t.decision",
+            );
+            decide(&p, "GET", "/", &[], None)
+        };
+        assert_eq!(
+            tier("X-User-Tier", "\"gold\""),
+            RegoVerdict::Allow(vec![(
+                HeaderName::from_static("x-user-tier"),
+                "gold".into()
+            )])
+        );
+        for (name, value) in [
+            ("X-User-Role", "\"root\""),
+            ("X-User-Tier", "7"),
+            ("X-User-Tier", "\"a\\nb\""),
+        ] {
+            assert!(
+                matches!(tier(name, value), RegoVerdict::Error(_)),
+                "{name}: {value}"
+            );
+        }
+    }
+
+    /// `input.time.ns` is what OPA's time builtins take: a business-hours window written in
+    /// the policy, in Berlin's time (CET in December, CEST in July).
+    #[test]
+    fn a_time_window_in_the_policy_reads_input_time_ns() {
+        let p = policy(
+            r#"package t
+default allow := false
+allow if {
+    [hour, _, _] := time.clock([input.time.ns, "Europe/Berlin"])
+    hour >= 8
+    hour < 18
+    not time.weekday([input.time.ns, "Europe/Berlin"]) in {"Saturday", "Sunday"}
+}
+"#,
+            "data.t.allow",
+        );
+        let at = |unix: u64| {
+            let h = http::HeaderMap::new();
+            p.decide_on(p.input(&RegoFacts {
+                method: "GET",
+                path: "/maintenance",
+                query: None,
+                headers: &h,
+                client_ip: None,
+                tls: false,
+                now: unix,
+                identity: None,
+            }))
+        };
+        let allow = RegoVerdict::Allow(vec![]);
+        let deny = RegoVerdict::Deny(None);
+        // Thu 2026-12-03 07:30 UTC is 08:30 in Berlin (CET, UTC+1): open.
+        assert_eq!(at(1_796_283_000), allow);
+        // 06:30 UTC is 07:30 in Berlin: closed.
+        assert_eq!(at(1_796_279_400), deny);
+        // Thu 2026-07-02 06:30 UTC is 08:30 in Berlin (CEST, UTC+2): open.
+        assert_eq!(at(1_782_973_800), allow);
+        // Sat 2026-12-05 10:00 UTC: a weekend.
+        assert_eq!(at(1_796_464_800), deny);
     }
 
     #[test]
@@ -407,6 +656,7 @@ allow if {
             None,
             "data.t.allow",
             vec![],
+            vec![],
             "r",
         )
         .unwrap_err();
@@ -417,6 +667,7 @@ allow if {
             "package t\nallow if no_such_builtin(input.x)\n".into(),
             None,
             "data.t.allow",
+            vec![],
             vec![],
             "r",
         )

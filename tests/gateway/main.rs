@@ -29,6 +29,7 @@ mod monitoring;
 mod mtls;
 mod mtls_policy;
 mod oidc_provider;
+mod opa;
 mod paths;
 mod policy;
 mod proxying;

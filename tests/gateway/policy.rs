@@ -4,6 +4,7 @@
 
 use crate::support::*;
 use serde_json::json;
+use std::time::Duration;
 
 struct World {
     corp: SigningIdp,
@@ -508,17 +509,11 @@ fn the_rego_example_decides_each_request_after_the_credential() {
     assert_eq!(echo.received().len(), 5);
 
     // explain shows the input document the policy saw, and its decision.
-    let out = std::process::Command::new(BIN)
-        .args(["explain", "-c", gw.config_path.to_str().unwrap(), "--json"])
-        .args([
-            "-H",
-            &format!("Authorization: Bearer {alice}"),
-            "GET",
-            "/admin/users",
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = gw.explain(
+        &[&format!("Authorization: Bearer {alice}")],
+        "GET",
+        "/admin/users",
+    );
     let steps = v["steps"].to_string();
     assert!(steps.contains("rego input"), "{steps}");
     assert!(
@@ -526,4 +521,60 @@ fn the_rego_example_decides_each_request_after_the_credential() {
         "{steps}"
     );
     assert!(steps.contains("deny"), "{steps}");
+}
+
+#[test]
+fn a_rego_result_adds_identity_headers_and_the_policy_reloads_when_its_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("tier.rego");
+    let write = |text: &str| std::fs::write(&policy, text).unwrap();
+    write(
+        "package t\n\ndecision := {\"allow\": true, \"headers\": {\"X-User-Tier\": \"gold\"}} if input.method == \"GET\"\n",
+    );
+    let (idp, echo) = (SigningIdp::new(), Echo::start());
+    let gw = Gateway::start(&format!(
+        "{}upstreams:\n  echo:\n    backends: [\"{}\"]\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: echo\n    auth:\n      jwt: corp\n      rego: {{ policy: {}, query: data.t.decision, result_headers: [X-User-Tier] }}\n",
+        idp.provider_yaml("corp"),
+        echo.addr,
+        policy.display()
+    ));
+    let token = idp.good_token();
+    let get = || {
+        client()
+            .get(gw.url("/x"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-user-tier", "platinum")
+            .send()
+            .unwrap()
+    };
+    let resp = get();
+    assert_eq!(resp.status(), 200);
+    let seen: Echoed = resp.json().unwrap();
+    assert_eq!(
+        seen.header("x-user-tier"),
+        Some("gold"),
+        "the policy's value, never the client's"
+    );
+    assert_eq!(seen.header("x-user-id"), Some("alice"));
+
+    // A new version of the file is in force within the reload interval.
+    write("package t\n\ndecision := {\"allow\": false, \"reason\": \"frozen for the audit\"}\n");
+    assert!(gw.eventually(Duration::from_secs(5), || get().status() == 403));
+    let body = get().text().unwrap();
+    assert_eq!(error_body(&body)["message"], "frozen for the audit");
+    let reached = echo.received().len();
+    // One that does not parse is refused, and the one in force stays.
+    write("package t\n\ndecision := {\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(get().status(), 403);
+    // A result header the route did not declare is the policy's error: 500, fail closed.
+    write("package t\n\ndecision := {\"allow\": true, \"headers\": {\"X-User-Role\": \"root\"}} if input.method == \"GET\"\n");
+    assert!(gw.eventually(Duration::from_secs(5), || get().status() == 500));
+    let body = get().text().unwrap();
+    assert_eq!(error_body(&body)["error"], "policy_error");
+    assert_eq!(
+        echo.received().len(),
+        reached,
+        "nothing refused reached the origin"
+    );
 }

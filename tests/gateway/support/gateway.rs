@@ -162,6 +162,23 @@ impl Gateway {
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 
+    /// `portcullis explain --json` of `method path` with `headers` on this gateway's file.
+    pub fn explain(&self, headers: &[&str], method: &str, path: &str) -> serde_json::Value {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "explain",
+            "-c",
+            self.config_path.to_str().unwrap(),
+            "--json",
+        ]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd.args([method, path]).output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("explain printed no JSON ({e}): {out:?}"))
+    }
+
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }

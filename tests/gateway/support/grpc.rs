@@ -5,16 +5,14 @@
 //! Debian's package installs into. The server is stopped by pid on drop and also exits when
 //! its stdin (held here) closes.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::process::kill;
+use super::process::{kill, spawn_with_ready_line};
 
 /// The interpreter `python3-grpcio` is installed for.
 const PYTHON: &str = "/usr/bin/python3";
@@ -40,25 +38,9 @@ impl GrpcOrigin {
         if let Some((cert, key)) = tls {
             cmd.arg("--tls").arg(cert).arg(key);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 (make test-deps installs it with python3-grpcio)");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("the gRPC server says it listens (is python3-grpcio installed?)");
+        cmd.stderr(Stdio::inherit());
+        let (child, stdin, line) = spawn_with_ready_line(&mut cmd, Duration::from_secs(15));
+        let line = line.expect("the gRPC server says it listens (is python3-grpcio installed?)");
         let ready: Value = serde_json::from_str(&line).unwrap();
         let port = ready["port"].as_u64().unwrap() as u16;
         Self {

@@ -14,10 +14,10 @@
 //! - `redis`: a real `redis-server`;
 //! - `process`: the binary, free ports, and starting and stopping child processes.
 //!
-//! Four parts are reached by name instead: `introspection` (a token introspection server),
+//! Five parts are reached by name instead: `introspection` (a token introspection server),
 //! `oidc` (a real OpenID Provider, panva's `oidc-provider` under Node.js), `grpc` (grpcio's
-//! server and client) and `pki` (CAs and client certificates; only `self_signed_cert` is
-//! re-exported).
+//! server and client), `opa` (OPA's Data API over rego-cpp) and `pki` (CAs and client
+//! certificates; only `self_signed_cert` is re-exported).
 
 #![allow(dead_code)]
 
@@ -29,6 +29,7 @@ mod idp;
 pub mod introspection;
 mod keys;
 pub mod oidc;
+pub mod opa;
 mod origins;
 pub mod pki;
 mod process;

@@ -9,17 +9,15 @@
 //! document's `jwks_uri`, and rotates its signing key on request. Stopped by pid on drop; it
 //! also exits by itself when its stdin (held here) closes.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdin, Command};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::client::client;
 use super::conf::Conf;
-use super::process::kill;
+use super::process::{kill, spawn_with_ready_line};
 
 /// The service that gets tokens for itself (client_credentials, `client_secret_basic`) and
 /// revokes them; registered in server.js.
@@ -66,26 +64,13 @@ impl OidcProvider {
         );
         let dir = tempfile::tempdir().unwrap();
         let stderr = std::fs::File::create(dir.path().join("provider.stderr")).unwrap();
-        let mut child = Command::new("node")
-            .arg(package.join("server.js"))
-            .current_dir(&package)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("node (make test-deps installs Node.js)");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        // The first line is the ready line; the rest is drained so the pipe never fills.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let ready = rx.recv_timeout(START_TIMEOUT);
+        let (child, stdin, ready) = spawn_with_ready_line(
+            Command::new("node")
+                .arg(package.join("server.js"))
+                .current_dir(&package)
+                .stderr(stderr),
+            START_TIMEOUT,
+        );
         let mut provider = Self {
             issuer: String::new(),
             child: Some(child),

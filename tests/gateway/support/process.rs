@@ -35,3 +35,36 @@ pub(super) fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Start `cmd` with its stdin and stdout piped, and wait at most `timeout` for its first line
+/// of output, its ready line; the rest is drained so the pipe never fills. The child, its stdin
+/// (servers of the harness exit when it closes) and the line, or why none came. Panics when
+/// the program cannot be started, naming it.
+pub fn spawn_with_ready_line(
+    cmd: &mut std::process::Command,
+    timeout: Duration,
+) -> (
+    Child,
+    Option<std::process::ChildStdin>,
+    Result<String, std::sync::mpsc::RecvTimeoutError>,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(timeout);
+    (child, stdin, line)
+}
