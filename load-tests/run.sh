@@ -80,7 +80,7 @@ declare -A PORT=([origin]=18080 [nginx]=18081 [haproxy]=18082 [pingora-bare]=180
 # JWT on every request (JWT=0 leaves these out): HAProxy's jwt_verify beside Portcullis with its
 # verified-token cache off and on, for RS256, ES256 and HS256. PROC names the process measured,
 # URLPATH the path requested, TOKEN_ALG the token sent.
-declare -A PROC=() URLPATH=() TOKEN_ALG=()
+declare -A PROC=() URLPATH=() TOKEN_ALG=() LOADER=()
 if [ "${JWT:-1}" = 1 ]; then
     for alg in rs256 es256 hs256; do
         TARGETS+=("haproxy-$alg" "portcullis-$alg-nocache" "portcullis-$alg")
@@ -118,6 +118,26 @@ if [ "${APIKEY:-1}" = 1 ]; then
     PORT[redis]=18379
     URLPATH[portcullis-apikey-redis]=/key-limited
 fi
+# Policies (POLICY=0 leaves these out): the same cached RS256 token (with roles: [admin]) on a
+# route that needs the admin role, and on one whose Rego policy decides instead: the seed's
+# policy, conf/rego/authz.rego ("/admin/... needs the admin role"), evaluated in-process. The
+# -distinct rows send every request to a path of its own (LOADER distinct: wrk with
+# distinct.lua), so the Rego route evaluates each one: its decision memo (the same request in
+# the same second) never helps.
+if [ "${POLICY:-1}" = 1 ]; then
+    TARGETS+=(portcullis-role portcullis-rego portcullis-role-distinct portcullis-rego-distinct)
+    for t in portcullis-role portcullis-rego portcullis-role-distinct portcullis-rego-distinct; do
+        PROC[$t]=portcullis
+        PORT[$t]=18089
+        TOKEN_ALG[$t]=rs256-admin
+    done
+    URLPATH[portcullis-role]=/admin/role
+    URLPATH[portcullis-rego]=/admin/rego
+    URLPATH[portcullis-role-distinct]=/admin/role
+    URLPATH[portcullis-rego-distinct]=/admin/rego
+    LOADER[portcullis-role-distinct]=distinct
+    LOADER[portcullis-rego-distinct]=distinct
+fi
 # Opaque tokens (INTROSPECTION=0 leaves this out): one token on every request, introspected
 # once at a stand-in endpoint (nginx, see origin.conf) and then served from the cache.
 if [ "${INTROSPECTION:-1}" = 1 ]; then
@@ -146,7 +166,7 @@ fi
 # with a ticket from an earlier one).
 # BASE: the row a target's ratio is taken to in the TLS table: pass-through over TLS with the
 # same load generator and connection mode.
-declare -A SCHEME=() LOADER=() CLIENT_CERT=() BASE=()
+declare -A SCHEME=() CLIENT_CERT=() BASE=()
 if [ "${TLS:-1}" = 1 ]; then
     TARGETS+=(nginx-tls portcullis-tls pingora-bare-tls portcullis-post-tls portcullis-hmac
         portcullis-tls-oha portcullis-mtls nginx-mtls
@@ -386,7 +406,7 @@ BARE=${BARE_PINGORA_BIN:-$ROOT/target/release/examples/bare_pingora}
 # ---------------------------------------------------------------- configs
 for f in origin.conf nginx-proxy.conf haproxy.cfg portcullis.yaml portcullis-redis.yaml \
     nginx-tls.conf portcullis-tls.yaml; do
-    sed "s|@RUN_DIR@|$RUN_DIR|g" "$PEERS/$f" >"$RUN_DIR/$f"
+    sed "s|@RUN_DIR@|$RUN_DIR|g; s|@ROOT@|$ROOT|g" "$PEERS/$f" >"$RUN_DIR/$f"
 done
 # nginx's workers run as an unprivileged user when started as root: let them into the run dir.
 chmod 755 "$RUN_DIR"
@@ -424,6 +444,12 @@ for alg in ("rs256", "es256", "hs256"):
         if alg == "es256":
             sig = der_to_jose(sig)
     open(f"{run}/{alg}.token", "w").write(msg.decode() + "." + b64(sig))
+# The policy rows' token: RS256 with roles.
+msg = (b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()) + "."
+       + b64(json.dumps(dict(claims, roles=["admin"])).encode())).encode()
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", f"{run}/rs256.pem"],
+                     input=msg, capture_output=True, check=True).stdout
+open(f"{run}/rs256-admin.token", "w").write(msg.decode() + "." + b64(sig))
 PY
 
 # One API key, made the way operators make them; only its digest goes into the consumers file.
@@ -736,6 +762,11 @@ load_cmd() { # name seconds
             LOAD_CMD=("$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${secs}s" --timeout 5s --latency
                 -s "$HERE/preflight.lua" "$url")
             ;;
+        distinct)
+            mapfile -t auth < <(auth_args "$name")
+            LOAD_CMD=("$WRK" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${secs}s" --timeout 5s --latency
+                "${auth[@]}" -s "$HERE/distinct.lua" "$url")
+            ;;
         *) die "unknown load generator for $name" ;;
     esac
 }
@@ -750,6 +781,7 @@ loader_label() {
         ws) echo "streams ws-load, $WRK_CONNECTIONS connections" ;;
         grpc) echo "streams grpc-load, $GRPC_CONNECTIONS connections × $GRPC_STREAMS calls" ;;
         preflight) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS, preflight.lua" ;;
+        distinct) echo "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS, distinct.lua" ;;
     esac
 }
 

@@ -511,9 +511,12 @@ pub async fn evaluate(
         .and_then(|id| check_requirements(&policy.require, id, facts, trace));
     // Then the route's Rego policy, then its OPA server: each only if all before allowed.
     if let (None, Some(rego)) = (&denial, &policy.rego) {
-        let input = rego.input(&rego_facts(identity.as_deref(), facts));
-        trace.note(|| "rego input".into(), || input.to_string());
-        let verdict = rego.decide_on(input);
+        let request = rego_facts(identity.as_deref(), facts);
+        trace.note(
+            || "rego input".into(),
+            || rego::input_json(&rego.input(&request)),
+        );
+        let verdict = rego.decide(&request);
         note_verdict(trace, || format!("rego {}", rego.rule), &verdict);
         if let rego::RegoVerdict::Error(e) = &verdict {
             tracing::error!(route = %rego.route, rule = %rego.rule, error = %e, "the route's Rego policy failed; refused");
@@ -557,7 +560,7 @@ async fn opa_decision(
         &server.settings.headers,
         &rule.route,
     );
-    trace.note(|| "opa input".into(), || input.to_string());
+    trace.note(|| "opa input".into(), || rego::input_json(&input));
     let verdict = match server.decide(&input).await {
         opa::Answer::Decided(value) => rego::verdict(
             Ok::<_, String>(value.map_or(regorus::Value::Undefined, regorus::Value::from)),

@@ -30,18 +30,33 @@
 
 use crate::auth::Identity;
 use http::HeaderName;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
+use thread_local::ThreadLocal;
+
+/// An input document (the interpreter's JSON-like value).
+pub type Input = regorus::Value;
 
 /// A compiled policy and the rule that decides; its files are read again when they change
 /// and on `SIGHUP` (`Reloadable`), and a policy that no longer loads leaves this one in force.
 #[derive(Debug)]
 pub struct RegoPolicy {
-    /// Parsed, with its data loaded and its rules analysed; each evaluation uses a clone
-    /// (an input is per request).
+    /// Parsed, with its data loaded and its rules analysed: the engine in force, which each
+    /// thread clones for its own evaluations (`decide_on`).
     engine: RwLock<regorus::Engine>,
+    /// Bumped by a reload, so that each thread clones the new engine.
+    generation: AtomicU64,
+    threads: ThreadLocal<RefCell<ThreadState>>,
+    /// Decisions are remembered for the rest of their second (`decide`), unless the policy
+    /// calls a builtin whose answer is not a function of its input.
+    memoize: bool,
+    /// The key of the decision memo's hash (a random one, per policy).
+    hasher: std::collections::hash_map::RandomState,
     pub rule: String,
     /// The policy file, for messages and reloads.
     pub file: String,
@@ -68,6 +83,7 @@ pub enum RegoVerdict {
 }
 
 /// The facts the input document is built from.
+#[derive(Clone, Copy)]
 pub struct RegoFacts<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -139,8 +155,13 @@ impl RegoPolicy {
         result_headers: Vec<HeaderName>,
         route: &str,
     ) -> Result<Self, String> {
+        let memoize = deterministic(&source);
         Ok(Self {
             engine: RwLock::new(engine(file, source, data, rule, &result_headers)?),
+            generation: AtomicU64::new(0),
+            threads: ThreadLocal::new(),
+            memoize,
+            hasher: Default::default(),
             rule: rule.to_string(),
             file: file.to_string(),
             data_file: None,
@@ -173,23 +194,199 @@ impl RegoPolicy {
     }
 
     /// The input document for one request (see the module docs).
-    pub fn input(&self, f: &RegoFacts<'_>) -> Json {
+    pub fn input(&self, f: &RegoFacts<'_>) -> Input {
         input_document(f, &self.headers, &self.route)
     }
 
-    /// The rule's decision for `input`.
-    pub fn decide_on(&self, input: Json) -> RegoVerdict {
-        let mut engine = match self.engine.read() {
-            Ok(e) => e.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    /// The rule's decision for a request. The same request in the same second gets the
+    /// decision its input document got before: the document is a function of the facts the
+    /// memo compares (`Seen`), and a policy is a function of its input and data, unless it
+    /// calls a builtin such as `time.now_ns` or `rand.intn` (then nothing is remembered).
+    /// Each thread remembers its own decisions, for the current second only, at most
+    /// `MEMO_ENTRIES` of them; a reload forgets them all.
+    pub fn decide(&self, f: &RegoFacts<'_>) -> RegoVerdict {
+        self.with_thread_state(|state| {
+            if !self.memoize {
+                return self.decide_with(&mut state.engine, self.input(f));
+            }
+            if state.second != f.now || state.memo.len() >= MEMO_ENTRIES {
+                state.memo.clear();
+                state.second = f.now;
+            }
+            let hash = self.hash_of(f);
+            let seen = state
+                .memo
+                .get(&hash)
+                .and_then(|same_hash| same_hash.iter().find(|(seen, _)| seen.is(f, &self.headers)));
+            if let Some((_, verdict)) = seen {
+                return verdict.clone();
+            }
+            let verdict = self.decide_with(&mut state.engine, self.input(f));
+            state
+                .memo
+                .entry(hash)
+                .or_default()
+                .push((Seen::of(f, &self.headers), verdict.clone()));
+            verdict
+        })
+    }
+
+    /// The rule's decision for `input`, evaluated (no memo).
+    pub fn decide_on(&self, input: Input) -> RegoVerdict {
+        self.with_thread_state(|state| self.decide_with(&mut state.engine, input))
+    }
+
+    /// `f` on this thread's engine and memo. The engine is cloned from the one in force
+    /// once per thread (and again after a reload), then reused, as regorus allows: each
+    /// evaluation starts from a clean state, only the input changes. Cloning the engine for
+    /// every request cost a third of a decision.
+    fn with_thread_state(&self, f: impl FnOnce(&mut ThreadState) -> RegoVerdict) -> RegoVerdict {
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh = || ThreadState {
+            generation,
+            engine: self.engine_in_force(),
+            second: 0,
+            memo: HashMap::new(),
         };
-        engine.set_input(regorus::Value::from(input));
+        let mine = self.threads.get_or(|| RefCell::new(fresh()));
+        // A decision never awaits, so a thread's state is never borrowed twice.
+        let Ok(mut mine) = mine.try_borrow_mut() else {
+            return f(&mut fresh());
+        };
+        if mine.generation != generation {
+            *mine = fresh();
+        }
+        f(&mut mine)
+    }
+
+    /// The memo's hash of what `Seen` compares.
+    fn hash_of(&self, f: &RegoFacts<'_>) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.hasher.build_hasher();
+        (f.method, f.path, f.query, f.client_ip, f.tls).hash(&mut h);
+        for name in &self.headers {
+            header_text(f.headers, name).hash(&mut h);
+        }
+        if let Some(id) = f.identity {
+            (&id.subject, id.method, &id.provider, &id.roles).hash(&mut h);
+            (&id.scopes, &id.permissions, &id.tenant, &id.client_id).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn decide_with(&self, engine: &mut regorus::Engine, input: Input) -> RegoVerdict {
+        engine.set_input(input);
         verdict(
             engine.eval_rule(self.rule.clone()),
             &self.rule,
             &self.result_headers,
         )
     }
+
+    fn engine_in_force(&self) -> regorus::Engine {
+        match self.engine.read() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// Decisions a thread remembers within one second, at most.
+const MEMO_ENTRIES: usize = 4096;
+
+/// What one thread keeps for a policy: its engine, and the decisions of the current second by
+/// the hash of their facts.
+#[derive(Debug)]
+struct ThreadState {
+    generation: u64,
+    engine: regorus::Engine,
+    second: u64,
+    memo: HashMap<u64, Vec<(Seen, RegoVerdict)>>,
+}
+
+/// Every fact the input document is built from, but the second (a memo holds one second's):
+/// two requests with the same `Seen` have the same input document. Kept in step with
+/// `input_document` (the test `the_memo_tells_apart_every_fact_of_the_input` changes each
+/// fact in turn).
+#[derive(Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: Vec<Option<String>>,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    identity: Option<Identity>,
+}
+
+impl Seen {
+    fn of(f: &RegoFacts<'_>, headers: &[HeaderName]) -> Self {
+        Self {
+            method: f.method.to_string(),
+            path: f.path.to_string(),
+            query: f.query.map(str::to_string),
+            headers: headers
+                .iter()
+                .map(|name| header_text(f.headers, name).map(str::to_string))
+                .collect(),
+            client_ip: f.client_ip,
+            tls: f.tls,
+            // Only what the input document shows of the caller.
+            identity: f.identity.map(|id| Identity {
+                subject: id.subject.clone(),
+                method: id.method,
+                provider: id.provider.clone(),
+                roles: id.roles.clone(),
+                scopes: id.scopes.clone(),
+                permissions: id.permissions.clone(),
+                tenant: id.tenant.clone(),
+                client_id: id.client_id.clone(),
+                ..Identity::default()
+            }),
+        }
+    }
+
+    fn is(&self, f: &RegoFacts<'_>, headers: &[HeaderName]) -> bool {
+        let same_identity = match (&self.identity, f.identity) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.subject == b.subject
+                    && a.method == b.method
+                    && a.provider == b.provider
+                    && a.roles == b.roles
+                    && a.scopes == b.scopes
+                    && a.permissions == b.permissions
+                    && a.tenant == b.tenant
+                    && a.client_id == b.client_id
+            }
+            _ => false,
+        };
+        same_identity
+            && self.method == f.method
+            && self.path == f.path
+            && self.query.as_deref() == f.query
+            && self.client_ip == f.client_ip
+            && self.tls == f.tls
+            && self.headers.len() == headers.len()
+            && self
+                .headers
+                .iter()
+                .zip(headers)
+                .all(|(seen, name)| seen.as_deref() == header_text(f.headers, name))
+    }
+}
+
+/// A request header's value as the input document shows it (text only).
+fn header_text<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether a policy's decision is a function of its input and data: not when it calls a
+/// builtin that reads the clock, makes random values or reaches outside (then a decision is
+/// never remembered). Read from the policy's text, so a name in a comment counts too.
+fn deterministic(source: &str) -> bool {
+    const UNSTABLE: [&str; 5] = ["time.now_ns", "rand.", "uuid.", "http.send", "opa.runtime"];
+    !UNSTABLE.iter().any(|name| source.contains(name))
 }
 
 /// Size and modification time of the policy and data files together.
@@ -230,42 +427,92 @@ impl crate::reload::Reloadable for RegoPolicy {
             Ok(mut e) => *e = engine,
             Err(poisoned) => *poisoned.into_inner() = engine,
         }
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(1)
     }
 }
 
 /// The input document of a request: what a route's Rego policy and an OPA server decide on
 /// (see the module docs). `headers` are the ones the policy declared; `Authorization` is
-/// never among them.
-pub fn input_document(f: &RegoFacts<'_>, headers: &[HeaderName], route: &str) -> Json {
-    let segments: Vec<&str> = f.path.split('/').filter(|s| !s.is_empty()).collect();
-    let mut query = Map::new();
+/// never among them. Built as the interpreter's own values: going through `serde_json` first
+/// cost as much again as the values themselves (building, then converting).
+pub fn input_document(f: &RegoFacts<'_>, headers: &[HeaderName], route: &str) -> Input {
+    let segments: Vec<Input> = f
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(Input::from)
+        .collect();
+    let mut query = BTreeMap::new();
     for (k, v) in url::form_urlencoded::parse(f.query.unwrap_or("").as_bytes()) {
         query
-            .entry(k.into_owned())
-            .or_insert_with(|| Json::String(v.into_owned()));
+            .entry(Input::from(k.as_ref()))
+            .or_insert_with(|| Input::from(v.as_ref()));
     }
-    let mut declared = Map::new();
+    let mut declared = BTreeMap::new();
     for name in headers.iter().filter(|h| *h != http::header::AUTHORIZATION) {
-        if let Some(v) = f.headers.get(name).and_then(|v| v.to_str().ok()) {
-            declared.insert(name.as_str().to_string(), Json::String(v.to_string()));
+        if let Some(v) = header_text(f.headers, name) {
+            declared.insert(Input::from(name.as_str()), Input::from(v));
         }
     }
-    let identity = f.identity.map(|id| {
-        json!({
-            "subject": id.subject, "method": id.method, "provider": id.provider,
-            "roles": id.roles, "scopes": id.scopes, "permissions": id.permissions,
-            "tenant": id.tenant, "client_id": id.client_id,
-        })
+    let text = |s: Option<&str>| s.map_or(Input::Null, Input::from);
+    let list = |l: &[String]| {
+        Input::from(
+            l.iter()
+                .map(|s| Input::from(s.as_str()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let identity = f.identity.map_or(Input::Null, |id| {
+        object([
+            ("subject", Input::from(id.subject.as_str())),
+            ("method", Input::from(id.method)),
+            ("provider", Input::from(id.provider.as_str())),
+            ("roles", list(&id.roles)),
+            ("scopes", list(&id.scopes)),
+            ("permissions", list(&id.permissions)),
+            ("tenant", text(id.tenant.as_deref())),
+            ("client_id", text(id.client_id.as_deref())),
+        ])
     });
-    json!({
-        "method": f.method, "path": f.path, "segments": segments, "query": query,
-        "headers": declared, "client_ip": f.client_ip.map(|ip| ip.to_string()),
-        "tls": f.tls, "route": route,
+    object([
+        ("method", Input::from(f.method)),
+        ("path", Input::from(f.path)),
+        ("segments", Input::from(segments)),
+        ("query", Input::from(query)),
+        ("headers", Input::from(declared)),
+        (
+            "client_ip",
+            f.client_ip
+                .map_or(Input::Null, |ip| Input::from(ip.to_string())),
+        ),
+        ("tls", Input::from(f.tls)),
+        ("route", Input::from(route)),
         // Nanoseconds too, as OPA's `time.*` builtins take them.
-        "time": {"unix": f.now, "ns": f.now.saturating_mul(1_000_000_000)},
-        "identity": identity,
-    })
+        (
+            "time",
+            object([
+                ("unix", Input::from(f.now)),
+                ("ns", Input::from(f.now.saturating_mul(1_000_000_000))),
+            ]),
+        ),
+        ("identity", identity),
+    ])
+}
+
+/// An object of these members.
+fn object<const N: usize>(members: [(&str, Input); N]) -> Input {
+    Input::from(
+        members
+            .into_iter()
+            .map(|(name, value)| (Input::from(name), value))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// The input document as JSON text (for `explain` and the OPA server).
+pub fn input_json(input: &Input) -> String {
+    serde_json::to_string(input).unwrap_or_default()
 }
 
 /// What the rule's value (or its evaluation's error) decides.
@@ -434,7 +681,11 @@ allow if {
             now: 1_800_000_000,
             identity: id,
         };
-        p.decide_on(p.input(&facts))
+        // Evaluated, and through the memo (first and then remembered): all three agree.
+        let evaluated = p.decide_on(p.input(&facts));
+        assert_eq!(p.decide(&facts), evaluated, "{method} {path}");
+        assert_eq!(p.decide(&facts), evaluated, "{method} {path}, remembered");
+        evaluated
     }
 
     /// Method, path, headers, caller, and the decision Rego gives.
@@ -623,6 +874,157 @@ allow if {
         assert_eq!(at(1_796_464_800), deny);
     }
 
+    /// Each thread keeps its own engine; a reload must reach it, and a policy that no longer
+    /// loads must leave the one in force.
+    #[test]
+    fn a_reload_reaches_the_engine_a_thread_already_holds() {
+        use crate::reload::Reloadable;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.rego");
+        let file = file.to_str().unwrap();
+        std::fs::write(file, "package t\nallow := true\n").unwrap();
+        let p = RegoPolicy::load(file, None, "data.t.allow", vec![], vec![], "r").unwrap();
+        let allow = RegoVerdict::Allow(vec![]);
+        assert_eq!(decide(&p, "GET", "/", &[], None), allow);
+        std::fs::write(file, "package t\nallow := false\n").unwrap();
+        assert_eq!(p.reload(), Ok(1));
+        assert_eq!(decide(&p, "GET", "/", &[], None), RegoVerdict::Deny(None));
+        std::fs::write(file, "package t\nallow := \n").unwrap();
+        assert!(p.reload().is_err());
+        assert_eq!(decide(&p, "GET", "/", &[], None), RegoVerdict::Deny(None));
+        // Another thread, which had no engine yet, gets the one in force.
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(decide(&p, "GET", "/", &[], None), RegoVerdict::Deny(None)));
+        });
+    }
+
+    /// The memo gives a request the decision of an earlier one only when their input
+    /// documents are the same: each fact the document is built from is changed in turn, and
+    /// the remembered decision must be the evaluated one. The policy's reason is the whole
+    /// input but its time, so any fact the memo failed to tell apart would show.
+    #[test]
+    fn the_memo_tells_apart_every_fact_of_the_input() {
+        let p = RegoPolicy::new(
+            "echo.rego",
+            "package t\ndecision := {\"allow\": false, \"reason\": json.marshal(object.remove(input, {\"time\"}))}\n".into(),
+            None,
+            "data.t.decision",
+            vec![HeaderName::from_static("x-region")],
+            vec![],
+            "r",
+        )
+        .unwrap();
+        assert!(p.memoize);
+        let alice = Identity {
+            method: "jwt",
+            subject: "alice".into(),
+            provider: "corp".into(),
+            roles: vec!["user".into()],
+            scopes: vec!["read".into()],
+            permissions: vec!["p".into()],
+            tenant: Some("acme".into()),
+            client_id: Some("app".into()),
+            ..Identity::default()
+        };
+        let changed = |f: fn(&mut Identity)| {
+            let mut id = alice.clone();
+            f(&mut id);
+            id
+        };
+        let identities = [
+            changed(|id| id.subject = "bob".into()),
+            changed(|id| id.method = "api_key"),
+            changed(|id| id.provider = "other".into()),
+            changed(|id| id.roles.push("admin".into())),
+            changed(|id| id.scopes.clear()),
+            changed(|id| id.permissions = vec!["q".into()]),
+            changed(|id| id.tenant = None),
+            changed(|id| id.client_id = Some("other".into())),
+        ];
+        let mut eu = http::HeaderMap::new();
+        eu.insert("x-region", "eu".parse().unwrap());
+        let mut us = http::HeaderMap::new();
+        us.insert("x-region", "us".parse().unwrap());
+        let none = http::HeaderMap::new();
+        let base = RegoFacts {
+            method: "GET",
+            path: "/a",
+            query: Some("x=1"),
+            headers: &eu,
+            client_ip: Some("10.0.0.1".parse().unwrap()),
+            tls: false,
+            now: 1_800_000_000,
+            identity: Some(&alice),
+        };
+        let mut variants = vec![
+            RegoFacts {
+                method: "POST",
+                ..base
+            },
+            RegoFacts { path: "/b", ..base },
+            RegoFacts {
+                query: Some("x=2"),
+                ..base
+            },
+            RegoFacts {
+                query: None,
+                ..base
+            },
+            RegoFacts {
+                headers: &us,
+                ..base
+            },
+            RegoFacts {
+                headers: &none,
+                ..base
+            },
+            RegoFacts {
+                client_ip: Some("10.0.0.2".parse().unwrap()),
+                ..base
+            },
+            RegoFacts {
+                client_ip: None,
+                ..base
+            },
+            RegoFacts { tls: true, ..base },
+            RegoFacts {
+                identity: None,
+                ..base
+            },
+        ];
+        for id in &identities {
+            variants.push(RegoFacts {
+                identity: Some(id),
+                ..base
+            });
+        }
+        let base_decision = p.decide(&base);
+        for (i, variant) in variants.iter().enumerate() {
+            let evaluated = p.decide_on(p.input(variant));
+            assert_ne!(evaluated, base_decision, "variant {i} changes the input");
+            assert_eq!(p.decide(variant), evaluated, "variant {i}");
+        }
+        assert_eq!(p.decide(&base), base_decision);
+        // The next second is evaluated again: a policy reading the time sees it change.
+        let p = policy(
+            "package t\nallow if input.time.unix % 2 == 0\n",
+            "data.t.allow",
+        );
+        let at = |now| {
+            p.decide(&RegoFacts {
+                now,
+                identity: None,
+                ..base
+            })
+        };
+        assert_eq!(at(1_800_000_000), RegoVerdict::Allow(vec![]));
+        assert_eq!(at(1_800_000_001), RegoVerdict::Deny(None));
+        assert_eq!(at(1_800_000_002), RegoVerdict::Allow(vec![]));
+        // A policy that reads the clock itself is never remembered.
+        let p = policy("package t\nallow if time.now_ns() > 0\n", "data.t.allow");
+        assert!(!p.memoize);
+    }
+
     #[test]
     fn the_authorization_header_never_reaches_the_policy() {
         let p = policy(SEED, "data.gateway.authz.allow");
@@ -640,12 +1042,14 @@ allow if {
             now: 5,
             identity: None,
         };
-        let input = p.input(&facts);
+        let input: Json = serde_json::from_str(&input_json(&p.input(&facts))).unwrap();
         assert_eq!(input["headers"], json!({"x-region": "eu"}));
         assert_eq!(input["query"], json!({"page": "2", "q": "x"}));
         assert_eq!(input["segments"], json!(["a", "b"]));
         assert_eq!(input["client_ip"], "10.0.0.7");
         assert_eq!(input["identity"], Json::Null);
+        // Numbers are JSON integers, as OPA's time builtins and servers read them.
+        assert_eq!(input["time"], json!({"unix": 5, "ns": 5_000_000_000u64}));
     }
 
     #[test]
