@@ -117,8 +117,9 @@ fn discovery_from_the_issuer_alone_finds_the_keys_and_the_introspection_endpoint
 fn i4_an_opaque_token_revoked_at_the_provider_is_refused_once_its_cached_answer_expires() {
     let op = OidcProvider::start();
     let echo = Echo::start();
-    // op.provider() caches an active answer for 1 s.
-    let gw = gateway(op.provider(), &echo);
+    // An active answer cached for 3 s: long enough that the second request comes within it
+    // on a busy machine too (at 1 s it once did not, in CI).
+    let gw = gateway(op.provider().set("introspection.cache.ttl", "3s"), &echo);
     let token = op.token(ORDERS_OPAQUE);
 
     let calls = op.introspection_calls();
@@ -134,8 +135,8 @@ fn i4_an_opaque_token_revoked_at_the_provider_is_refused_once_its_cached_answer_
     op.revoke(&token);
     let (status, answer) = op.introspect(&token);
     assert_eq!((status, &answer), (200, &json!({"active": false})));
-    // ...and the gateway once its cached answer is older than the 1 s TTL.
-    std::thread::sleep(Duration::from_millis(1300));
+    // ...and the gateway once its cached answer is older than the 3 s TTL.
+    std::thread::sleep(Duration::from_millis(3300));
     refused(get(&gw, "/opaque/orders", &token), 401, "token_inactive");
     assert_eq!(
         echo.logged().len(),
