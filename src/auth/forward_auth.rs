@@ -6,7 +6,8 @@
 //!
 //! - A `2xx` allows the request: the configured response headers (all in the identity
 //!   namespace, so the client's own copies were removed) go to the backend with it, and
-//!   `subject_header`'s value names the caller in the log and for rate limits.
+//!   `subject_header`'s value names the caller in the log and for rate limits, and
+//!   `roles_header`'s comma-separated values are the caller's roles, for the route's `roles`.
 //! - Any other answer is the client's answer: its status, its body (at most 64 KiB) and the
 //!   headers that make a refusal or a login redirect work (`Content-Type`, `WWW-Authenticate`,
 //!   `Location`, `Retry-After`, `Cache-Control`).
@@ -48,6 +49,8 @@ pub struct Settings {
     pub response_headers: Vec<HeaderName>,
     /// The response header (one of `response_headers`) whose value is the caller's subject.
     pub subject_header: Option<HeaderName>,
+    /// The response header (one of `response_headers`) listing the caller's roles.
+    pub roles_header: Option<HeaderName>,
     pub max_concurrent: usize,
     pub breaker_failures: u32,
     pub breaker_open_for: Duration,
@@ -200,10 +203,21 @@ impl ForwardAuth {
             .filter(|name| *name != "x-user-id" || subject.is_empty())
             .filter_map(|name| Some((name.clone(), value(name)?)))
             .collect();
+        let roles = s
+            .roles_header
+            .iter()
+            .flat_map(|name| answer.get_all(name))
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|role| !role.is_empty())
+            .map(str::to_string)
+            .collect();
         Identity {
             method: "forward_auth",
             provider: self.name.clone(),
             subject,
+            roles,
             extra,
             ..Identity::default()
         }

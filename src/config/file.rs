@@ -102,6 +102,9 @@ pub struct ForwardAuthSection {
     pub response_headers: Vec<String>,
     /// The response header whose value names the caller (one of `response_headers`).
     pub subject_header: Option<String>,
+    /// The response header (one of `response_headers`) whose comma-separated values are the
+    /// caller's roles, which route requirements (`roles`) then check.
+    pub roles_header: Option<String>,
     /// Calls in flight at most (default 64).
     pub max_concurrent: Option<usize>,
     #[serde(default)]

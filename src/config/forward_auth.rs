@@ -50,15 +50,18 @@ fn service(
             ));
         }
     }
-    let subject_header = s.subject_header.as_ref().and_then(|h| {
+    let listed = |key: &str, name: &Option<String>, c: &mut Check<'_>| {
+        let name = name.as_ref()?;
         let found = response_headers
             .iter()
-            .find(|n| n.as_str().eq_ignore_ascii_case(h));
+            .find(|n| n.as_str().eq_ignore_ascii_case(name));
         if found.is_none() {
-            c.problem("subject_header", "must be one of `response_headers`");
+            c.problem(key, "must be one of `response_headers`");
         }
         found.cloned()
-    });
+    };
+    let subject_header = listed("subject_header", &s.subject_header, c);
+    let roles_header = listed("roles_header", &s.roles_header, c);
     let limits = CallLimits::compile(s.timeout, s.max_concurrent, &s.breaker, c);
     if !c.ok() {
         return None;
@@ -69,6 +72,7 @@ fn service(
         request_headers,
         response_headers,
         subject_header,
+        roles_header,
         max_concurrent: limits.max_concurrent,
         breaker_failures: limits.breaker_failures,
         breaker_open_for: limits.breaker_open_for,

@@ -112,7 +112,7 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
         ),
         (
             "forward_auth services and routes naming them",
-            config("forward_auth: {sso: {url: 'http://10.0.0.9/verify', timeout: 0s, request_headers: ['bad header'], response_headers: [X-User-ID, X-Role], subject_header: X-Email}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {forward_auth: nope}}, {name: s, match: {path_prefix: /s}, upstream: a, auth: {any: [{forward_auth: nope}]}}]\n"),
+            config("forward_auth: {sso: {url: 'http://10.0.0.9/verify', timeout: 0s, request_headers: ['bad header'], response_headers: [X-User-ID, X-Role], subject_header: X-Email, roles_header: X-Groups}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {forward_auth: nope}}, {name: s, match: {path_prefix: /s}, upstream: a, auth: {any: [{forward_auth: nope}]}}]\n"),
             &[
                 "routes[0].auth.forward_auth: unknown ForwardAuth service \"nope\" (define it under the top-level `forward_auth`)",
                 "routes[1].auth.any[0].forward_auth: unknown ForwardAuth service \"nope\" (define it under the top-level `forward_auth`)",
@@ -120,6 +120,7 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
                 "forward_auth.sso.request_headers[0]: \"bad header\" is not a header name",
                 "forward_auth.sso.response_headers[1]: \"x-role\" is outside the identity namespace (X-User-..., X-Auth-..., X-Tenant-...), so a client could send it too",
                 "forward_auth.sso.subject_header: must be one of `response_headers`",
+                "forward_auth.sso.roles_header: must be one of `response_headers`",
                 "forward_auth.sso.timeout: between 10ms and 30s",
             ],
         ),

@@ -27,7 +27,7 @@ impl Asked {
 }
 
 /// The auth service. By the `Authorization` it is shown: `Bearer good` is allowed (200, with
-/// identity headers and one header it is not asked for); `Bearer login` is sent to log in
+/// identity headers and one header it is not asked for), `Bearer user` too (other roles); `Bearer login` is sent to log in
 /// (302); `Bearer slow` is answered after 3 s; anything else is refused with 401 and a JSON
 /// body of its own.
 struct AuthService {
@@ -77,6 +77,7 @@ impl AuthService {
                     seen.lock().unwrap().push(asked);
                     let answer = match authorization.as_str() {
                         "Bearer good" => "HTTP/1.1 200 OK\r\nX-User-ID: alice\r\nX-User-Role: admin\r\nX-Tenant-ID: acme\r\nX-Internal: secret\r\nContent-Length: 0\r\n\r\n".to_string(),
+                        "Bearer user" => "HTTP/1.1 200 OK\r\nX-User-ID: bob\r\nX-User-Role: viewer, editor\r\nContent-Length: 0\r\n\r\n".to_string(),
                         "Bearer login" => "HTTP/1.1 302 Found\r\nLocation: https://login.example.com/?rd=back\r\nSet-Cookie: state=1\r\nContent-Length: 0\r\n\r\n".to_string(),
                         "Bearer slow" => {
                             std::thread::sleep(Duration::from_secs(3));
@@ -112,7 +113,7 @@ fn get(gw: &Gateway, path: &str, authorization: impl AsRef<str>) -> reqwest::blo
 /// takes a JWT from `corp` or it.
 fn gateway(idp: &SigningIdp, echo: &Echo, url: &str) -> Gateway {
     Gateway::start(&format!(
-        "{provider}forward_auth:\n  sso:\n    url: {url}\n    timeout: 500ms\n    request_headers: [Authorization, Cookie]\n    response_headers: [X-User-ID, X-User-Role, X-Tenant-ID]\n    subject_header: X-User-ID\n    breaker: {{ failures: 3, open_for: 5s }}\nupstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - {{ name: app, match: {{ path_prefix: /app }}, upstream: echo, auth: {{ forward_auth: sso }} }}\n  - {{ name: either, match: {{ path_prefix: /either }}, upstream: echo, auth: {{ any: [{{ jwt: corp }}, {{ forward_auth: sso }}] }} }}\n",
+        "{provider}forward_auth:\n  sso:\n    url: {url}\n    timeout: 500ms\n    request_headers: [Authorization, Cookie]\n    response_headers: [X-User-ID, X-User-Role, X-Tenant-ID]\n    subject_header: X-User-ID\n    roles_header: X-User-Role\n    breaker: {{ failures: 3, open_for: 5s }}\nupstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - {{ name: admin, match: {{ path_prefix: /app/admin }}, upstream: echo, auth: {{ forward_auth: sso, roles: [admin] }} }}\n  - {{ name: app, match: {{ path_prefix: /app }}, upstream: echo, auth: {{ forward_auth: sso }} }}\n  - {{ name: either, match: {{ path_prefix: /either }}, upstream: echo, auth: {{ any: [{{ jwt: corp }}, {{ forward_auth: sso }}] }} }}\n",
         provider = idp.provider_yaml("corp"),
         origin = echo.addr
     ))
@@ -173,6 +174,29 @@ fn h21_an_allowed_request_carries_the_services_identity_headers_and_never_the_cl
         "{}",
         gw.access_log()
     );
+}
+
+#[test]
+fn the_roles_the_service_lists_are_checked_by_the_routes_requirements() {
+    let (idp, echo, auth) = (SigningIdp::new(), Echo::start(), AuthService::start());
+    let gw = gateway(&idp, &echo, &format!("http://{}/verify", auth.addr));
+    let resp = get(&gw, "/app/admin/users", "Bearer good");
+    assert_eq!(resp.status(), 200);
+    let seen: Echoed = resp.json().unwrap();
+    assert_eq!(seen.header("x-user-roles"), Some("admin"));
+    // Roles `viewer` and `editor` (the header's list, spaces trimmed): not enough here.
+    let resp = get(&gw, "/app/admin/users", "Bearer user");
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        error_body(&resp.text().unwrap())["error"],
+        "insufficient_role"
+    );
+    let resp = get(&gw, "/app/orders", "Bearer user");
+    assert_eq!(resp.status(), 200);
+    let seen: Echoed = resp.json().unwrap();
+    assert_eq!(seen.header("x-user-roles"), Some("viewer,editor"));
+    assert_eq!(seen.header("x-user-id"), Some("bob"));
+    assert_eq!(echo.received().len(), 2);
 }
 
 #[test]
