@@ -3,6 +3,8 @@
 //! piling onto a service that is down; after `open_for` one probe is let through, and its
 //! outcome closes the circuit or opens it again.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -103,14 +105,40 @@ impl Breaker {
 /// slots and then at most `timeout` for the answer. A call that ran and failed counts toward
 /// the breaker; no free slot in time is the gateway's own limit and does not (unless it was
 /// the probe). The breaker's state is kept in a gauge, 0 closed and 1 open.
+///
+/// One client address holds at most `max_per_client` of the slots at a time (by default a
+/// quarter); its next call is refused at once (`client_busy`), so that one client sending many distinct
+/// requests, anonymous ones included, cannot take the dependency from everyone else.
 pub struct GuardedCalls {
     /// What is called, for logs: `ForwardAuth service "sso"`.
     label: String,
     timeout: Duration,
     open_for: Duration,
     slots: tokio::sync::Semaphore,
+    /// Calls in flight per client address, and how many one may have.
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    client_share: usize,
     breaker: Breaker,
     state: prometheus::IntGauge,
+}
+
+/// A client's call in flight, given back when dropped.
+struct ClientSlot<'a> {
+    calls: &'a GuardedCalls,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.calls.per_client.lock() {
+            if let Some(n) = m.get_mut(&self.client) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.client);
+                }
+            }
+        }
+    }
 }
 
 /// No usable answer: why (a metric outcome such as `timeout`), and when to try again.
@@ -124,7 +152,7 @@ impl GuardedCalls {
     pub fn new(
         label: String,
         timeout: Duration,
-        max_concurrent: usize,
+        (max_concurrent, max_per_client): (usize, usize),
         (failures, open_for): (u32, Duration),
         state: prometheus::IntGauge,
     ) -> Self {
@@ -134,15 +162,18 @@ impl GuardedCalls {
             timeout,
             open_for,
             slots: tokio::sync::Semaphore::new(max_concurrent),
+            per_client: Mutex::new(HashMap::new()),
+            client_share: max_per_client.max(1),
             breaker: Breaker::new(failures, open_for),
             state,
         }
     }
 
-    /// `call`, guarded: its answer, or why there is none (`Err(outcome)` of the call itself,
-    /// `timeout`, `busy`, `circuit_open`).
+    /// `call` for a request of `client`, guarded: its answer, or why there is none
+    /// (`Err(outcome)` of the call itself, `timeout`, `busy`, `client_busy`, `circuit_open`).
     pub async fn call<T>(
         &self,
+        client: Option<IpAddr>,
         call: impl std::future::Future<Output = Result<T, &'static str>>,
     ) -> Result<T, Unanswered> {
         let probe = match self.breaker.admit() {
@@ -154,6 +185,18 @@ impl GuardedCalls {
                     retry_after: seconds(wait),
                 })
             }
+        };
+        let _client_slot = match client {
+            Some(client) => match self.client_slot(client) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Unanswered {
+                        outcome: "client_busy",
+                        retry_after: 1,
+                    })
+                }
+            },
+            None => None,
         };
         // A free slot, waited for at most `timeout`; then the call gets the whole `timeout`.
         let Ok(Ok(_slot)) = tokio::time::timeout(self.timeout, self.slots.acquire()).await else {
@@ -173,6 +216,19 @@ impl GuardedCalls {
             }
             Err(outcome) => Err(self.failed(outcome, probe)),
         }
+    }
+
+    fn client_slot(&self, client: IpAddr) -> Option<ClientSlot<'_>> {
+        let mut m = self.per_client.lock().ok()?;
+        let n = m.entry(client).or_insert(0);
+        if *n >= self.client_share {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            calls: self,
+            client,
+        })
     }
 
     fn failed(&self, outcome: &'static str, probe: bool) -> Unanswered {

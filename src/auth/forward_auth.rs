@@ -52,6 +52,8 @@ pub struct Settings {
     /// The response header (one of `response_headers`) listing the caller's roles.
     pub roles_header: Option<HeaderName>,
     pub max_concurrent: usize,
+    /// Of those, at most this many for one client address.
+    pub max_per_client: usize,
     pub breaker_failures: u32,
     pub breaker_open_for: Duration,
 }
@@ -105,7 +107,7 @@ impl ForwardAuth {
         let calls = GuardedCalls::new(
             format!("ForwardAuth service \"{name}\""),
             settings.timeout,
-            settings.max_concurrent,
+            (settings.max_concurrent, settings.max_per_client),
             (settings.breaker_failures, settings.breaker_open_for),
             metrics().forward_auth_breaker.with_label_values(&[name]),
         );
@@ -119,7 +121,7 @@ impl ForwardAuth {
 
     /// Ask the service about one request.
     pub async fn check(&self, ask: &Ask<'_>) -> Outcome {
-        let (status, headers, body) = match self.calls.call(self.call(ask)).await {
+        let (status, headers, body) = match self.calls.call(ask.client, self.call(ask)).await {
             Ok(answer) => answer,
             Err(failed) => {
                 self.count(failed.outcome);

@@ -70,6 +70,8 @@ pub struct OpaSection {
     pub cache: Option<OpaCacheSection>,
     /// Calls in flight at most (default 64).
     pub max_concurrent: Option<usize>,
+    /// Of those, at most this many for one client address (default a quarter).
+    pub max_concurrent_per_client: Option<usize>,
     #[serde(default)]
     pub breaker: BreakerSection,
 }
@@ -107,6 +109,8 @@ pub struct ForwardAuthSection {
     pub roles_header: Option<String>,
     /// Calls in flight at most (default 64).
     pub max_concurrent: Option<usize>,
+    /// Of those, at most this many for one client address (default a quarter).
+    pub max_concurrent_per_client: Option<usize>,
     #[serde(default)]
     pub breaker: BreakerSection,
 }

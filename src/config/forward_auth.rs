@@ -63,6 +63,7 @@ fn service(
     let subject_header = listed("subject_header", &s.subject_header, c);
     let roles_header = listed("roles_header", &s.roles_header, c);
     let limits = CallLimits::compile(s.timeout, s.max_concurrent, &s.breaker, c);
+    let max_per_client = super::per_client(s.max_concurrent_per_client, limits.max_concurrent, c);
     if !c.ok() {
         return None;
     }
@@ -74,6 +75,7 @@ fn service(
         subject_header,
         roles_header,
         max_concurrent: limits.max_concurrent,
+        max_per_client,
         breaker_failures: limits.breaker_failures,
         breaker_open_for: limits.breaker_open_for,
     };

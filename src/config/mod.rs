@@ -377,6 +377,21 @@ fn service_url(url: &str, c: &mut Check<'_>) -> bool {
     allowed
 }
 
+/// How many of a service's `max_concurrent` calls one client address may have in flight
+/// (`max_concurrent_per_client`): by default a quarter, at least one.
+fn per_client(limit: Option<usize>, max_concurrent: usize, c: &mut Check<'_>) -> usize {
+    let Some(limit) = limit else {
+        return (max_concurrent / 4).max(1);
+    };
+    c.range(
+        "max_concurrent_per_client",
+        limit,
+        1..=max_concurrent,
+        "between 1 and max_concurrent",
+    );
+    limit
+}
+
 /// Upstream, provider and route names: letters, digits, `-` and `_`, at most 64.
 fn valid_name(s: &str) -> bool {
     !s.is_empty()

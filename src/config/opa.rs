@@ -52,6 +52,7 @@ fn server(
         (cache.ttl, capacity)
     });
     let limits = CallLimits::compile(s.timeout, s.max_concurrent, &s.breaker, c);
+    let max_per_client = super::per_client(s.max_concurrent_per_client, limits.max_concurrent, c);
     if !c.ok() {
         return None;
     }
@@ -62,6 +63,7 @@ fn server(
         result_headers,
         cache,
         max_concurrent: limits.max_concurrent,
+        max_per_client,
         breaker_failures: limits.breaker_failures,
         breaker_open_for: limits.breaker_open_for,
     };

@@ -144,7 +144,7 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
         ),
         (
             "opa servers and routes naming them",
-            config("opa: {authz: {url: 'http://10.0.0.9/v1/data/a', headers: [Authorization], result_headers: [X-Tier], cache: {ttl: 0s, capacity: 0}, max_concurrent: 0}, plain: {url: 'http://127.0.0.1:8181/allow'}, 'bad name': {url: 'http://127.0.0.1:8181/v1/data/a'}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {public: true, opa: nope}}, {name: s, match: {path_prefix: /s}, upstream: a, auth: {public: true, opa: authz}}]\n"),
+            config("opa: {authz: {url: 'http://10.0.0.9/v1/data/a', headers: [Authorization], result_headers: [X-Tier], cache: {ttl: 0s, capacity: 0}, max_concurrent: 0}, plain: {url: 'http://127.0.0.1:8181/allow', max_concurrent: 4, max_concurrent_per_client: 5}, 'bad name': {url: 'http://127.0.0.1:8181/v1/data/a'}}\nroutes: [{name: r, match: {path_prefix: /}, upstream: a, auth: {public: true, opa: nope}}, {name: s, match: {path_prefix: /s}, upstream: a, auth: {public: true, opa: authz}}]\n"),
             &[
                 "opa.authz.url: must be https (plain http only to a loopback address)",
                 "opa.authz.headers[0]: a policy never reads the credential; it sees the verified identity",
@@ -154,6 +154,7 @@ fn each_broken_section_is_refused_with_its_exact_problems() {
                 "opa.authz.max_concurrent: between 1 and 10000",
                 "opa.bad name: names use only letters, digits, `-` and `_`",
                 "opa.plain.url: the Data API address of the deciding document, e.g. http://127.0.0.1:8181/v1/data/gateway/authz/allow",
+                "opa.plain.max_concurrent_per_client: between 1 and max_concurrent",
                 "routes[0].auth.opa: unknown OPA server \"nope\" (define it under the top-level `opa`)",
             ],
         ),

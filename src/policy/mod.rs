@@ -561,7 +561,7 @@ async fn opa_decision(
         &rule.route,
     );
     trace.note(|| "opa input".into(), || rego::input_json(&input));
-    let verdict = match server.decide(&input).await {
+    let verdict = match server.decide(&input, facts.client_ip).await {
         opa::Answer::Decided(value) => rego::verdict(
             Ok::<_, String>(value.map_or(regorus::Value::Undefined, regorus::Value::from)),
             &server.settings.url,

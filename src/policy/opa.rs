@@ -25,6 +25,7 @@ use crate::auth::fetch;
 use crate::metrics::metrics;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub struct Settings {
     /// Keep decisions this long, at most this many; `None`: ask every time.
     pub cache: Option<(Duration, u64)>,
     pub max_concurrent: usize,
+    /// Of those, at most this many for one client address.
+    pub max_per_client: usize,
     pub breaker_failures: u32,
     pub breaker_open_for: Duration,
 }
@@ -91,7 +94,7 @@ impl OpaServer {
         let calls = GuardedCalls::new(
             format!("OPA server \"{name}\""),
             settings.timeout,
-            settings.max_concurrent,
+            (settings.max_concurrent, settings.max_per_client),
             (settings.breaker_failures, settings.breaker_open_for),
             metrics().opa_breaker.with_label_values(&[name]),
         );
@@ -110,16 +113,17 @@ impl OpaServer {
         })
     }
 
-    /// The server's decision on `input`, from the cache when it holds one.
-    pub async fn decide(&self, input: &Input) -> Answer {
+    /// The server's decision on `input` (a request of `client`), from the cache when it
+    /// holds one.
+    pub async fn decide(&self, input: &Input, client: Option<IpAddr>) -> Answer {
         let Some(cache) = &self.cache else {
-            return self.ask(input).await;
+            return self.ask(input, client).await;
         };
         let asked = AtomicBool::new(false);
         let found = cache
             .try_get_with(cache_key(input), async {
                 asked.store(true, Ordering::Relaxed);
-                match self.ask(input).await {
+                match self.ask(input, client).await {
                     Answer::Decided(value) => Ok(value),
                     failed => Err(failed),
                 }
@@ -135,9 +139,9 @@ impl OpaServer {
     }
 
     /// One call, guarded by the breaker, a slot and the timeout.
-    async fn ask(&self, input: &Input) -> Answer {
+    async fn ask(&self, input: &Input, client: Option<IpAddr>) -> Answer {
         // A decision or OPA's error on this input: either way the server answered.
-        let answer = match self.calls.call(self.call(input)).await {
+        let answer = match self.calls.call(client, self.call(input)).await {
             Ok(answer) => answer,
             Err(failed) => {
                 self.count(failed.outcome);

@@ -313,3 +313,56 @@ fn concurrent_requests_with_one_new_input_make_one_call_when_cached() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(opa.asked().len(), 1);
 }
+
+#[test]
+fn r15_one_client_flooding_a_public_route_cannot_take_the_opa_server_from_the_others() {
+    let (idp, echo, opa) = (SigningIdp::new(), Echo::start(), seed_server());
+    // Four calls in flight at most, one of them per client; the gateway trusts the test's
+    // X-Forwarded-For, so each request says which client it is.
+    let gw = Gateway::start(&format!(
+        "{provider}trusted_proxies: [127.0.0.1/32]\nopa:\n  authz:\n    url: {url}\n    timeout: 3s\n    max_concurrent: 4\n    max_concurrent_per_client: 1\nupstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - {{ name: health, match: {{ path_prefix: /health }}, upstream: echo, auth: {{ public: true, opa: authz }} }}\n",
+        provider = idp.provider_yaml("corp"),
+        url = opa.url("gateway/authz/allow"),
+        origin = echo.addr
+    ));
+    // Each call takes the server 1 s: the flood's requests overlap.
+    opa.control(1000, 0);
+    let from = |address: &str, path: &str| {
+        let resp = client()
+            .get(gw.url(path))
+            .header("x-forwarded-for", address)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap())
+    };
+    let (flood, other) = std::thread::scope(|s| {
+        let flood: Vec<_> = (0..6)
+            .map(|i| s.spawn(move || from("10.0.0.1", &format!("/health/{i}"))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let other = from("10.0.0.2", "/health");
+        let flood: Vec<_> = flood.into_iter().map(|t| t.join().unwrap()).collect();
+        (flood, other)
+    });
+    // The other client was decided (the seed policy: /health is public).
+    assert_eq!(other.0, 200, "{}", other.1);
+    // The flooding client had its one call (decided: /health/N is not public), and the rest
+    // were refused at once, not queued.
+    let decided = flood.iter().filter(|(s, _)| *s == 403).count();
+    let refused: Vec<_> = flood.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(decided, 1, "{flood:?}");
+    assert_eq!(refused.len(), 5, "{flood:?}");
+    for (_, body) in refused {
+        assert_eq!(error_body(body)["error"], "policy_unavailable");
+    }
+    assert_eq!(opa.asked().len(), 2, "one call per client");
+    assert_eq!(
+        gw.metric(r#"portcullis_opa_requests_total{outcome="client_busy",server="authz"}"#),
+        Some(5.0)
+    );
+    assert_eq!(
+        gw.metric(r#"portcullis_opa_breaker_state{server="authz"}"#),
+        Some(0.0)
+    );
+}
