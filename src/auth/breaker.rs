@@ -186,17 +186,13 @@ impl GuardedCalls {
                 })
             }
         };
-        let _client_slot = match client {
-            Some(client) => match self.client_slot(client) {
-                Some(slot) => Some(slot),
-                None => {
-                    return Err(Unanswered {
-                        outcome: "client_busy",
-                        retry_after: 1,
-                    })
-                }
-            },
-            None => None,
+        // Clients whose address cannot be told share one share.
+        let client = client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let Some(_client_slot) = self.client_slot(client) else {
+            return Err(Unanswered {
+                outcome: "client_busy",
+                retry_after: 1,
+            });
         };
         // A free slot, waited for at most `timeout`; then the call gets the whole `timeout`.
         let Ok(Ok(_slot)) = tokio::time::timeout(self.timeout, self.slots.acquire()).await else {
@@ -247,4 +243,72 @@ impl GuardedCalls {
 /// Whole seconds for `Retry-After`, at least 1.
 fn seconds(d: Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls(max: usize, per_client: usize) -> GuardedCalls {
+        GuardedCalls::new(
+            "test dependency".into(),
+            Duration::from_secs(1),
+            (max, per_client),
+            (3, Duration::from_secs(1)),
+            prometheus::IntGauge::new("state", "state").unwrap(),
+        )
+    }
+
+    /// A call that is in flight until `release` is notified.
+    async fn held(
+        calls: &GuardedCalls,
+        client: Option<IpAddr>,
+        release: &tokio::sync::Notify,
+    ) -> Result<(), Unanswered> {
+        calls
+            .call(client, async {
+                release.notified().await;
+                Ok(())
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_client_holds_its_share_of_the_calls_and_no_more() {
+        let calls = calls(4, 1);
+        let release = tokio::sync::Notify::new();
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let b = Some(IpAddr::from([10, 0, 0, 2]));
+        let first = held(&calls, a, &release);
+        tokio::pin!(first);
+        // The first call of `a` is in flight...
+        assert!(poll_once(first.as_mut()).await.is_none());
+        // ...so its second is refused at once, and `b`'s goes through.
+        let busy = calls.call(a, async { Ok(()) }).await;
+        assert_eq!(busy.map_err(|u| u.outcome), Err("client_busy"));
+        assert_eq!(calls.call(b, async { Ok(()) }).await, Ok(()));
+        release.notify_one();
+        assert_eq!(first.await, Ok(()));
+        // Its share is back once the call is done.
+        assert_eq!(calls.call(a, async { Ok(()) }).await, Ok(()));
+        // Clients whose address is unknown share one share.
+        let unknown = held(&calls, None, &release);
+        tokio::pin!(unknown);
+        assert!(poll_once(unknown.as_mut()).await.is_none());
+        let busy = calls.call(None, async { Ok(()) }).await;
+        assert_eq!(busy.map_err(|u| u.outcome), Err("client_busy"));
+        // A refusal for a client's share is not a failure of the dependency.
+        assert!(matches!(calls.breaker.admit(), Admit::Closed));
+    }
+
+    /// Polls `f` once: its output if it is ready.
+    async fn poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
 }
