@@ -130,7 +130,8 @@ fn engine(
     let mut engine = regorus::Engine::new();
     engine
         .add_policy(file.to_string(), source)
-        .map_err(|e| e.to_string())?;
+        // regorus's messages begin with a line break (the source excerpt follows).
+        .map_err(|e| e.to_string().trim().to_string())?;
     if let Some(data) = data {
         engine
             .add_data(regorus::Value::from(data))
@@ -523,7 +524,7 @@ pub fn verdict<E: std::fmt::Display>(
 ) -> RegoVerdict {
     let value = match value {
         Ok(v) => v,
-        Err(e) => return RegoVerdict::Error(e.to_string()),
+        Err(e) => return RegoVerdict::Error(e.to_string().trim().to_string()),
     };
     match value {
         regorus::Value::Bool(true) => RegoVerdict::Allow(Vec::new()),

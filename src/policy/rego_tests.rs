@@ -488,4 +488,5 @@ fn a_policy_that_does_not_parse_names_its_file_and_line() {
     )
     .unwrap_err();
     assert!(err.contains("no_such_builtin"), "{err}");
+    assert!(err.starts_with("--> unknown.rego:2:"), "{err}");
 }
