@@ -366,3 +366,42 @@ fn r15_one_client_flooding_a_public_route_cannot_take_the_opa_server_from_the_ot
         Some(0.0)
     );
 }
+
+#[test]
+fn an_opa_result_adds_the_declared_identity_headers_and_never_the_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("tier.rego");
+    std::fs::write(
+        &policy,
+        "package gateway.authz\n\ndecision := {\"allow\": true, \"headers\": {\"X-User-Tier\": \"gold\"}} if input.identity.subject == \"alice\"\n\ndecision := {\"allow\": true, \"headers\": {\"X-User-Role\": \"root\"}} if input.identity.subject == \"mallory\"\n",
+    )
+    .unwrap();
+    let (idp, echo) = (SigningIdp::new(), Echo::start());
+    let opa = OpaServer::start(&[&policy], None);
+    let gw = Gateway::start(&format!(
+        "{provider}opa:\n  authz:\n    url: {url}\n    result_headers: [X-User-Tier]\nupstreams:\n  echo:\n    backends: [\"{origin}\"]\nroutes:\n  - {{ name: app, match: {{ path_prefix: / }}, upstream: echo, auth: {{ jwt: corp, opa: authz }} }}\n",
+        provider = idp.provider_yaml("corp"),
+        url = opa.url("gateway/authz/decision"),
+        origin = echo.addr
+    ));
+    let call = |token: &str| {
+        client()
+            .get(gw.url("/x"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-user-tier", "platinum")
+            .send()
+            .unwrap()
+    };
+    let resp = call(&idp.good_token());
+    assert_eq!(resp.status(), 200);
+    let seen: Echoed = resp.json().unwrap();
+    assert_eq!(seen.header("x-user-tier"), Some("gold"));
+    // A header the server was not allowed to add fails closed.
+    let resp = call(&idp.token_for("mallory", &[], &[], &[]));
+    assert_eq!(resp.status(), 500);
+    assert_eq!(error_body(&resp.text().unwrap())["error"], "policy_error");
+    // No decision for anyone else: undefined, a refusal.
+    let resp = call(&idp.token_for("bob", &[], &[], &[]));
+    assert_eq!(resp.status(), 403);
+    assert_eq!(echo.received().len(), 1);
+}
