@@ -298,10 +298,10 @@ fn rego(
 ) -> Option<Arc<RegoPolicy>> {
     let path = super::resolve_path(base, &r.policy);
     let data = r.data.as_ref().map(|d| super::resolve_path(base, d));
-    // The files' own problems first (`load` below reads them again, then for good).
-    if let Err((key, e)) = crate::policy::rego::read_files(&path, data.as_deref()) {
-        c.problem(key, e);
-    }
+    // The files' own problems first.
+    let files = crate::policy::rego::read_files(&path, data.as_deref())
+        .map_err(|(key, e)| c.problem(key, e))
+        .ok();
     let rule_ok = r.query.starts_with("data.")
         && r.query.len() > 5
         && r.query[5..]
@@ -315,20 +315,14 @@ fn rego(
     }
     let headers = input_headers(&r.headers, c);
     let result_headers = result_headers(&r.result_headers, namespace, c);
+    let files = files?;
     if !c.ok() {
         return None;
     }
-    match RegoPolicy::load(
-        &path,
-        data.as_deref(),
-        &r.query,
-        headers,
-        result_headers,
-        route,
-    ) {
+    match RegoPolicy::load(files, &r.query, headers, result_headers, route) {
         Ok(p) => Some(Arc::new(p)),
-        Err((key, e)) => {
-            c.problem(key, e);
+        Err(e) => {
+            c.problem("policy", e);
             None
         }
     }

@@ -511,21 +511,7 @@ pub async fn evaluate(
         .and_then(|id| check_requirements(&policy.require, id, facts, trace));
     // Then the route's Rego policy, then its OPA server: each only if all before allowed.
     if let (None, Some(rego)) = (&denial, &policy.rego) {
-        let request = rego_facts(identity.as_deref(), facts);
-        trace.note(
-            || "rego input".into(),
-            || rego::input_json(&rego.input(&request)),
-        );
-        let verdict = rego.decide(&request);
-        note_verdict(trace, || format!("rego {}", rego.rule), &verdict);
-        if let rego::RegoVerdict::Error(e) = &verdict {
-            tracing::error!(route = %rego.route, rule = %rego.rule, error = %e, "the route's Rego policy failed; refused");
-            crate::metrics::metrics()
-                .rego_errors
-                .with_label_values(&[rego.route.as_str()])
-                .inc();
-        }
-        denial = decided(verdict, &mut identity);
+        denial = rego_decision(rego, &mut identity, facts, trace);
     }
     if let (None, Some(rule)) = (&denial, &policy.opa) {
         denial = opa_decision(rule, &mut identity, facts, trace).await;
@@ -547,6 +533,30 @@ fn rego_facts<'a>(identity: Option<&'a Identity>, facts: &Facts<'a>) -> rego::Re
     }
 }
 
+/// The route's Rego policy, on the request and the caller (see `rego`).
+fn rego_decision(
+    rego: &rego::RegoPolicy,
+    identity: &mut Option<Arc<Identity>>,
+    facts: &Facts<'_>,
+    trace: &mut Trace,
+) -> Option<Denial> {
+    let request = rego_facts(identity.as_deref(), facts);
+    trace.note(
+        || "rego input".into(),
+        || rego::input_json(&rego.input(&request)),
+    );
+    let verdict = rego.decide(&request);
+    note_verdict(trace, || format!("rego {}", rego.rule), &verdict);
+    if let rego::RegoVerdict::Error(e) = &verdict {
+        tracing::error!(route = %rego.route, rule = %rego.rule, error = %e, "the route's Rego policy failed; refused");
+        crate::metrics::metrics()
+            .rego_errors
+            .with_label_values(&[rego.route.as_str()])
+            .inc();
+    }
+    decided(verdict, identity)
+}
+
 /// The route's OPA server, on the request and the caller (see `opa`).
 async fn opa_decision(
     rule: &opa::OpaRule,
@@ -562,11 +572,18 @@ async fn opa_decision(
     );
     trace.note(|| "opa input".into(), || rego::input_json(&input));
     let verdict = match server.decide(&input, facts.client_ip).await {
-        opa::Answer::Decided(value) => rego::verdict(
-            Ok::<_, String>(value.map_or(regorus::Value::Undefined, regorus::Value::from)),
-            &server.settings.url,
-            &server.settings.result_headers,
-        ),
+        opa::Answer::Decided(value) => {
+            let verdict = rego::verdict(
+                Ok::<_, String>(value.map_or(regorus::Value::Undefined, regorus::Value::from)),
+                &server.settings.url,
+                &server.settings.result_headers,
+            );
+            if let rego::RegoVerdict::Error(e) = &verdict {
+                tracing::error!(route = %rule.route, server = %server.name, error = %e, "the OPA server's result is not a decision; refused");
+            }
+            verdict
+        }
+        // Logged and counted where it was answered (`OpaServer::ask`).
         opa::Answer::PolicyError(e) => rego::RegoVerdict::Error(e),
         opa::Answer::Unavailable { retry_after } => {
             trace.note(|| format!("opa {}", server.name), || "unavailable".into());
@@ -580,9 +597,6 @@ async fn opa_decision(
         }
     };
     note_verdict(trace, || format!("opa {}", server.name), &verdict);
-    if let rego::RegoVerdict::Error(e) = &verdict {
-        tracing::error!(route = %rule.route, server = %server.name, error = %e, "the OPA server's decision is not usable; refused");
-    }
     decided(verdict, identity)
 }
 

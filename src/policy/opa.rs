@@ -129,11 +129,15 @@ impl OpaServer {
                 }
             })
             .await;
-        if !asked.load(Ordering::Relaxed) {
-            self.count("cached");
-        }
         match found {
-            Ok(value) => Answer::Decided(value),
+            Ok(value) => {
+                // Not asked by this request: the cache's, or a concurrent request's, answer.
+                if !asked.load(Ordering::Relaxed) {
+                    self.count("cached");
+                }
+                Answer::Decided(value)
+            }
+            // Counted once, by the request whose call failed.
             Err(failed) => (*failed).clone(),
         }
     }

@@ -95,15 +95,23 @@ pub struct RegoFacts<'a> {
     pub identity: Option<&'a Identity>,
 }
 
+/// A policy file and its data file, read, with the stamp they had before.
+pub struct PolicyFiles {
+    file: String,
+    data_file: Option<String>,
+    source: String,
+    data: Option<Json>,
+    stamp: Option<(u64, SystemTime)>,
+}
+
 /// A policy file's text and its data file's JSON; `Err` names the key (`policy` or `data`)
 /// and what is wrong.
-pub fn read_files(
-    policy: &str,
-    data: Option<&str>,
-) -> Result<(String, Option<Json>), (&'static str, String)> {
+pub fn read_files(policy: &str, data: Option<&str>) -> Result<PolicyFiles, (&'static str, String)> {
+    // Taken first: a change made while the files are read is seen at the next check.
+    let stamp = stamp(policy, data);
     let source = std::fs::read_to_string(policy)
         .map_err(|e| ("policy", format!("cannot read \"{policy}\": {e}")))?;
-    let data = match data {
+    let json = match data {
         None => None,
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -113,7 +121,13 @@ pub fn read_files(
             Some(json)
         }
     };
-    Ok((source, data))
+    Ok(PolicyFiles {
+        file: policy.to_string(),
+        data_file: data.map(str::to_string),
+        source,
+        data: json,
+        stamp,
+    })
 }
 
 /// Parse `source` (named `file`), load `data`, and evaluate `rule` once on an empty input:
@@ -176,20 +190,24 @@ impl RegoPolicy {
         })
     }
 
-    /// The policy of `file` with the data of `data_file`, kept in force by reloads.
+    /// The policy of `files` (`read_files`), kept in force by reloads; `Err` names the file
+    /// and line.
     pub fn load(
-        file: &str,
-        data_file: Option<&str>,
+        files: PolicyFiles,
         rule: &str,
         headers: Vec<HeaderName>,
         result_headers: Vec<HeaderName>,
         route: &str,
-    ) -> Result<Self, (&'static str, String)> {
-        let stamp = stamp(file, data_file);
-        let (source, data) = read_files(file, data_file)?;
-        let mut policy = Self::new(file, source, data, rule, headers, result_headers, route)
-            .map_err(|e| ("policy", e))?;
-        policy.data_file = data_file.map(str::to_string);
+    ) -> Result<Self, String> {
+        let PolicyFiles {
+            file,
+            data_file,
+            source,
+            data,
+            stamp,
+        } = files;
+        let mut policy = Self::new(&file, source, data, rule, headers, result_headers, route)?;
+        policy.data_file = data_file;
         policy.stamp = Mutex::new(stamp);
         Ok(policy)
     }
@@ -268,10 +286,7 @@ impl RegoPolicy {
         for name in &self.headers {
             header_text(f.headers, name).hash(&mut h);
         }
-        if let Some(id) = f.identity {
-            (&id.subject, id.method, &id.provider, &id.roles).hash(&mut h);
-            (&id.scopes, &id.permissions, &id.tenant, &id.client_id).hash(&mut h);
-        }
+        f.identity.map(caller).hash(&mut h);
         h.finish()
     }
 
@@ -348,21 +363,7 @@ impl Seen {
     }
 
     fn is(&self, f: &RegoFacts<'_>, headers: &[HeaderName]) -> bool {
-        let same_identity = match (&self.identity, f.identity) {
-            (None, None) => true,
-            (Some(a), Some(b)) => {
-                a.subject == b.subject
-                    && a.method == b.method
-                    && a.provider == b.provider
-                    && a.roles == b.roles
-                    && a.scopes == b.scopes
-                    && a.permissions == b.permissions
-                    && a.tenant == b.tenant
-                    && a.client_id == b.client_id
-            }
-            _ => false,
-        };
-        same_identity
+        self.identity.as_ref().map(caller) == f.identity.map(caller)
             && self.method == f.method
             && self.path == f.path
             && self.query.as_deref() == f.query
@@ -375,6 +376,31 @@ impl Seen {
                 .zip(headers)
                 .all(|(seen, name)| seen.as_deref() == header_text(f.headers, name))
     }
+}
+
+/// What the input document shows of a caller: what the memo hashes and compares of one.
+type Caller<'a> = (
+    &'a str,
+    &'static str,
+    &'a str,
+    &'a [String],
+    &'a [String],
+    &'a [String],
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn caller(id: &Identity) -> Caller<'_> {
+    (
+        &id.subject,
+        id.method,
+        &id.provider,
+        &id.roles,
+        &id.scopes,
+        &id.permissions,
+        id.tenant.as_deref(),
+        id.client_id.as_deref(),
+    )
 }
 
 /// A request header's value as the input document shows it (text only).
@@ -420,10 +446,15 @@ impl crate::reload::Reloadable for RegoPolicy {
     }
 
     fn read_and_swap(&self) -> Result<usize, Vec<String>> {
-        let (source, data) =
-            read_files(&self.file, self.data_file.as_deref()).map_err(|(_, e)| vec![e])?;
-        let engine = engine(&self.file, source, data, &self.rule, &self.result_headers)
-            .map_err(|e| vec![e])?;
+        let files = read_files(&self.file, self.data_file.as_deref()).map_err(|(_, e)| vec![e])?;
+        let engine = engine(
+            &self.file,
+            files.source,
+            files.data,
+            &self.rule,
+            &self.result_headers,
+        )
+        .map_err(|e| vec![e])?;
         match self.engine.write() {
             Ok(mut e) => *e = engine,
             Err(poisoned) => *poisoned.into_inner() = engine,

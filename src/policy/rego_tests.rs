@@ -294,7 +294,8 @@ fn a_reload_reaches_the_engine_a_thread_already_holds() {
     let file = dir.path().join("p.rego");
     let file = file.to_str().unwrap();
     std::fs::write(file, "package t\nallow := true\n").unwrap();
-    let p = RegoPolicy::load(file, None, "data.t.allow", vec![], vec![], "r").unwrap();
+    let files = read_files(file, None).unwrap();
+    let p = RegoPolicy::load(files, "data.t.allow", vec![], vec![], "r").unwrap();
     let allow = RegoVerdict::Allow(vec![]);
     assert_eq!(decide(&p, "GET", "/", &[], None), allow);
     std::fs::write(file, "package t\nallow := false\n").unwrap();

@@ -177,8 +177,11 @@ fn r13_an_opa_server_that_is_down_or_failing_is_503_and_opens_the_breaker() {
         200
     );
 
-    // An error status (a proxy in front of OPA, say) is no answer.
+    // An error status (a proxy in front of OPA, say) is no answer, nor is a 200 that is not
+    // OPA's document (here, an empty body).
     opa.control(0, 502);
+    assert_eq!(assert_unavailable(&gw, &admin), 1);
+    opa.control(0, 200);
     assert_eq!(assert_unavailable(&gw, &admin), 1);
     opa.control(0, 0);
     assert_eq!(
@@ -206,6 +209,10 @@ fn r13_an_opa_server_that_is_down_or_failing_is_503_and_opens_the_breaker() {
     );
     assert_eq!(
         gw.metric(r#"portcullis_opa_requests_total{outcome="error_status",server="authz"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(r#"portcullis_opa_requests_total{outcome="invalid_response",server="authz"}"#),
         Some(1.0)
     );
     assert_eq!(
@@ -253,11 +260,12 @@ fn r13_a_slow_opa_server_times_out_with_503() {
 
 /// A policy that cannot be evaluated on some inputs: two rules give `allow` different
 /// values when the request carries `x-mode: conflict` (OPA: "complete rules must not produce
-/// multiple outputs").
+/// multiple outputs"); with `x-mode: text` its value is no decision.
 const CONFLICTING: &str = r#"package gateway.authz
 
 allow := true if input.headers["x-mode"] == "conflict"
 allow := false if input.headers["x-mode"] == "conflict"
+allow := "maybe" if input.headers["x-mode"] == "text"
 allow := true if not input.headers["x-mode"]
 "#;
 
@@ -274,11 +282,12 @@ fn r14_an_input_the_policy_cannot_evaluate_is_500_and_never_opens_the_breaker() 
         url = opa.url("gateway/authz/allow"),
         origin = echo.addr
     ));
-    // Any client may send the input the policy trips on, again and again.
-    for _ in 0..3 {
+    // Any client may send the input the policy trips on, again and again; or one on which
+    // its value is no decision.
+    for mode in ["conflict", "conflict", "conflict", "text"] {
         let resp = client()
             .get(gw.url("/x"))
-            .header("x-mode", "conflict")
+            .header("x-mode", mode)
             .send()
             .unwrap();
         assert_eq!(resp.status(), 500);
@@ -293,6 +302,11 @@ fn r14_an_input_the_policy_cannot_evaluate_is_500_and_never_opens_the_breaker() 
     assert_eq!(
         gw.metric(r#"portcullis_opa_requests_total{outcome="policy_error",server="authz"}"#),
         Some(3.0)
+    );
+    // The server answered "maybe" and then true: both decided, by the server's lights.
+    assert_eq!(
+        gw.metric(r#"portcullis_opa_requests_total{outcome="decided",server="authz"}"#),
+        Some(2.0)
     );
     assert_eq!(echo.received().len(), 1);
 }
