@@ -13,7 +13,7 @@
 //! rows differ by the hooks only: at one thread Pingora's single-thread runtime
 //! (`work_stealing` off, as Portcullis's default there), and no read buffer below HTTP on the
 //! plain listener (Portcullis's `read_buffer_size` default). The TLS listener keeps Pingora's
-//! default 64 KiB read buffer (Portcullis's TLS default is 16 KiB): Pingora's TLS listener
+//! default 64 KiB read buffer (Portcullis's TLS default is 4 KiB): Pingora's TLS listener
 //! API takes no buffer setting.
 
 use async_trait::async_trait;

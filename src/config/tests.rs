@@ -407,3 +407,31 @@ fn a_rego_policy_that_does_not_parse_is_reported_at_its_file_and_line() {
         "{found:?}"
     );
 }
+
+#[test]
+fn read_buffers_default_to_none_on_plain_listeners_and_4_kib_under_tls() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/keys");
+    let tls = format!("tls: {{certificate: {keys}/demo-server.crt, key: {keys}/demo-server.key}}");
+    let buffers = |listeners: &str| match parse(&config(listeners)) {
+        Ok(c) => c
+            .listeners
+            .iter()
+            .map(|l| l.read_buffer_size)
+            .collect::<Vec<_>>(),
+        Err(p) => panic!("{p:?}"),
+    };
+    assert_eq!(
+        buffers(&format!(
+            "listeners: [{{address: 127.0.0.1:8080}}, {{address: 127.0.0.1:8443, {tls}}}]\n"
+        )),
+        [0, 4096],
+        "the defaults README.md and conf/README.md state"
+    );
+    assert_eq!(
+        buffers(&format!(
+            "listeners: [{{address: 127.0.0.1:8080, read_buffer_size: 65536}}, {{address: 127.0.0.1:8443, read_buffer_size: 16384, {tls}}}]\n"
+        )),
+        [65536, 16384],
+        "a size set on a listener is kept"
+    );
+}
