@@ -20,7 +20,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// POST costs less. Under TLS a small buffer saves OpenSSL's 5-byte record-header reads a
 /// system call each: 4 KiB costs ≈ 2% more CPU per small request than a whole record
 /// (16 KiB) and holds 12–14 KiB less per idle connection (on a warm process 12 KiB against
-/// 25; from a cold start 24 against 39, the rest being OpenSSL's own state); none costs ≈ 5%
+/// 25; from a cold start 24 against 39; with none, 20); none costs ≈ 5%
 /// more.
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 0;
 pub const DEFAULT_TLS_READ_BUFFER_SIZE: usize = 4 * 1024;
