@@ -27,7 +27,7 @@
 //! Each request's head is waited for here, before Pingora builds a session for it: the guard
 //! reads the head's first bytes itself and hands them to the session it then builds. An idle
 //! connection (before its first request, or between two) therefore holds only its stream and
-//! this loop, about 7 KiB, and not Pingora's session, its 4 KiB head buffer and the 10 KiB
+//! this loop, about 4 KiB, and not Pingora's session, its 4 KiB head buffer and the 10 KiB
 //! future of its request (about 15 KiB more, measured with DHAT; `load-tests/RESULTS.md`). The
 //! idle wait between requests (`keepalive_timeout`) is this wait's; request bodies
 //! (`request_body_timeout`, `request_body_min_rate`) are bounded by the proxy over Pingora's
