@@ -156,8 +156,8 @@ fi
 # on 18448 (TlsSettings::intermediate, HTTP/2 offered by ALPN), the same certificate, key and
 # origin as the TLS Portcullis, in a process of its own, measured with wrk like portcullis-tls.
 # What differs besides the hooks: Pingora's listener keeps its default buffers (a 64 KiB read
-# buffer per connection, where portcullis-tls.yaml's listener has read_buffer_size's TLS
-# default of 4 KiB), and Pingora runs the handshake itself (Portcullis under its own deadline,
+# buffer per connection, where portcullis-tls.yaml's listener has read_buffer_size's default,
+# none, and OpenSSL reads ahead), and Pingora runs the handshake itself (Portcullis under its own deadline,
 # with renegotiation off).
 # LOADER: wrk (GET), post (wrk POSTing a 1 KiB body, post.lua), hmac (the same, each request
 # signed once with a signature made by `portcullis sign` just before the run), oha (wrk cannot
@@ -1105,7 +1105,7 @@ NGINX_RPS=$(med "${RPS[nginx]:-}")
 declare -A DESC=(
     [nginx-tls]="nginx terminating TLS, GET /"
     [portcullis-tls]="Portcullis TLS listener, public route, GET / (pass-through over TLS)"
-    [pingora-bare-tls]="bare Pingora (no hooks), its own TLS listener (TlsSettings::intermediate, default 64 KiB read buffer; Portcullis's: 4 KiB), GET /"
+    [pingora-bare-tls]="bare Pingora (no hooks), its own TLS listener (TlsSettings::intermediate, default 64 KiB read buffer; Portcullis's: none, OpenSSL reading ahead), GET /"
     [portcullis-post-tls]="TLS, public route, POST of a 1 KiB body"
     [portcullis-hmac]="TLS, \`auth: { hmac: true }\`, POST of the same 1 KiB body, each request signed once (RFC 9421, hmac-sha256)"
     [portcullis-tls-oha]="TLS, public route, GET / (pass-through over TLS)"

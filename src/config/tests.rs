@@ -409,7 +409,7 @@ fn a_rego_policy_that_does_not_parse_is_reported_at_its_file_and_line() {
 }
 
 #[test]
-fn read_buffers_default_to_none_on_plain_listeners_and_4_kib_under_tls() {
+fn read_buffers_default_to_none_on_plain_and_tls_listeners() {
     let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/keys");
     let tls = format!("tls: {{certificate: {keys}/demo-server.crt, key: {keys}/demo-server.key}}");
     let buffers = |listeners: &str| match parse(&config(listeners)) {
@@ -424,8 +424,8 @@ fn read_buffers_default_to_none_on_plain_listeners_and_4_kib_under_tls() {
         buffers(&format!(
             "listeners: [{{address: 127.0.0.1:8080}}, {{address: 127.0.0.1:8443, {tls}}}]\n"
         )),
-        [0, 4096],
-        "the defaults README.md and conf/README.md state"
+        [0, 0],
+        "the default README.md and conf/README.md state"
     );
     assert_eq!(
         buffers(&format!(

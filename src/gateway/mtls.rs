@@ -191,6 +191,12 @@ pub fn listener_acceptor(
     // A TLS 1.2 renegotiation could present another certificate mid-connection (X13).
     tls.set_options(SslOptions::NO_RENEGOTIATION);
     tls.set_alpn_select_callback(prefer_h2);
+    // OpenSSL reads as much as the socket holds into its own record buffer, which it gives
+    // back once empty (rust-openssl sets SSL_MODE_RELEASE_BUFFERS), instead of a 5-byte record
+    // header, then the record. So no buffer below TLS is needed to spare those small reads
+    // their system calls: against a 4 KiB one, the same system calls, 0.6% fewer instructions
+    // per request and 4 KiB less per idle connection (load-tests/RESULTS.md, issue 15).
+    tls.set_read_ahead(true);
     Ok(TlsAcceptor {
         acceptor: tls.build(),
         callbacks: t.client.as_ref().map(|_| Callbacks { crl }),

@@ -429,14 +429,20 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// A client that goes away mid-request is not the gateway's error: it is counted in the
-    /// metrics and the access log (status 0), but not written to the error log, so that
-    /// log stays for real faults.
+    /// A client that goes away mid-request, or pipelines one (S10), is not the gateway's error:
+    /// it is counted in the metrics and the access log (status 0, or its 400), but not written
+    /// to the error log, so that log stays for real faults.
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         *e.esource() == pingora::ErrorSource::Downstream
             && matches!(
                 e.etype(),
-                ConnectionClosed | ReadError | WriteError | ReadTimedout | WriteTimedout
+                // ConnectError: a pipelined request (S10), answered `400 pipelined_request`.
+                ConnectionClosed
+                    | ReadError
+                    | WriteError
+                    | ReadTimedout
+                    | WriteTimedout
+                    | ConnectError
             )
     }
 
@@ -613,6 +619,9 @@ fn body_on_pace(ctx: &mut RequestCtx, pace: BodyPace, n: usize) -> bool {
 fn classify(e: &Error) -> Option<ErrorKind> {
     use pingora::ErrorSource;
     let kind = match e.etype() {
+        // Pingora's only downstream connect error: bytes after the end of a request it is
+        // still proxying (a pipelined request). The client's doing, not the backend's (S10).
+        ConnectError if *e.esource() == ErrorSource::Downstream => response::PIPELINED_REQUEST,
         HTTPStatus(400) => response::BAD_REQUEST,
         HTTPStatus(s) if *s >= 500 => response::INTERNAL_ERROR,
         HTTPStatus(_) => response::BAD_REQUEST,

@@ -27,6 +27,14 @@ pub const BAD_REQUEST: ErrorKind = ErrorKind {
     code: "bad_request",
     message: "The request is malformed.",
 };
+/// The client sent more bytes after a request whose end was already read, before it was
+/// answered: a pipelined next request, or a body the request's head did not announce. Pingora
+/// does not serve pipelined requests and ends the request in flight (threat S10).
+pub const PIPELINED_REQUEST: ErrorKind = ErrorKind {
+    status: 400,
+    code: "pipelined_request",
+    message: "More was sent before the previous request was answered; send each request after the previous answer.",
+};
 pub const INTERNAL_ERROR: ErrorKind = ErrorKind {
     status: 500,
     code: "internal_error",

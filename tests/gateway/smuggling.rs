@@ -278,3 +278,50 @@ fn s6_a_chunk_extension_with_a_bare_lf_is_refused_with_400_and_the_connection_cl
     );
     control(&echo, &gw);
 }
+
+/// S10: pipelined requests are not served. One in the same read as the first is dropped after
+/// the first is answered and the connection closes; one sent while the first is being proxied
+/// ends it with `400 pipelined_request` (Pingora's error for it was answered as the backend's,
+/// `502 upstream_unreachable`). Nothing after the first request reaches the backend.
+#[test]
+fn s10_pipelined_requests_are_never_forwarded_nor_called_an_upstream_failure() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let echo = Echo::start();
+    let gw = Gateway::start(&pass_through(echo.addr));
+    let raw = raw_exchange(
+        gw.addr,
+        b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(statuses(&raw), [200], "{raw}");
+    assert_eq!(echo.received(), [("GET".to_string(), "/one".to_string())]);
+
+    let stalled = StalledOrigin::start();
+    let gw = Gateway::start(&pass_through(stalled.addr));
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A pipelined POST whose body follows: more bytes than one probe read.
+    let mut next =
+        b"POST /two HTTP/1.1\r\nHost: localhost\r\nContent-Length: 40000\r\n\r\n".to_vec();
+    next.extend(std::iter::repeat_n(b'x', 40_000));
+    let _ = s.write_all(&next);
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(started.elapsed() < Duration::from_secs(9), "not closed");
+    let raw = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&raw), [400], "{raw}");
+    assert!(raw.contains("\"error\":\"pipelined_request\""), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase().contains("connection: close"),
+        "{raw}"
+    );
+    // The client's doing is not an error of the gateway's: nothing in the error log.
+    let log = std::fs::read_to_string(gw.dir.path().join("gateway.stderr")).unwrap();
+    assert!(!log.contains("ERROR"), "{log}");
+}
