@@ -10,8 +10,8 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// Open connections a listener holds at most unless told otherwise: at the ≈ 22 KiB an idle
-/// TLS connection costs (4 KiB plain; load-tests/RESULTS.md), about 220 MiB, and below the
+/// Open connections a listener holds at most unless told otherwise: at the ≈ 18 KiB an idle
+/// TLS connection costs (4 KiB plain; load-tests/RESULTS.md), about 180 MiB, and below the
 /// 65536 file descriptors the unit allows.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 

@@ -470,15 +470,9 @@ fn d6_a_tls_handshake_that_never_finishes_is_dropped_at_the_tls_handshake_timeou
 
 #[test]
 fn d7_an_h2_connection_that_never_sends_its_preface_is_closed_at_the_header_timeout() {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
     let echo = Echo::start();
     let gw = tls_gateway_with_server("  request_header_timeout: 1s\n", &pass_through(echo.addr)).0;
-    let mut tls = SslConnector::builder(SslMethod::tls()).unwrap();
-    tls.set_verify(SslVerifyMode::NONE);
-    tls.set_alpn_protos(b"\x02h2").unwrap();
-    let tcp = TcpStream::connect(gw.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut conn = tls.build().connect("localhost", tcp).unwrap();
+    let mut conn = raw_tls_connect(gw.addr, Some(b"\x02h2"));
     assert_eq!(conn.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
     let started = Instant::now();
     // The handshake is done and HTTP/2 agreed; the client never sends its preface.

@@ -285,15 +285,13 @@ fn s6_a_chunk_extension_with_a_bare_lf_is_refused_with_400_and_the_connection_cl
 /// `502 upstream_unreachable`). Nothing after the first request reaches the backend.
 #[test]
 fn s10_pipelined_requests_are_never_forwarded_nor_called_an_upstream_failure() {
-    use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::time::Instant;
     let echo = Echo::start();
     let gw = Gateway::start(&pass_through(echo.addr));
-    let raw = raw_exchange(
-        gw.addr,
-        b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        Duration::from_secs(5),
+    let raw = raw_writes_until_closed(
+        &mut TcpStream::connect(gw.addr).unwrap(),
+        &[b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+        Duration::ZERO,
     );
     assert_eq!(statuses(&raw), [200], "{raw}");
     assert_eq!(echo.received(), [("GET".to_string(), "/one".to_string())]);
@@ -302,19 +300,15 @@ fn s10_pipelined_requests_are_never_forwarded_nor_called_an_upstream_failure() {
     let gw = Gateway::start(&pass_through(stalled.addr));
     let mut s = TcpStream::connect(gw.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     // A pipelined POST whose body follows: more bytes than one probe read.
     let mut next =
         b"POST /two HTTP/1.1\r\nHost: localhost\r\nContent-Length: 40000\r\n\r\n".to_vec();
     next.extend(std::iter::repeat_n(b'x', 40_000));
-    let _ = s.write_all(&next);
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(started.elapsed() < Duration::from_secs(9), "not closed");
-    let raw = String::from_utf8_lossy(&out);
+    let raw = raw_writes_until_closed(
+        &mut s,
+        &[b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n", &next],
+        Duration::from_millis(300),
+    );
     assert_eq!(statuses(&raw), [400], "{raw}");
     assert!(raw.contains("\"error\":\"pipelined_request\""), "{raw}");
     assert!(

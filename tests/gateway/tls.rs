@@ -103,45 +103,26 @@ fn upstream_tls_verifies_the_certificate_for_the_configured_sni() {
 /// `400 pipelined_request`. Neither is forwarded, and neither is called an upstream failure.
 #[test]
 fn s10_pipelined_requests_over_tls_are_never_forwarded_nor_called_an_upstream_failure() {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    use std::io::{Read, Write};
-    let connect = |gw: &Gateway| {
-        let mut tls = SslConnector::builder(SslMethod::tls()).unwrap();
-        tls.set_verify(SslVerifyMode::NONE);
-        let tcp = std::net::TcpStream::connect(gw.addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        tls.build().connect("localhost", tcp).unwrap()
-    };
-    let read_all = |conn: &mut openssl::ssl::SslStream<std::net::TcpStream>| {
-        let mut raw = Vec::new();
-        // The end is a close (or a reset after it), never the 10 s timeout.
-        let started = std::time::Instant::now();
-        let _ = conn.read_to_end(&mut raw);
-        assert!(started.elapsed() < std::time::Duration::from_secs(9));
-        String::from_utf8_lossy(&raw).into_owned()
-    };
-
     let echo = Echo::start();
     let (gw, _) = tls_gateway(&pass_through(echo.addr));
-    let mut conn = connect(&gw);
-    conn.write_all(
-        b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .unwrap();
-    let raw = read_all(&mut conn);
+    let raw = raw_writes_until_closed(
+        &mut raw_tls_connect(gw.addr, None),
+        &[b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+        std::time::Duration::ZERO,
+    );
     assert_eq!(statuses(&raw), [200], "{raw}");
     assert_eq!(echo.received(), [("GET".to_string(), "/one".to_string())]);
 
     let stalled = StalledOrigin::start();
     let (gw, _) = tls_gateway(&pass_through(stalled.addr));
-    let mut conn = connect(&gw);
-    conn.write_all(b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    conn.write_all(b"GET /two HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let raw = read_all(&mut conn);
+    let raw = raw_writes_until_closed(
+        &mut raw_tls_connect(gw.addr, None),
+        &[
+            b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            b"GET /two HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ],
+        std::time::Duration::from_millis(300),
+    );
     assert_eq!(statuses(&raw), [400], "{raw}");
     assert!(raw.contains("\"error\":\"pipelined_request\""), "{raw}");
     assert!(

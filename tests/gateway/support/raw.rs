@@ -45,3 +45,42 @@ pub fn statuses(raw: &str) -> Vec<u16> {
         .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
         .collect()
 }
+
+/// A TLS connection to `addr` (the certificate not checked; SNI `localhost`), offering `alpn`
+/// when given, reads timing out after 10 s: for raw bytes over TLS.
+pub fn raw_tls_connect(
+    addr: SocketAddr,
+    alpn: Option<&[u8]>,
+) -> openssl::ssl::SslStream<TcpStream> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut tls = SslConnector::builder(SslMethod::tls()).unwrap();
+    tls.set_verify(SslVerifyMode::NONE);
+    if let Some(protos) = alpn {
+        tls.set_alpn_protos(protos).unwrap();
+    }
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tls.build().connect("localhost", tcp).unwrap()
+}
+
+/// Write each of `writes` in turn, `pause` apart, then read until the server closes the
+/// connection, which it must do before the stream's 10 s read timeout; everything received.
+pub fn raw_writes_until_closed(
+    stream: &mut (impl Read + Write),
+    writes: &[&[u8]],
+    pause: Duration,
+) -> String {
+    for (i, bytes) in writes.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
+        // The server may close after refusing; what it answered is still read below.
+        let _ = stream.write_all(bytes);
+    }
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "not closed after {took:?}");
+    String::from_utf8_lossy(&out).into_owned()
+}
